@@ -1,0 +1,53 @@
+// Package host is the seam between the instance manager and the machine its VMs run on: running
+// commands, files, unix sockets and detached processes. Local is this machine; an SSH-reached host
+// implements the same interface, so nothing above this package asks which one it has.
+package host
+
+import (
+	"context"
+	"io"
+	"io/fs"
+	"net"
+	"syscall"
+)
+
+// Host is one machine that runs VMs. Every path is a path on that machine.
+type Host interface {
+	// Run runs argv (never through a shell) with stdin, and returns its standard output. A non-zero
+	// exit is an error that carries the command's standard error.
+	Run(ctx context.Context, stdin io.Reader, argv ...string) ([]byte, error)
+	// StartDetached starts argv in its own session, with standard input from /dev/null and standard
+	// output and error appended to logPath, so that it outlives the caller. It returns the pid.
+	StartDetached(ctx context.Context, argv []string, logPath string) (int, error)
+	// ProcessAlive reports whether pid is a live (not zombie) process whose command line contains
+	// marker, which guards against a recycled pid.
+	ProcessAlive(ctx context.Context, pid int, marker string) (bool, error)
+	// Signal sends sig to pid; a process that is already gone is not an error.
+	Signal(ctx context.Context, pid int, sig syscall.Signal) error
+	// DialUnix connects to a unix stream socket.
+	DialUnix(ctx context.Context, path string) (net.Conn, error)
+
+	ReadFile(ctx context.Context, path string) ([]byte, error)
+	// WriteFile writes data atomically: a temporary file in the same directory, then a rename.
+	WriteFile(ctx context.Context, path string, data []byte, perm fs.FileMode) error
+	// Create creates or truncates path for streaming writes.
+	Create(ctx context.Context, path string) (io.WriteCloser, error)
+	// Open opens path for streaming reads.
+	Open(ctx context.Context, path string) (io.ReadCloser, error)
+	Stat(ctx context.Context, path string) (fs.FileInfo, error)
+	ReadDir(ctx context.Context, path string) ([]fs.FileInfo, error)
+	MkdirAll(ctx context.Context, path string, perm fs.FileMode) error
+	Remove(ctx context.Context, path string) error
+	RemoveAll(ctx context.Context, path string) error
+	Rename(ctx context.Context, from, to string) error
+	// Symlink creates link pointing at target; it fails with fs.ErrExist when link exists, which
+	// makes it an atomic reservation.
+	Symlink(ctx context.Context, target, link string) error
+	Readlink(ctx context.Context, path string) (string, error)
+	// Truncate sets the size of path, creating it sparse if it does not exist.
+	Truncate(ctx context.Context, path string, size int64) error
+	// Lock takes an exclusive lock named by path (created if missing), waiting until ctx is done.
+	Lock(ctx context.Context, path string) (unlock func(), err error)
+	// LookPath finds an executable on the host's PATH.
+	LookPath(ctx context.Context, name string) (string, error)
+}

@@ -1,0 +1,27 @@
+package system
+
+// The guest boot contract shared by the initrd's init (guestinit.sh) and the manager, which writes
+// the config disk and reads the console. See docs/adr/0002-guest-boot-contract.md.
+
+// Disk serials: the init finds each disk by /sys/block/vd*/serial.
+const (
+	SerialRootfs  = "hypeman-rootfs"
+	SerialOverlay = "hypeman-overlay"
+	SerialConfig  = "hypeman-config"
+)
+
+// Config disk layout (an erofs image). Each argv item and each environment entry is a file of its
+// own holding the raw bytes, so no value is ever parsed by a shell.
+const (
+	ConfigArgvDir  = "argv"     // argv/0000, argv/0001, …: entrypoint followed by cmd
+	ConfigEnvDir   = "env"      // env/0000, …: one KEY=VALUE each
+	ConfigWorkdir  = "workdir"  // absolute path inside the image
+	ConfigHostname = "hostname" // the instance name
+)
+
+// Console markers the init prints, one line each.
+const (
+	MarkerStarted = "[hypeman-init] program started"
+	MarkerExited  = "[hypeman-init] program exited " // followed by the decimal exit code
+	MarkerError   = "[hypeman-init] error: "         // followed by the reason; the guest then powers off
+)

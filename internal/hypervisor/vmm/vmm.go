@@ -1,0 +1,97 @@
+// Package vmm is the seam between the instance manager and a virtual machine monitor. Cloud
+// Hypervisor and QEMU each implement Driver; the flows above are written once against it.
+package vmm
+
+import (
+	"context"
+	"errors"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+)
+
+// State is what a live VMM reports about its guest.
+type State string
+
+const (
+	// Created: the VMM holds a VM configuration that has not booted (or, for Cloud Hypervisor,
+	// that was shut down: it reports Created again).
+	Created State = "Created"
+	Running State = "Running"
+	Paused  State = "Paused"
+	// Shutdown: the VMM is up and the guest is off. Only drivers that can tell report it.
+	Shutdown State = "Shutdown"
+)
+
+// ErrNoVM means the VMM process answers but holds no VM at all.
+var ErrNoVM = errors.New("the VMM holds no VM")
+
+// Disk is one block device. Serial is what the guest init finds it by.
+type Disk struct {
+	Path     string `json:"path"`
+	Serial   string `json:"serial"`
+	ReadOnly bool   `json:"readonly"`
+}
+
+// Config is everything needed to start a VMM for one instance. Restoring a snapshot needs the
+// same Config that booted the VM (identical devices).
+type Config struct {
+	// Dir is the instance directory; sockets and the VMM's own output live in it.
+	Dir     string `json:"dir"`
+	Kernel  string `json:"kernel"`
+	Initrd  string `json:"initrd"`
+	Cmdline string `json:"cmdline"`
+	VCPUs   int    `json:"vcpus"`
+	// MemoryBytes is the memory the guest boots with.
+	MemoryBytes int64 `json:"memory_bytes"`
+	// HotplugBytes is how much memory can be added after boot (0: none).
+	HotplugBytes int64  `json:"hotplug_bytes"`
+	Disks        []Disk `json:"disks"`
+	// ConsoleLog receives the guest's serial console; it is appended to, never truncated.
+	ConsoleLog string `json:"console_log"`
+	// Accelerator is "kvm" or "tcg" (resolved from "auto" by the caller).
+	Accelerator string `json:"accelerator"`
+}
+
+// Driver starts VMM processes and connects to them.
+type Driver interface {
+	// Name is the hypervisor's name as users write it: "qemu" or "cloud-hypervisor".
+	Name() string
+	// Available reports whether the VMM binary is installed on h.
+	Available(ctx context.Context, h host.Host) bool
+	// Version is the VMM's version string; snapshots are only restored by the same version.
+	Version(ctx context.Context, h host.Host) (string, error)
+	// Boot starts a VMM process for cfg and boots the guest. It returns the VMM's pid once the
+	// VMM answers on its socket and the guest is running.
+	Boot(ctx context.Context, h host.Host, cfg Config) (pid int, err error)
+	// Restore starts a VMM process and restores the snapshot in snapshotDir into it. The guest is
+	// left Paused. The snapshot's memory file is uncompressed (the manager decompresses it).
+	Restore(ctx context.Context, h host.Host, cfg Config, snapshotDir string) (pid int, err error)
+	// Connect opens a control connection to the VMM running for cfg.
+	Connect(ctx context.Context, h host.Host, cfg Config) (VM, error)
+	// SocketPath is the control socket of the VMM running for cfg. The VMM's command line always
+	// contains cfg.Dir, which tells it from a recycled pid.
+	SocketPath(cfg Config) string
+}
+
+// VM is a control connection to one running VMM.
+type VM interface {
+	// State reports the guest's state; ErrNoVM when the VMM holds none.
+	State(ctx context.Context) (State, error)
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+	// Snapshot writes the paused guest into dir, which exists and is empty. The memory image is
+	// the file MemoryFile in dir; config.json and state.json sit beside it.
+	Snapshot(ctx context.Context, dir string) error
+	// PowerButton asks the guest to power off (ACPI). It does not wait.
+	PowerButton(ctx context.Context) error
+	// SetMemory asks for a total guest memory size between the boot size and boot + hotplug.
+	// Asking for the current size is not an error.
+	SetMemory(ctx context.Context, bytes int64) error
+	// Quit stops the VMM process (the guest with it) and returns once it has gone.
+	Quit(ctx context.Context) error
+	Close() error
+}
+
+// MemoryFile is the name of a snapshot's memory image inside the snapshot directory, for every
+// driver (Cloud Hypervisor's own name). The manager compresses it to MemoryFile + ".lz4".
+const MemoryFile = "memory-ranges"

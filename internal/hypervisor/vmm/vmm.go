@@ -95,3 +95,10 @@ type VM interface {
 // MemoryFile is the name of a snapshot's memory image inside the snapshot directory, for every
 // driver (Cloud Hypervisor's own name). The manager compresses it to MemoryFile + ".lz4".
 const MemoryFile = "memory-ranges"
+
+// KVMProber is implemented by drivers that can also run without KVM (QEMU's TCG). It reports
+// whether a guest actually runs under KVM on h: /dev/kvm can open and still hang every guest, as
+// under broken nested virtualisation.
+type KVMProber interface {
+	ProbeKVM(ctx context.Context, h host.Host, kernel string) (bool, error)
+}

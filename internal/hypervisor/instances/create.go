@@ -1,0 +1,117 @@
+package instances
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// cleanups is a stack of undo steps: a failed create runs them in reverse, so nothing it made
+// (name, directory, process) stays behind.
+type cleanups []func(context.Context)
+
+func (c *cleanups) push(f func(context.Context)) { *c = append(*c, f) }
+
+func (c cleanups) run(ctx context.Context) {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i](ctx)
+	}
+}
+
+// Create makes a new instance from spec and brings it to target (Running when empty): pull and
+// convert the image, make the overlay, boot, wait for the program to start.
+func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *Instance, err error) {
+	if target == "" {
+		target = Running
+	}
+	if _, err := Plan(Running, target); err != nil {
+		return nil, err
+	}
+	if spec.Hypervisor == "" {
+		spec.Hypervisor = m.opts.DefaultHypervisor
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := m.driver(spec.Hypervisor); err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	id := ulid.Make().String()
+	var undo cleanups
+	defer func() {
+		if err != nil {
+			undo.run(context.WithoutCancel(ctx))
+		}
+	}()
+
+	for _, d := range []string{m.layout.guests(), m.layout.names()} {
+		if err := m.host.MkdirAll(ctx, d, 0o750); err != nil {
+			return nil, fmt.Errorf("prepare %s: %w", d, err)
+		}
+	}
+	if err := m.reserveName(ctx, spec.Name, id); err != nil {
+		return nil, err
+	}
+	undo.push(func(ctx context.Context) { _ = m.releaseName(ctx, spec.Name, id) })
+	if err := m.host.MkdirAll(ctx, m.layout.logs(id), 0o750); err != nil {
+		return nil, err
+	}
+	undo.push(func(ctx context.Context) { _ = m.host.RemoveAll(ctx, m.layout.dir(id)) })
+
+	img, err := m.images.Pull(ctx, spec.Image)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", spec.Image, err)
+	}
+	m.log(ctx, "image ready", map[string]any{"id": id, "digest": img.Digest, "ms": time.Since(t0).Milliseconds()})
+	if _, err := resolveProgram(spec, img); err != nil {
+		return nil, err
+	}
+	t1 := time.Now()
+	if err := m.makeOverlay(ctx, id, spec.OverlaySize); err != nil {
+		return nil, err
+	}
+	m.log(ctx, "overlay ready", map[string]any{"id": id, "bytes": spec.OverlaySize, "ms": time.Since(t1).Milliseconds()})
+
+	md := &metadata{
+		ID: id, Name: spec.Name, Image: spec.Image, ImageDigest: img.Digest, VCPUs: spec.VCPUs,
+		Memory: spec.Memory, Hotplug: spec.Hotplug, OverlaySize: spec.OverlaySize,
+		Entrypoint: spec.Entrypoint, Cmd: spec.Cmd, Env: spec.Env, Workdir: spec.Workdir,
+		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(),
+	}
+	if err := m.saveMetadata(ctx, md); err != nil {
+		return nil, err
+	}
+	err = m.withLock(ctx, id, func() error {
+		if target == Stopped {
+			return nil // created, never booted: the first start builds the config disk
+		}
+		undo.push(func(ctx context.Context) { _ = m.killVMM(ctx, md) })
+		if err := m.start(ctx, md); err != nil {
+			return err
+		}
+		return m.reach(ctx, id, target)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", spec.Name, err)
+	}
+	m.log(ctx, "created", map[string]any{"id": id, "name": spec.Name, "ms": time.Since(t0).Milliseconds()})
+	return m.Get(ctx, id)
+}
+
+// makeOverlay creates the sparse writable overlay and formats it ext4 with lazy init, which
+// writes almost nothing however large the overlay is.
+func (m *Manager) makeOverlay(ctx context.Context, id string, size int64) error {
+	p := m.layout.overlay(id)
+	if err := m.host.Truncate(ctx, p, size); err != nil {
+		return fmt.Errorf("create the overlay: %w", err)
+	}
+	_, err := m.host.Run(ctx, nil, "mkfs.ext4", "-q", "-F", "-L", "hypeman-overlay",
+		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", p)
+	if err != nil {
+		return fmt.Errorf("format the overlay: %w", err)
+	}
+	return nil
+}

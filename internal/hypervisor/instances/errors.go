@@ -1,0 +1,31 @@
+package instances
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors; callers decide with errors.Is.
+var (
+	// ErrNotFound: no instance with that id or name on the host.
+	ErrNotFound = errors.New("instance not found")
+	// ErrNameTaken: another instance on the host has the name.
+	ErrNameTaken = errors.New("instance name already in use")
+	// ErrInvalidState: the instance's current state does not allow the operation.
+	ErrInvalidState = errors.New("invalid state for this operation")
+	// ErrInvalidConfig: a requested value is not allowed.
+	ErrInvalidConfig = errors.New("invalid configuration")
+)
+
+// FieldError is one bad input value: which field, which value, and what is allowed.
+type FieldError struct {
+	Field   string
+	Value   string
+	Allowed string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%s %q is not allowed: %s", e.Field, e.Value, e.Allowed)
+}
+
+func (e *FieldError) Unwrap() error { return ErrInvalidConfig }

@@ -1,0 +1,147 @@
+package instances
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/images"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
+)
+
+// Instance is what the manager reports about one VM: its desired config and its observed state.
+type Instance struct {
+	ID   string
+	Name string
+
+	Image       string
+	ImageDigest string
+	VCPUs       int
+	Memory      int64 // bytes the guest boots with
+	Hotplug     int64 // bytes added after boot, taken back before standby
+	OverlaySize int64
+	// Entrypoint and Cmd are nil when the image's own apply.
+	Entrypoint []string
+	Cmd        []string
+	Env        map[string]string
+	Workdir    string // "" = the image's
+
+	Hypervisor        string
+	HypervisorVersion string
+	Accelerator       string
+	KernelRelease     string
+
+	State State
+	// StateReason says why the state is Unknown, or what the guest last reported.
+	StateReason string
+	PID         int
+
+	CreatedAt time.Time
+	StartedAt time.Time // last boot or restore; zero when not running
+
+	Dir        string
+	ConsoleLog string
+	// SnapshotBytes is the size of the snapshot on disk (Standby only).
+	SnapshotBytes int64
+}
+
+// Spec is the part of an instance's configuration that a user sets.
+type Spec struct {
+	Name        string
+	Image       string
+	VCPUs       int
+	Memory      int64
+	Hotplug     int64
+	OverlaySize int64
+	Entrypoint  []string // nil: the image's
+	Cmd         []string // nil: the image's (cleared when Entrypoint is set, as in Docker)
+	Env         map[string]string
+	Workdir     string
+	// Hypervisor is "qemu" or "cloud-hypervisor"; "" picks the manager's default.
+	Hypervisor string
+}
+
+// Limits on what a Spec may ask for.
+const (
+	MinMemory      = 128 * units.MiB
+	MaxVCPUs       = 128
+	MinOverlay     = 64 * units.MiB
+	HotplugStep    = 128 * units.MiB // Cloud Hypervisor hot-adds memory in 128 MiB steps
+	DefaultOverlay = 10 * units.GiB
+	DefaultMemory  = 512 * units.MiB
+	maxNameLength  = 63
+)
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
+)
+
+// NameRule describes valid names, for error messages and documentation.
+const NameRule = "1 to 63 characters: lower-case letters, digits and '-', starting and ending with a letter or digit"
+
+// ValidateName checks an instance name.
+func ValidateName(name string) error {
+	if len(name) > maxNameLength || !nameRE.MatchString(name) {
+		return &FieldError{Field: "name", Value: name, Allowed: NameRule}
+	}
+	return nil
+}
+
+// ValidateEnvKey checks an environment variable name.
+func ValidateEnvKey(key string) error {
+	if !envKeyRE.MatchString(key) {
+		return &FieldError{Field: "env key", Value: key, Allowed: "a letter or '_' followed by letters, digits, '_', '.' or '-'"}
+	}
+	return nil
+}
+
+// Validate checks every field and reports all that are wrong at once.
+func (s *Spec) Validate() error {
+	var errs []error
+	if err := ValidateName(s.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if err := images.ValidateRef(s.Image); err != nil {
+		errs = append(errs, &FieldError{Field: "image", Value: s.Image, Allowed: err.Error()})
+	}
+	if s.VCPUs < 1 || s.VCPUs > MaxVCPUs {
+		errs = append(errs, &FieldError{Field: "vcpus", Value: fmt.Sprint(s.VCPUs), Allowed: fmt.Sprintf("a whole number from 1 to %d", MaxVCPUs)})
+	}
+	if s.Memory < MinMemory || s.Memory%units.MiB != 0 {
+		errs = append(errs, &FieldError{Field: "memory", Value: units.Format(s.Memory), Allowed: "at least " + units.Format(MinMemory) + ", in whole MiB"})
+	}
+	if s.Hotplug < 0 || s.Hotplug%HotplugStep != 0 {
+		errs = append(errs, &FieldError{Field: "hotplug_memory", Value: units.Format(s.Hotplug), Allowed: "0 or a multiple of " + units.Format(HotplugStep)})
+	}
+	if s.OverlaySize < MinOverlay || s.OverlaySize%units.MiB != 0 {
+		errs = append(errs, &FieldError{Field: "overlay_size", Value: units.Format(s.OverlaySize), Allowed: "at least " + units.Format(MinOverlay) + ", in whole MiB"})
+	}
+	for i, a := range s.Entrypoint {
+		if strings.ContainsRune(a, 0) {
+			errs = append(errs, &FieldError{Field: fmt.Sprintf("entrypoint[%d]", i), Value: a, Allowed: "any text without NUL bytes"})
+		}
+	}
+	for i, a := range s.Cmd {
+		if strings.ContainsRune(a, 0) {
+			errs = append(errs, &FieldError{Field: fmt.Sprintf("cmd[%d]", i), Value: a, Allowed: "any text without NUL bytes"})
+		}
+	}
+	for k, v := range s.Env {
+		if err := ValidateEnvKey(k); err != nil {
+			errs = append(errs, err)
+		}
+		if strings.ContainsRune(v, 0) {
+			errs = append(errs, &FieldError{Field: "env[" + k + "]", Value: "(value)", Allowed: "any text without NUL bytes"})
+		}
+	}
+	if s.Workdir != "" && (!strings.HasPrefix(s.Workdir, "/") || strings.ContainsRune(s.Workdir, 0)) {
+		errs = append(errs, &FieldError{Field: "workdir", Value: s.Workdir, Allowed: "an absolute path inside the image, or empty for the image's own"})
+	}
+	if s.Hypervisor != "" && s.Hypervisor != "qemu" && s.Hypervisor != "cloud-hypervisor" {
+		errs = append(errs, &FieldError{Field: "hypervisor", Value: s.Hypervisor, Allowed: `"cloud-hypervisor" or "qemu"`})
+	}
+	return errors.Join(errs...)
+}

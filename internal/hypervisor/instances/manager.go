@@ -1,0 +1,323 @@
+// Package instances is the hypeman instance manager: it creates, inspects, moves between states
+// and deletes microVMs on one host. It imports nothing from Terraform; the provider calls it.
+package instances
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/images"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+)
+
+// Logger receives one structured line per step of a flow. Env values are never passed to it.
+type Logger func(ctx context.Context, msg string, fields map[string]any)
+
+// Options configure a Manager.
+type Options struct {
+	Host    host.Host
+	DataDir string // default /var/lib/hypeman
+	// Drivers by name ("qemu", "cloud-hypervisor"); DefaultHypervisor picks one when a Spec does not.
+	Drivers           map[string]vmm.Driver
+	DefaultHypervisor string
+	// Accelerator is "kvm", "tcg" or "auto" (kvm when the driver finds it usable).
+	Accelerator string
+	System      system.Config // CacheDir defaults to {DataDir}/system
+	// CompressSnapshots turns LZ4 compression of standby memory on (the default in the provider).
+	CompressSnapshots bool
+	// StopTimeout bounds a graceful guest power-off before the VMM is stopped by force.
+	StopTimeout time.Duration
+	Log         Logger
+}
+
+// Manager is the instance manager for one host.
+type Manager struct {
+	opts   Options
+	host   host.Host
+	layout layout
+	images *images.Store
+
+	accelMu sync.Mutex // one KVM probe at a time
+}
+
+// DefaultDataDir is where instances live when the provider does not say otherwise.
+const DefaultDataDir = "/var/lib/hypeman"
+
+// New makes a Manager; it touches nothing on the host until the first call.
+func New(opts Options) (*Manager, error) {
+	if opts.Host == nil {
+		opts.Host = host.Local{}
+	}
+	if opts.DataDir == "" {
+		opts.DataDir = DefaultDataDir
+	}
+	if opts.System.CacheDir == "" {
+		opts.System.CacheDir = layout{opts.DataDir}.system()
+	}
+	if opts.StopTimeout == 0 {
+		opts.StopTimeout = 30 * time.Second
+	}
+	if opts.Accelerator == "" {
+		opts.Accelerator = "auto"
+	}
+	if opts.Log == nil {
+		opts.Log = func(context.Context, string, map[string]any) {}
+	}
+	if max := maxDataDirLen(); len(opts.DataDir) > max {
+		return nil, fmt.Errorf("%w: data_dir %q is %d characters long; VMM control sockets live under it and a unix socket path must stay under 108 bytes, so data_dir can have at most %d characters", ErrInvalidConfig, opts.DataDir, len(opts.DataDir), max)
+	}
+	if len(opts.Drivers) == 0 {
+		return nil, errors.New("instance manager: no VMM driver configured")
+	}
+	if opts.DefaultHypervisor == "" {
+		for name := range opts.Drivers {
+			opts.DefaultHypervisor = name
+		}
+	}
+	if _, ok := opts.Drivers[opts.DefaultHypervisor]; !ok {
+		return nil, fmt.Errorf("instance manager: default hypervisor %q has no driver", opts.DefaultHypervisor)
+	}
+	l := layout{opts.DataDir}
+	return &Manager{opts: opts, host: opts.Host, layout: l, images: images.NewStore(opts.Host, l.images())}, nil
+}
+
+// maxDataDirLen keeps {data_dir}/guests/{ulid}/{socket} within a unix socket path (107 bytes and
+// a NUL), with room for the longest socket name.
+func maxDataDirLen() int { return 107 - len("/guests/") - 26 - len("/qmp.sock.lock") }
+
+// DataDir is where this manager keeps its instances on the host.
+func (m *Manager) DataDir() string { return m.opts.DataDir }
+
+func (m *Manager) log(ctx context.Context, msg string, fields map[string]any) {
+	m.opts.Log(ctx, msg, fields)
+}
+
+func (m *Manager) driver(name string) (vmm.Driver, error) {
+	d, ok := m.opts.Drivers[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: hypervisor %q is not configured on this provider", ErrInvalidConfig, name)
+	}
+	return d, nil
+}
+
+// Get returns an instance by id or name, with its live state.
+func (m *Manager) Get(ctx context.Context, idOrName string) (*Instance, error) {
+	id, err := m.resolve(ctx, idOrName)
+	if err != nil {
+		return nil, err
+	}
+	md, err := m.loadMetadata(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return m.inspect(ctx, md)
+}
+
+// List returns every instance on the host, sorted by name, with its live state.
+func (m *Manager) List(ctx context.Context) ([]*Instance, error) {
+	entries, err := m.host.ReadDir(ctx, m.layout.guests())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []*Instance
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		md, err := m.loadMetadata(ctx, e.Name())
+		if errors.Is(err, ErrNotFound) {
+			continue // being created or deleted right now
+		}
+		if err != nil {
+			return nil, err
+		}
+		inst, err := m.inspect(ctx, md)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, inst)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// inspect derives the live state and fills in the public view.
+func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) {
+	st, reason, err := m.deriveState(ctx, md)
+	if err != nil {
+		return nil, err
+	}
+	inst := &Instance{
+		ID: md.ID, Name: md.Name, Image: md.Image, ImageDigest: md.ImageDigest, VCPUs: md.VCPUs,
+		Memory: md.Memory, Hotplug: md.Hotplug, OverlaySize: md.OverlaySize,
+		Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env, Workdir: md.Workdir,
+		Hypervisor: md.Hypervisor, HypervisorVersion: md.HypervisorVersion, Accelerator: md.Accelerator,
+		KernelRelease: md.KernelRelease, State: st, StateReason: reason, CreatedAt: md.CreatedAt,
+		Dir: m.layout.dir(md.ID), ConsoleLog: m.layout.console(md.ID),
+	}
+	switch st {
+	case Running, Paused, Created, Shutdown, Unknown:
+		inst.PID, inst.StartedAt = md.PID, md.StartedAt
+	case Standby:
+		if n, err := m.snapshotBytes(ctx, md.ID); err == nil {
+			inst.SnapshotBytes = n
+		}
+	}
+	return inst, nil
+}
+
+// deriveState follows DESIGN.md §4: no VMM → Standby when a complete snapshot exists, else Stopped;
+// a VMM that answers → its state; anything else → Unknown with the reason. Only an error reaching
+// the host is an error.
+func (m *Manager) deriveState(ctx context.Context, md *metadata) (State, string, error) {
+	drv, err := m.driver(md.Hypervisor)
+	if err != nil {
+		return Unknown, err.Error(), nil
+	}
+	alive, err := m.host.ProcessAlive(ctx, md.PID, m.layout.dir(md.ID))
+	if err != nil {
+		return "", "", fmt.Errorf("inspect the VMM of %s: %w", md.Name, err)
+	}
+	if !alive {
+		snap, err := m.snapshotBytes(ctx, md.ID)
+		if err != nil {
+			return "", "", fmt.Errorf("inspect the snapshot of %s: %w", md.Name, err)
+		}
+		if snap >= 0 {
+			return Standby, "", nil
+		}
+		return Stopped, "", nil
+	}
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	vm, err := drv.Connect(qctx, m.host, md.VMM)
+	if err != nil {
+		return Unknown, fmt.Sprintf("the %s process (pid %d) is alive but its control socket does not answer: %v", md.Hypervisor, md.PID, err), nil
+	}
+	defer vm.Close()
+	vs, err := vm.State(qctx)
+	switch {
+	case errors.Is(err, vmm.ErrNoVM):
+		return Unknown, fmt.Sprintf("the %s process (pid %d) holds no VM", md.Hypervisor, md.PID), nil
+	case err != nil:
+		return Unknown, fmt.Sprintf("the %s process (pid %d) did not report its state: %v", md.Hypervisor, md.PID, err), nil
+	}
+	switch vs {
+	case vmm.Running:
+		return Running, "", nil
+	case vmm.Paused:
+		return Paused, "", nil
+	case vmm.Shutdown:
+		return Shutdown, "", nil
+	case vmm.Created:
+		if md.Booted {
+			return Shutdown, "", nil // Cloud Hypervisor says Created again after a shutdown
+		}
+		return Created, "", nil
+	}
+	return Unknown, fmt.Sprintf("the %s process reports the unknown state %q", md.Hypervisor, vs), nil
+}
+
+// SetState moves an instance to target along the state graph, one hop at a time, re-reading the
+// live state before each hop. Asking for the current state does nothing.
+func (m *Manager) SetState(ctx context.Context, idOrName string, target State) (*Instance, error) {
+	if _, err := Plan(Stopped, target); err != nil {
+		return nil, err
+	}
+	id, err := m.resolve(ctx, idOrName)
+	if err != nil {
+		return nil, err
+	}
+	err = m.withLock(ctx, id, func() error { return m.reach(ctx, id, target) })
+	if err != nil {
+		return nil, err
+	}
+	return m.Get(ctx, id)
+}
+
+// reach runs hops until the instance is in target. The caller holds the instance lock.
+func (m *Manager) reach(ctx context.Context, id string, target State) error {
+	for range 8 { // the longest path has four hops; a hop may land further than one step
+		md, err := m.loadMetadata(ctx, id)
+		if err != nil {
+			return err
+		}
+		cur, reason, err := m.deriveState(ctx, md)
+		if err != nil {
+			return err
+		}
+		if cur == target {
+			return nil
+		}
+		if cur == Unknown {
+			// A VMM that does not answer can only be stopped; the next round plans from there.
+			m.log(ctx, "stopping an unresponsive VMM", map[string]any{"id": id, "reason": reason})
+			if err := m.killVMM(ctx, md); err != nil {
+				return fmt.Errorf("instance %s is in an unknown state (%s) and its VMM could not be stopped: %w", md.Name, reason, err)
+			}
+			continue
+		}
+		path, err := Plan(cur, target)
+		if err != nil {
+			return err
+		}
+		m.log(ctx, "state transition", map[string]any{"id": id, "from": string(cur), "to": string(path[1]), "target": string(target)})
+		if err := m.hop(ctx, md, cur, path[1], target); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: instance %s did not reach %s", ErrInvalidState, id, target)
+}
+
+// hop performs one edge of the state graph.
+func (m *Manager) hop(ctx context.Context, md *metadata, from, to, target State) error {
+	switch {
+	case from == Stopped && to == Created:
+		return m.start(ctx, md) // boots through Created to Running
+	case (from == Created || from == Shutdown) && to == Running:
+		if err := m.quitVMM(ctx, md); err != nil {
+			return err
+		}
+		return m.start(ctx, md)
+	case from == Running && to == Paused && target == Standby:
+		return m.standby(ctx, md, true) // shrinks memory while the guest can still give it back
+	case from == Running && to == Paused:
+		return m.pause(ctx, md)
+	case from == Paused && to == Running:
+		return m.resume(ctx, md)
+	case from == Paused && to == Standby:
+		return m.standby(ctx, md, false)
+	case from == Standby && (to == Paused || to == Stopped):
+		// Standby → Stopped restores first so that the guest powers off cleanly and the overlay
+		// is consistent; discarding a snapshot would be a power cut.
+		return m.restore(ctx, md)
+	case (from == Running || from == Paused || from == Created) && to == Shutdown:
+		return m.stop(ctx, md)
+	case from == Shutdown && to == Stopped:
+		return m.quitVMM(ctx, md)
+	}
+	return fmt.Errorf("%w: no flow for %s → %s", ErrInvalidState, from, to)
+}
+
+// connect opens the control connection of an instance's running VMM.
+func (m *Manager) connect(ctx context.Context, md *metadata) (vmm.VM, error) {
+	drv, err := m.driver(md.Hypervisor)
+	if err != nil {
+		return nil, err
+	}
+	vm, err := drv.Connect(ctx, m.host, md.VMM)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the %s of %s: %w", md.Hypervisor, md.Name, err)
+	}
+	return vm, nil
+}

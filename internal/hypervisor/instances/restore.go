@@ -1,0 +1,76 @@
+package instances
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/compress"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+)
+
+// restore wakes a guest from its snapshot into a new VMM and leaves it Paused; resume then runs it
+// and drops the snapshot. A failed restore keeps the snapshot, so the instance stays in Standby.
+func (m *Manager) restore(ctx context.Context, md *metadata) error {
+	t0 := time.Now()
+	drv, err := m.driver(md.Hypervisor)
+	if err != nil {
+		return err
+	}
+	if err := m.checkRestorable(ctx, drv, md); err != nil {
+		return err
+	}
+	snap := m.layout.snapshot(md.ID)
+	raw := path.Join(snap, vmm.MemoryFile)
+	compressed := raw + ".lz4"
+	decompressed := false
+	if _, err := m.host.Stat(ctx, compressed); err == nil {
+		if _, err := compress.Decompress(ctx, m.host, compressed, raw); err != nil {
+			return fmt.Errorf("restore %s: decompress the snapshot: %w (the snapshot is kept; %s stays in Standby)", md.Name, err, md.Name)
+		}
+		decompressed = true
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	t1 := time.Now()
+	_ = m.host.Remove(ctx, drv.SocketPath(md.VMM))
+	pid, err := drv.Restore(ctx, m.host, md.VMM, snap)
+	if err != nil {
+		if decompressed {
+			_ = m.host.Remove(context.WithoutCancel(ctx), raw)
+		}
+		return fmt.Errorf("restore %s: %w (the snapshot is kept; %s stays in Standby)", md.Name, err, md.Name)
+	}
+	md.PID, md.Booted, md.StartedAt = pid, true, time.Now().UTC()
+	if err := m.saveMetadata(ctx, md); err != nil {
+		_ = m.killVMM(context.WithoutCancel(ctx), md)
+		return err
+	}
+	if decompressed {
+		// The VMM has read the memory image; the compressed copy stays until the guest runs.
+		_ = m.host.Remove(ctx, raw)
+	}
+	m.log(ctx, "restored", map[string]any{"id": md.ID, "pid": pid, "decompress_ms": t1.Sub(t0).Milliseconds(), "restore_ms": time.Since(t1).Milliseconds()})
+	return nil
+}
+
+// checkRestorable refuses a snapshot that the installed VMM or the kernel could not resume.
+func (m *Manager) checkRestorable(ctx context.Context, drv vmm.Driver, md *metadata) error {
+	version, err := drv.Version(ctx, m.host)
+	if err != nil {
+		return fmt.Errorf("%s version: %w", drv.Name(), err)
+	}
+	if version != md.HypervisorVersion {
+		return fmt.Errorf("%w: the snapshot of %s was taken by %s %s, but %s is installed now; only the same version can restore it (install %s again, or delete the instance)",
+			ErrInvalidState, md.Name, drv.Name(), md.HypervisorVersion, version, md.HypervisorVersion)
+	}
+	for _, f := range []string{md.VMM.Kernel, md.VMM.Initrd} {
+		if _, err := m.host.Stat(ctx, f); err != nil {
+			return fmt.Errorf("%w: the snapshot of %s needs %s, which is gone: %v", ErrInvalidState, md.Name, f, err)
+		}
+	}
+	return nil
+}

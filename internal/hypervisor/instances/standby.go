@@ -1,0 +1,89 @@
+package instances
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/compress"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+)
+
+// standby puts a running (or paused) guest to sleep on disk: give back hotplugged memory, pause,
+// snapshot into a partial directory, compress the memory image, publish the snapshot, stop the VMM.
+// Until the snapshot is published any failure resumes the guest (or leaves it paused if it was),
+// so a failed standby never loses the VM.
+func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err error) {
+	t0 := time.Now()
+	vm, err := m.connect(ctx, md)
+	if err != nil {
+		return err
+	}
+	defer vm.Close()
+	partial := m.layout.partialSnapshot(md.ID)
+	published := false
+	defer func() {
+		if err == nil || published {
+			return
+		}
+		// Undo: the guest goes back to what it was doing, and no partial snapshot stays behind.
+		undo := context.WithoutCancel(ctx)
+		_ = m.host.RemoveAll(undo, partial)
+		if running {
+			if rerr := vm.Resume(undo); rerr != nil {
+				err = fmt.Errorf("%w; resuming the guest afterwards failed too: %v", err, rerr)
+				return
+			}
+			m.growMemory(undo, md)
+		}
+		err = fmt.Errorf("%w (standby undone: %s is %s)", err, md.Name, map[bool]string{true: "Running", false: "Paused"}[running])
+	}()
+
+	if running {
+		if md.Hotplug > 0 {
+			if err := vm.SetMemory(ctx, md.Memory); err != nil {
+				m.log(ctx, "could not shrink memory before the snapshot", map[string]any{"id": md.ID, "error": err.Error()})
+			}
+		}
+		if err := vm.Pause(ctx); err != nil {
+			return fmt.Errorf("pause %s: %w", md.Name, err)
+		}
+	}
+	if err := m.host.RemoveAll(ctx, partial); err != nil {
+		return err
+	}
+	if err := m.host.MkdirAll(ctx, partial, 0o750); err != nil {
+		return err
+	}
+	if err := vm.Snapshot(ctx, partial); err != nil {
+		return fmt.Errorf("snapshot %s: %w", md.Name, err)
+	}
+	raw := path.Join(partial, vmm.MemoryFile)
+	fields := map[string]any{"id": md.ID, "snapshot_ms": time.Since(t0).Milliseconds()}
+	if m.opts.CompressSnapshots {
+		t1 := time.Now()
+		n, err := compress.File(ctx, m.host, raw, raw+".lz4")
+		if err != nil {
+			return fmt.Errorf("compress the snapshot of %s: %w", md.Name, err)
+		}
+		if err := m.host.Remove(ctx, raw); err != nil {
+			return err
+		}
+		fields["compressed_bytes"], fields["compress_ms"] = n, time.Since(t1).Milliseconds()
+	}
+	if err := m.host.RemoveAll(ctx, m.layout.snapshot(md.ID)); err != nil {
+		return err
+	}
+	if err := m.host.Rename(ctx, partial, m.layout.snapshot(md.ID)); err != nil {
+		return fmt.Errorf("publish the snapshot of %s: %w", md.Name, err)
+	}
+	published = true
+	// From here the snapshot is the VM: stopping the VMM cannot lose it.
+	if err := m.quitVMM(ctx, md); err != nil {
+		return fmt.Errorf("stop the VMM of %s after its snapshot: %w", md.Name, err)
+	}
+	fields["total_ms"] = time.Since(t0).Milliseconds()
+	m.log(ctx, "standby complete", fields)
+	return nil
+}

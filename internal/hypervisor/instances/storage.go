@@ -1,0 +1,185 @@
+package instances
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+)
+
+// The on-disk layout of DESIGN.md §3. Paths are on the host, so they use package path.
+type layout struct{ dataDir string }
+
+func (l layout) guests() string            { return path.Join(l.dataDir, "guests") }
+func (l layout) names() string             { return path.Join(l.dataDir, "names") }
+func (l layout) images() string            { return path.Join(l.dataDir, "images") }
+func (l layout) system() string            { return path.Join(l.dataDir, "system") }
+func (l layout) dir(id string) string      { return path.Join(l.guests(), id) }
+func (l layout) name(name string) string   { return path.Join(l.names(), name) }
+func (l layout) metadata(id string) string { return path.Join(l.dir(id), "metadata.json") }
+func (l layout) lock(id string) string     { return path.Join(l.dir(id), ".lock") }
+func (l layout) overlay(id string) string  { return path.Join(l.dir(id), "overlay.raw") }
+func (l layout) config(id string) string   { return path.Join(l.dir(id), "config.erofs") }
+func (l layout) logs(id string) string     { return path.Join(l.dir(id), "logs") }
+func (l layout) console(id string) string  { return path.Join(l.logs(id), "console.log") }
+func (l layout) snapshots(id string) string {
+	return path.Join(l.dir(id), "snapshots")
+}
+func (l layout) snapshot(id string) string { return path.Join(l.snapshots(id), "snapshot-latest") }
+
+// partialSnapshot is where a snapshot is written and compressed before it is published by rename,
+// so snapshot-latest only ever holds a complete snapshot.
+func (l layout) partialSnapshot(id string) string {
+	return path.Join(l.snapshots(id), "snapshot-latest.partial")
+}
+
+// metadata is metadata.json: the desired config, what booted it, and the VMM's pid.
+type metadata struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Image       string            `json:"image"`
+	ImageDigest string            `json:"image_digest"`
+	VCPUs       int               `json:"vcpus"`
+	Memory      int64             `json:"memory_bytes"`
+	Hotplug     int64             `json:"hotplug_bytes"`
+	OverlaySize int64             `json:"overlay_bytes"`
+	Entrypoint  []string          `json:"entrypoint"`
+	Cmd         []string          `json:"cmd"`
+	Env         map[string]string `json:"env"`
+	Workdir     string            `json:"workdir"`
+
+	Hypervisor        string `json:"hypervisor"`
+	HypervisorVersion string `json:"hypervisor_version"`
+	Accelerator       string `json:"accelerator"`
+	KernelHash        string `json:"kernel_sha256"`
+	InitrdHash        string `json:"initrd_sha256"`
+	KernelRelease     string `json:"kernel_release"`
+
+	// VMM is the config the current VMM (or the snapshot) was started with; a restore uses it
+	// unchanged so that the devices are identical.
+	VMM vmm.Config `json:"vmm"`
+	PID int        `json:"pid"`
+	// Booted is set once the current VMM's guest has booted; it tells a Cloud Hypervisor VM that
+	// was shut down (reported as "Created") from one that never booted.
+	Booted bool `json:"booted"`
+
+	CreatedAt time.Time `json:"created_at"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+}
+
+func (md *metadata) spec() Spec {
+	return Spec{
+		Name: md.Name, Image: md.Image, VCPUs: md.VCPUs, Memory: md.Memory, Hotplug: md.Hotplug,
+		OverlaySize: md.OverlaySize, Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env,
+		Workdir: md.Workdir, Hypervisor: md.Hypervisor,
+	}
+}
+
+func (m *Manager) loadMetadata(ctx context.Context, id string) (*metadata, error) {
+	b, err := m.host.ReadFile(ctx, m.layout.metadata(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: no instance with id %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read metadata of %s: %w", id, err)
+	}
+	var md metadata
+	if err := json.Unmarshal(b, &md); err != nil {
+		return nil, fmt.Errorf("metadata of %s is corrupt: %w", id, err)
+	}
+	return &md, nil
+}
+
+func (m *Manager) saveMetadata(ctx context.Context, md *metadata) error {
+	b, err := json.MarshalIndent(md, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := m.host.WriteFile(ctx, m.layout.metadata(md.ID), b, 0o640); err != nil {
+		return fmt.Errorf("write metadata of %s: %w", md.ID, err)
+	}
+	return nil
+}
+
+// reserveName claims name for id atomically: names/{name} is a symlink to the id, and creating a
+// symlink fails when it exists.
+func (m *Manager) reserveName(ctx context.Context, name, id string) error {
+	err := m.host.Symlink(ctx, id, m.layout.name(name))
+	if errors.Is(err, fs.ErrExist) {
+		owner, _ := m.host.Readlink(ctx, m.layout.name(name))
+		return fmt.Errorf("%w: %q belongs to instance %s", ErrNameTaken, name, owner)
+	}
+	return err
+}
+
+// releaseName frees name, but only while it still points at id.
+func (m *Manager) releaseName(ctx context.Context, name, id string) error {
+	owner, err := m.host.Readlink(ctx, m.layout.name(name))
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && owner != id) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return m.host.Remove(ctx, m.layout.name(name))
+}
+
+// resolve turns an id or a name into an id.
+func (m *Manager) resolve(ctx context.Context, idOrName string) (string, error) {
+	if _, err := m.host.Stat(ctx, m.layout.metadata(idOrName)); err == nil && idOrName != "" && path.Base(idOrName) == idOrName {
+		return idOrName, nil
+	}
+	if ValidateName(idOrName) != nil {
+		return "", fmt.Errorf("%w: no instance with id or name %q", ErrNotFound, idOrName)
+	}
+	id, err := m.host.Readlink(ctx, m.layout.name(idOrName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%w: no instance with id or name %q", ErrNotFound, idOrName)
+	}
+	if err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// snapshotBytes is the size of a complete snapshot, or -1 when there is none.
+func (m *Manager) snapshotBytes(ctx context.Context, id string) (int64, error) {
+	entries, err := m.host.ReadDir(ctx, m.layout.snapshot(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return -1, nil
+	}
+	if err != nil {
+		return -1, err
+	}
+	var total int64
+	hasMemory := false
+	for _, e := range entries {
+		total += e.Size()
+		if e.Name() == vmm.MemoryFile || e.Name() == vmm.MemoryFile+".lz4" {
+			hasMemory = true
+		}
+	}
+	if !hasMemory {
+		return -1, nil
+	}
+	return total, nil
+}
+
+// withLock runs fn holding the instance's lock, so two operations on one instance (from this or
+// another process) never interleave.
+func (m *Manager) withLock(ctx context.Context, id string, fn func() error) error {
+	unlock, err := m.host.Lock(ctx, m.layout.lock(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: no instance with id %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return fn()
+}

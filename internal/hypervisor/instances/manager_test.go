@@ -399,3 +399,98 @@ func assertNoInstanceLeft(t *testing.T, m *Manager, name string) {
 		t.Errorf("%d VMM processes left", n)
 	}
 }
+
+func TestUpdateRestartsInPlaceKeepingTheOverlay(t *testing.T) {
+	env := newTestEnv(t)
+	ctx := testContext(t)
+	script := `if [ -f /root/kept ]; then echo "KEPT<$(cat /root/kept)>"; fi; echo "$GREETING" > /root/kept; sync; echo "GREETING<$GREETING>"; ` + counterScript
+	spec := env.spec("update")
+	spec.Entrypoint = []string{"/bin/sh", "-c", script}
+	spec.Env = map[string]string{"GREETING": "hello"}
+	inst, err := env.m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.waitCount(t, inst, 1, 0)
+	offset := env.consoleLen(t, inst)
+
+	spec.Env = map[string]string{"GREETING": "bonjour"}
+	updated, err := env.m.Update(ctx, inst.ID, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if updated.ID != inst.ID || updated.State != Running || updated.Env["GREETING"] != "bonjour" {
+		t.Fatalf("after update: %+v", updated)
+	}
+	env.waitCount(t, inst, 1, offset)
+	after := string(env.console(t, inst)[offset:])
+	if !strings.Contains(after, "KEPT<hello>") || !strings.Contains(after, "GREETING<bonjour>") {
+		t.Fatalf("the restarted guest did not see its overlay and new env:\n%s", after)
+	}
+
+	spec.VCPUs = 2
+	if _, err := env.m.Update(ctx, inst.ID, spec); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "vcpus cannot change") {
+		t.Fatalf("update of vcpus: %v", err)
+	}
+	spec.VCPUs = 1
+	if _, err := env.m.SetState(ctx, inst.ID, Standby); err != nil {
+		t.Fatal(err)
+	}
+	spec.Env = map[string]string{"GREETING": "hallo"}
+	if _, err := env.m.Update(ctx, inst.ID, spec); !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), `Set state = "Running" first`) {
+		t.Fatalf("update in Standby: %v", err)
+	}
+	if got := env.state(t, inst.ID); got != Standby {
+		t.Fatalf("a refused update changed the state to %s", got)
+	}
+	list, err := env.m.List(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != inst.ID || list[0].State != Standby {
+		t.Fatalf("List = %+v, %v", list, err)
+	}
+	env.deleteAndCheckGone(t, inst)
+}
+
+func TestHotplugMemoryGrowsAfterBootAndShrinksForStandby(t *testing.T) {
+	env := newTestEnv(t)
+	ctx := testContext(t)
+	spec := env.spec("hotplug")
+	spec.Hotplug = 256 * units.MiB
+	spec.Entrypoint = []string{"/bin/sh", "-c", `while :; do echo "memtotal $(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2)"; sleep 0.3; done`}
+	inst, err := env.m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The guest boots with 256 MiB and grows towards 512 MiB once the program runs: a MemTotal above
+	// 256 MiB can only come from hotplugged memory.
+	grown := env.waitMemTotal(t, inst, 0, func(kb int) bool { return kb > 256*1024 })
+	inst, err = env.m.SetState(ctx, inst.ID, Standby)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset := env.consoleLen(t, inst)
+	if _, err := env.m.SetState(ctx, inst.ID, Running); err != nil {
+		t.Fatal(err)
+	}
+	env.waitMemTotal(t, inst, offset, func(kb int) bool { return kb >= grown })
+	env.deleteAndCheckGone(t, inst)
+}
+
+var memTotalRE = regexp.MustCompile(`(?m)^memtotal (\d+)\r?$`)
+
+// waitMemTotal waits for a "memtotal KB" line after offset that satisfies ok, and returns it.
+func (env *testEnv) waitMemTotal(t *testing.T, inst *Instance, offset int, ok func(int) bool) int {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c := env.console(t, inst)
+		for _, m := range memTotalRE.FindAllSubmatch(c[min(offset, len(c)):], -1) {
+			if kb, _ := strconv.Atoi(string(m[1])); ok(kb) {
+				return kb
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no matching memtotal line:\n%s", c[min(offset, len(c)):])
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

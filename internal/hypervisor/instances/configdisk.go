@@ -93,6 +93,8 @@ func configTar(prog guestProgram, hostname string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+const configDiskMin = 1 << 20
+
 // writeConfigDisk builds config.erofs for the instance on the host: the tar is unpacked into a
 // scratch directory there (one round trip, also over SSH) and mkfs.erofs packs it.
 func (m *Manager) writeConfigDisk(ctx context.Context, id string, prog guestProgram, hostname string) error {
@@ -112,6 +114,13 @@ func (m *Manager) writeConfigDisk(ctx context.Context, id string, prog guestProg
 	}
 	if _, err := m.host.Run(ctx, nil, "mkfs.erofs", "--quiet", "--all-root", target+".tmp", scratch); err != nil {
 		return fmt.Errorf("make the config disk: %w", err)
+	}
+	// A disk of a few KiB makes the guest kernel probe past its end for partition tables; a sparse
+	// 1 MiB file keeps the console quiet and costs nothing.
+	if fi, err := m.host.Stat(ctx, target+".tmp"); err == nil && fi.Size() < configDiskMin {
+		if err := m.host.Truncate(ctx, target+".tmp", configDiskMin); err != nil {
+			return err
+		}
 	}
 	return m.host.Rename(ctx, target+".tmp", target)
 }

@@ -12,6 +12,13 @@ const (
 
 // Config disk layout (an erofs image). Each argv item and each environment entry is a file of its
 // own holding the raw bytes, so no value is ever parsed by a shell.
+//
+// The init runs argv[0] as found in the image: along the PATH of the env entries (the default
+// PATH when they set none) when it has no '/', else as a path, relative ones from the workdir;
+// symbolic links resolve inside the image. A name found on PATH reaches the program as the path
+// it was found at. The environment is exactly the env entries, nothing added; standard input is
+// /dev/null, standard output and error go to the console. A missing workdir
+// is created; an absent or empty one means "/".
 const (
 	ConfigArgvDir  = "argv"     // argv/0000, argv/0001, …: entrypoint followed by cmd
 	ConfigEnvDir   = "env"      // env/0000, …: one KEY=VALUE each
@@ -19,7 +26,9 @@ const (
 	ConfigHostname = "hostname" // the instance name
 )
 
-// Console markers the init prints, one line each.
+// Console markers the init prints, one line each. The ACPI power button (vmm.VM.PowerButton)
+// sends SIGTERM to the program; whenever the program ends, the init prints MarkerExited, syncs
+// the overlay and powers the guest off.
 const (
 	MarkerStarted = "[hypeman-init] program started"
 	MarkerExited  = "[hypeman-init] program exited " // followed by the decimal exit code

@@ -84,8 +84,9 @@ type VM interface {
 	Snapshot(ctx context.Context, dir string) error
 	// PowerButton asks the guest to power off (ACPI). It does not wait.
 	PowerButton(ctx context.Context) error
-	// SetMemory asks for a total guest memory size between the boot size and boot + hotplug.
-	// Asking for the current size is not an error.
+	// SetMemory asks for a total guest memory size between the boot size and boot + hotplug, and
+	// returns once the guest has reached it (or with an error saying how far it got). Asking for
+	// the current size is not an error.
 	SetMemory(ctx context.Context, bytes int64) error
 	// Quit stops the VMM process (the guest with it) and returns once it has gone.
 	Quit(ctx context.Context) error

@@ -1,0 +1,162 @@
+package qemu
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+)
+
+// Binary is the QEMU system emulator the driver runs, found on the host's PATH.
+const Binary = "qemu-system-x86_64"
+
+// Files the driver keeps in the instance directory (cfg.Dir).
+const (
+	socketName = "qmp.sock"
+	logName    = "qemu-stdout.log"
+	// QEMU locks its pid file, so a second QEMU for the same directory refuses to start.
+	pidName = "qemu.pid"
+)
+
+const mib = 1 << 20
+
+// hotplugBlock is virtio-mem's block size on x86: hot-pluggable memory and every size asked of it
+// are multiples of it.
+const hotplugBlock = 2 * mib
+
+// maxSerial is the longest serial virtio-blk passes to the guest; QEMU silently cuts longer ones.
+const maxSerial = 20
+
+// maxSocketPath is the longest path a unix socket address holds on Linux.
+const maxSocketPath = 107
+
+// Device ids that QMP commands name.
+const (
+	hotplugDevice  = "vmem0"
+	hotplugBackend = "mem-hp"
+)
+
+// ErrInvalidConfig means a vmm.Config that QEMU cannot run as given.
+var ErrInvalidConfig = errors.New("invalid VM config for QEMU")
+
+// commandLine is QEMU's argv for cfg. incoming leaves the VM waiting for a migration stream
+// (a snapshot) instead of booting, paused once it has arrived.
+func commandLine(cfg vmm.Config, incoming bool) ([]string, error) {
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	accel, err := acceleratorArgs(cfg.Accelerator)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{Binary,
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-no-reboot", // a guest power-off, reboot or panic ends QEMU
+		"-M", "q35",
+	}
+	args = append(args, accel...)
+	args = append(args, "-smp", strconv.Itoa(cfg.VCPUs))
+	args = append(args, memoryArgs(cfg)...)
+	args = append(args, "-kernel", cfg.Kernel)
+	if cfg.Initrd != "" {
+		args = append(args, "-initrd", cfg.Initrd)
+	}
+	if cfg.Cmdline != "" {
+		args = append(args, "-append", cfg.Cmdline)
+	}
+	for i, d := range cfg.Disks {
+		drive := fmt.Sprintf("file=%s,if=none,id=disk%d,format=raw,readonly=%s,cache=writeback",
+			optValue(d.Path), i, onOff(d.ReadOnly))
+		device := fmt.Sprintf("virtio-blk-pci,drive=disk%d", i)
+		if d.Serial != "" {
+			device += ",serial=" + optValue(d.Serial)
+		}
+		args = append(args, "-drive", drive, "-device", device)
+	}
+	args = append(args,
+		"-chardev", "file,id=con0,path="+optValue(cfg.ConsoleLog)+",append=on",
+		"-serial", "chardev:con0",
+		"-chardev", "socket,id=qmp0,path="+optValue(socketPath(cfg))+",server=on,wait=off",
+		"-mon", "chardev=qmp0,mode=control",
+		"-pidfile", path.Join(cfg.Dir, pidName),
+		"-device", "virtio-rng-pci",
+		// Without deflate-on-oom a guest under memory pressure can panic instead of taking pages back.
+		"-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on",
+	)
+	if incoming {
+		args = append(args, "-incoming", "defer", "-S")
+	}
+	return args, nil
+}
+
+func acceleratorArgs(accel string) ([]string, error) {
+	switch accel {
+	case "kvm":
+		return []string{"-accel", "kvm", "-cpu", "host"}, nil
+	case "tcg":
+		return []string{"-accel", "tcg", "-cpu", "max"}, nil
+	}
+	return nil, fmt.Errorf("%w: accelerator %q is not one of kvm, tcg", ErrInvalidConfig, accel)
+}
+
+func memoryArgs(cfg vmm.Config) []string {
+	if cfg.HotplugBytes == 0 {
+		return []string{"-m", fmt.Sprintf("size=%dM", cfg.MemoryBytes/mib)}
+	}
+	return []string{
+		"-m", fmt.Sprintf("size=%dM,slots=1,maxmem=%dM", cfg.MemoryBytes/mib, (cfg.MemoryBytes+cfg.HotplugBytes)/mib),
+		"-object", fmt.Sprintf("memory-backend-ram,id=%s,size=%dM", hotplugBackend, cfg.HotplugBytes/mib),
+		"-device", fmt.Sprintf("virtio-mem-pci,id=%s,memdev=%s,requested-size=0", hotplugDevice, hotplugBackend),
+	}
+}
+
+func validate(cfg vmm.Config) error {
+	paths := []struct{ name, value string }{
+		{"dir", cfg.Dir}, {"kernel", cfg.Kernel}, {"console log", cfg.ConsoleLog},
+	}
+	if cfg.Initrd != "" {
+		paths = append(paths, struct{ name, value string }{"initrd", cfg.Initrd})
+	}
+	for i, d := range cfg.Disks {
+		paths = append(paths, struct{ name, value string }{fmt.Sprintf("disk %d", i), d.Path})
+	}
+	// QEMU resolves relative paths against its own working directory, which is not the caller's.
+	for _, p := range paths {
+		if !path.IsAbs(p.value) {
+			return fmt.Errorf("%w: %s path %q must be absolute", ErrInvalidConfig, p.name, p.value)
+		}
+	}
+	if sock := socketPath(cfg); len(sock) > maxSocketPath {
+		return fmt.Errorf("%w: QMP socket path %q is %d bytes, longer than the %d a unix socket takes; use a shorter directory", ErrInvalidConfig, sock, len(sock), maxSocketPath)
+	}
+	if cfg.VCPUs < 1 {
+		return fmt.Errorf("%w: vcpus %d must be at least 1", ErrInvalidConfig, cfg.VCPUs)
+	}
+	if cfg.MemoryBytes < mib || cfg.MemoryBytes%mib != 0 {
+		return fmt.Errorf("%w: memory %d bytes must be a positive whole number of MiB", ErrInvalidConfig, cfg.MemoryBytes)
+	}
+	if cfg.HotplugBytes < 0 || cfg.HotplugBytes%hotplugBlock != 0 {
+		return fmt.Errorf("%w: hotplug memory %d bytes must be 0 or a positive multiple of 2 MiB", ErrInvalidConfig, cfg.HotplugBytes)
+	}
+	for i, d := range cfg.Disks {
+		if len(d.Serial) > maxSerial {
+			return fmt.Errorf("%w: disk %d serial %q is longer than %d bytes, which the guest would see cut", ErrInvalidConfig, i, d.Serial, maxSerial)
+		}
+	}
+	return nil
+}
+
+// optValue escapes a value inside a QEMU option list, where a comma separates options.
+func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func socketPath(cfg vmm.Config) string { return path.Join(cfg.Dir, socketName) }

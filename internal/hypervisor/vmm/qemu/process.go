@@ -1,0 +1,169 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+)
+
+// killTimeout bounds the wait for a killed QEMU to disappear.
+const killTimeout = 10 * time.Second
+
+// errExited means QEMU ended while the driver was still setting it up.
+var errExited = errors.New("QEMU exited")
+
+// process is a QEMU process this driver has just started and is still setting up.
+type process struct {
+	h         host.Host
+	cfg       vmm.Config
+	pid       int
+	logOffset int64 // where this run's output starts in qemu-stdout.log
+}
+
+// launch starts QEMU for cfg, waits until it answers on QMP and runs setup over that connection.
+// It returns the pid, or an error with QEMU's own output and no process left behind.
+func launch(ctx context.Context, h host.Host, cfg vmm.Config, incoming bool, setup func(*monitor) error) (int, error) {
+	argv, err := commandLine(cfg, incoming)
+	if err != nil {
+		return 0, err
+	}
+	p, err := start(ctx, h, cfg, argv)
+	if err != nil {
+		return 0, err
+	}
+	if err := p.withMonitor(ctx, setup); err != nil {
+		return 0, p.fail(ctx, err)
+	}
+	return p.pid, nil
+}
+
+// start starts QEMU detached, its output appended to qemu-stdout.log in cfg.Dir.
+func start(ctx context.Context, h host.Host, cfg vmm.Config, argv []string) (*process, error) {
+	if pid := readPID(ctx, h, cfg); pid > 0 {
+		return nil, fmt.Errorf("a QEMU process (pid %d) is already running for %s", pid, cfg.Dir)
+	}
+	logPath := path.Join(cfg.Dir, logName)
+	var offset int64
+	if info, err := h.Stat(ctx, logPath); err == nil {
+		offset = info.Size()
+	}
+	pid, err := h.StartDetached(ctx, argv, logPath)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", Binary, err)
+	}
+	return &process{h: h, cfg: cfg, pid: pid, logOffset: offset}, nil
+}
+
+// withMonitor waits until QEMU answers on its QMP socket and runs fn over that connection.
+func (p *process) withMonitor(ctx context.Context, fn func(*monitor) error) error {
+	sock := socketPath(p.cfg)
+	for {
+		alive, err := p.alive(ctx)
+		if err != nil {
+			return err
+		}
+		if !alive {
+			return fmt.Errorf("%w (pid %d) before its QMP socket answered", errExited, p.pid)
+		}
+		m, err := dialMonitor(ctx, p.h, sock)
+		if err == nil {
+			defer m.Close()
+			return fn(m)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("QEMU (pid %d) did not answer on %s: %w (last error: %v)", p.pid, sock, ctx.Err(), err)
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// alive reports whether the process still runs. A process in the middle of exec shows no
+// command line yet, so "gone" is only believed when a second look agrees.
+func (p *process) alive(ctx context.Context) (bool, error) {
+	for look := 0; ; look++ {
+		alive, err := p.h.ProcessAlive(ctx, p.pid, p.cfg.Dir)
+		if err != nil || alive || look == 1 {
+			return alive, err
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// fail kills the process (a failed start leaves no QEMU behind) and returns err with the end of
+// QEMU's own output, where QEMU says what went wrong.
+func (p *process) fail(ctx context.Context, err error) error {
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
+	defer cancel()
+	if kerr := p.h.Signal(kctx, p.pid, syscall.SIGKILL); kerr != nil {
+		err = fmt.Errorf("%w; killing QEMU (pid %d) failed too: %v", err, p.pid, kerr)
+	} else if kerr := waitExit(kctx, p.h, p.pid, p.cfg.Dir); kerr != nil {
+		err = fmt.Errorf("%w; QEMU (pid %d) did not exit after SIGKILL: %v", err, p.pid, kerr)
+	}
+	if out := p.output(kctx); out != "" {
+		return fmt.Errorf("%w\n%s: %s", err, logName, out)
+	}
+	return err
+}
+
+// output is the end of what this run of QEMU printed, "" if nothing.
+func (p *process) output(ctx context.Context) string {
+	b, err := p.h.ReadFile(ctx, path.Join(p.cfg.Dir, logName))
+	if err != nil {
+		return fmt.Sprintf("(unreadable: %v)", err)
+	}
+	if p.logOffset <= int64(len(b)) {
+		b = b[p.logOffset:]
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitExit waits until pid, a QEMU for the instance directory dir, has gone.
+func waitExit(ctx context.Context, h host.Host, pid int, dir string) error {
+	for {
+		alive, err := h.ProcessAlive(ctx, pid, dir)
+		if err != nil {
+			return err
+		}
+		if !alive {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for QEMU (pid %d) to exit: %w", pid, ctx.Err())
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// readPID is the pid of the live QEMU for cfg from its pid file, or 0 when there is none.
+func readPID(ctx context.Context, h host.Host, cfg vmm.Config) int {
+	b, err := h.ReadFile(ctx, path.Join(cfg.Dir, pidName))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	if alive, err := h.ProcessAlive(ctx, pid, cfg.Dir); err != nil || !alive {
+		return 0
+	}
+	return pid
+}

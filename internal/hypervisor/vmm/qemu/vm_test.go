@@ -1,0 +1,143 @@
+package qemu
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+)
+
+func TestStateOfMapsQEMURunStates(t *testing.T) {
+	tests := []struct {
+		status string
+		want   vmm.State
+	}{
+		{"running", vmm.Running},
+		{"paused", vmm.Paused},
+		{"suspended", vmm.Paused},
+		{"postmigrate", vmm.Paused},
+		{"finish-migrate", vmm.Paused},
+		{"prelaunch", vmm.Created},
+		{"inmigrate", vmm.Created},
+		{"shutdown", vmm.Shutdown},
+	}
+	for _, tt := range tests {
+		got, err := stateOf(tt.status)
+		if err != nil || got != tt.want {
+			t.Errorf("stateOf(%q) = %q, %v; want %q", tt.status, got, err, tt.want)
+		}
+	}
+	for _, status := range []string{"guest-panicked", "internal-error", "io-error", ""} {
+		if got, err := stateOf(status); err == nil || !strings.Contains(err.Error(), `"`+status+`"`) {
+			t.Errorf("stateOf(%q) = %q, %v; want an error naming the status", status, got, err)
+		}
+	}
+}
+
+func TestHotplugRequest(t *testing.T) {
+	withHotplug := vmm.Config{MemoryBytes: 256 * mib, HotplugBytes: 256 * mib}
+	noHotplug := vmm.Config{MemoryBytes: 256 * mib}
+	tests := []struct {
+		name    string
+		cfg     vmm.Config
+		total   int64
+		want    int64
+		wantErr string
+	}{
+		{"boot size plugs nothing", withHotplug, 256 * mib, 0, ""},
+		{"grow to the limit", withHotplug, 512 * mib, 256 * mib, ""},
+		{"grow in 2 MiB blocks", withHotplug, 258 * mib, 2 * mib, ""},
+		{"below the boot size", withHotplug, 254 * mib, 0, "between the boot size"},
+		{"above the limit", withHotplug, 514 * mib, 0, "between the boot size"},
+		{"not a whole block", withHotplug, 257 * mib, 0, "multiple of 2 MiB"},
+		{"no hotplug keeps the boot size", noHotplug, 256 * mib, 0, ""},
+		{"no hotplug cannot grow", noHotplug, 258 * mib, 0, "no hotplug memory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := hotplugRequest(tt.cfg, tt.total)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one saying %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("hotplugRequest = %d, %v; want %d", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestShellQuoteRefusesSingleQuotes(t *testing.T) {
+	if got, err := shellQuote("/data/a b/$(x)"); err != nil || got != "'/data/a b/$(x)'" {
+		t.Errorf("shellQuote = %q, %v", got, err)
+	}
+	if _, err := shellQuote("/data/it's"); err == nil {
+		t.Error("a path with a single quote was accepted")
+	}
+}
+
+func TestSameDevices(t *testing.T) {
+	tests := []struct {
+		name    string
+		modify  func(*vmm.Config)
+		wantErr string
+	}{
+		{"identical", func(*vmm.Config) {}, ""},
+		{"another kernel command line", func(c *vmm.Config) { c.Cmdline = "quiet" }, ""},
+		{"more vcpus", func(c *vmm.Config) { c.VCPUs = 4 }, "vcpus was 2"},
+		{"more memory", func(c *vmm.Config) { c.MemoryBytes *= 2 }, "memory bytes"},
+		{"more hotplug", func(c *vmm.Config) { c.HotplugBytes = 2 * mib }, "hotplug bytes"},
+		{"another accelerator", func(c *vmm.Config) { c.Accelerator = "kvm" }, "accelerator was tcg"},
+		{"one disk fewer", func(c *vmm.Config) { c.Disks = c.Disks[:1] }, "disk count was 2"},
+		{"a disk turned writable", func(c *vmm.Config) { c.Disks[0].ReadOnly = false }, "disk 0"},
+		{"a disk with another serial", func(c *vmm.Config) { c.Disks[1].Serial = "other" }, "disk 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := baseConfig()
+			cfg.Disks = append([]vmm.Disk(nil), cfg.Disks...)
+			tt.modify(&cfg)
+			err := sameDevices(baseConfig(), cfg)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one naming %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestCheckStreamRefusesWhatIsNotAMigrationStream(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string][]byte{
+		"stream":     append([]byte("QEVM\x00\x00\x00\x03"), make([]byte, 100)...),
+		"empty":      nil,
+		"lz4":        {0x04, 0x22, 0x4d, 0x18, 0, 0, 0, 0, 0},
+		"short":      []byte("QEV"),
+		"oldversion": []byte("QEVM\x00\x00\x00\x02"),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	if err := checkStream(ctx, host.Local{}, filepath.Join(dir, "stream")); err != nil {
+		t.Errorf("a migration stream was refused: %v", err)
+	}
+	for _, name := range []string{"empty", "lz4", "short", "oldversion", "missing"} {
+		if err := checkStream(ctx, host.Local{}, filepath.Join(dir, name)); err == nil {
+			t.Errorf("%s was accepted as a migration stream", name)
+		}
+	}
+}

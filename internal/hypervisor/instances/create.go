@@ -92,6 +92,9 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 		if err := m.start(ctx, md); err != nil {
 			return err
 		}
+		if target == Running {
+			return nil // the program started; whether it keeps running is its own business
+		}
 		return m.reach(ctx, id, target)
 	})
 	if err != nil {

@@ -247,6 +247,7 @@ func (m *Manager) SetState(ctx context.Context, idOrName string, target State) (
 
 // reach runs hops until the instance is in target. The caller holds the instance lock.
 func (m *Manager) reach(ctx context.Context, id string, target State) error {
+	booted := false
 	for range 8 { // the longest path has four hops; a hop may land further than one step
 		md, err := m.loadMetadata(ctx, id)
 		if err != nil {
@@ -259,6 +260,11 @@ func (m *Manager) reach(ctx context.Context, id string, target State) error {
 		if cur == target {
 			return nil
 		}
+		if cur == Stopped && booted {
+			return fmt.Errorf("%w: the program of %s %s, so the guest powered off and the instance is Stopped; see %s",
+				ErrInvalidState, md.Name, m.lastExit(ctx, md.ID), m.layout.console(md.ID))
+		}
+		booted = booted || cur == Stopped || cur == Shutdown
 		if cur == Unknown {
 			// A VMM that does not answer can only be stopped; the next round plans from there.
 			m.log(ctx, "stopping an unresponsive VMM", map[string]any{"id": id, "reason": reason})

@@ -146,6 +146,17 @@ func (m *Manager) waitStarted(ctx context.Context, md *metadata, offset int64) e
 	}
 }
 
+// lastExit describes how the guest's program last ended, from the console.
+func (m *Manager) lastExit(ctx context.Context, id string) string {
+	console := m.consoleSince(ctx, id, 0)
+	i := bytes.LastIndex(console, []byte(system.MarkerExited))
+	if i < 0 {
+		return "stopped without reporting an exit code"
+	}
+	code, _, _ := bytes.Cut(console[i+len(system.MarkerExited):], []byte("\n"))
+	return "exited with code " + strings.TrimSpace(string(code))
+}
+
 func (m *Manager) consoleSize(ctx context.Context, id string) int64 {
 	if fi, err := m.host.Stat(ctx, m.layout.console(id)); err == nil {
 		return fi.Size()

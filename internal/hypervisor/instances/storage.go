@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"regexp"
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
@@ -129,10 +130,15 @@ func (m *Manager) releaseName(ctx context.Context, name, id string) error {
 	return m.host.Remove(ctx, m.layout.name(name))
 }
 
+// ulidRE matches instance ids: ULIDs in Crockford base32, which never look like a name (names are lower-case).
+var ulidRE = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
+
 // resolve turns an id or a name into an id.
 func (m *Manager) resolve(ctx context.Context, idOrName string) (string, error) {
-	if _, err := m.host.Stat(ctx, m.layout.metadata(idOrName)); err == nil && idOrName != "" && path.Base(idOrName) == idOrName {
-		return idOrName, nil
+	if ulidRE.MatchString(idOrName) {
+		if _, err := m.host.Stat(ctx, m.layout.metadata(idOrName)); err == nil {
+			return idOrName, nil
+		}
 	}
 	if ValidateName(idOrName) != nil {
 		return "", fmt.Errorf("%w: no instance with id or name %q", ErrNotFound, idOrName)

@@ -64,7 +64,7 @@ func resolveProgram(spec Spec, img *images.Image) (guestProgram, error) {
 
 // configTar lays out the config disk of the guest boot contract (system/contract.go): one file per
 // argv item and per env entry, holding the raw bytes.
-func configTar(prog guestProgram, hostname string) ([]byte, error) {
+func configTar(prog guestProgram, hostname string, gnet *guestNetwork) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	dir := func(name string) error {
@@ -84,7 +84,16 @@ func configTar(prog guestProgram, hostname string) ([]byte, error) {
 	for i, kv := range prog.Env {
 		steps = append(steps, file(path.Join(system.ConfigEnvDir, fmt.Sprintf("%04d", i)), kv))
 	}
-	steps = append(steps, file(system.ConfigWorkdir, prog.Workdir), file(system.ConfigHostname, hostname), tw.Close())
+	steps = append(steps, file(system.ConfigWorkdir, prog.Workdir), file(system.ConfigHostname, hostname))
+	if gnet != nil {
+		var dns strings.Builder
+		for _, d := range gnet.DNS {
+			dns.WriteString(d + "\n")
+		}
+		steps = append(steps, dir(system.ConfigNetDir), file(system.ConfigNetAddress, gnet.Address),
+			file(system.ConfigNetGateway, gnet.Gateway), file(system.ConfigNetDNS, dns.String()), file(system.ConfigNetMAC, gnet.MAC))
+	}
+	steps = append(steps, tw.Close())
 	for _, err := range steps {
 		if err != nil {
 			return nil, err
@@ -97,8 +106,8 @@ const configDiskMin = 1 << 20
 
 // writeConfigDisk builds config.erofs for the instance on the host: the tar is unpacked into a
 // scratch directory there (one round trip, also over SSH) and mkfs.erofs packs it.
-func (m *Manager) writeConfigDisk(ctx context.Context, id string, prog guestProgram, hostname string) error {
-	content, err := configTar(prog, hostname)
+func (m *Manager) writeConfigDisk(ctx context.Context, id string, prog guestProgram, hostname string, gnet *guestNetwork) error {
+	content, err := configTar(prog, hostname, gnet)
 	if err != nil {
 		return err
 	}

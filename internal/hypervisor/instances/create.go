@@ -60,6 +60,13 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 		return nil, err
 	}
 	undo.push(func(ctx context.Context) { _ = m.host.RemoveAll(ctx, m.layout.dir(id)) })
+	lease, err := m.allocateNetwork(ctx, id, spec.Network)
+	if err != nil {
+		return nil, err
+	}
+	if lease != nil {
+		undo.push(func(ctx context.Context) { _ = m.net.Release(ctx, id) })
+	}
 
 	img, err := m.images.Pull(ctx, spec.Image)
 	if err != nil {
@@ -81,6 +88,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 		Entrypoint: spec.Entrypoint, Cmd: spec.Cmd, Env: spec.Env, Workdir: spec.Workdir,
 		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(),
 	}
+	md.setLease(lease)
 	if err := m.saveMetadata(ctx, md); err != nil {
 		return nil, err
 	}

@@ -23,6 +23,10 @@ func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 		if err := m.host.RemoveAll(ctx, m.layout.dir(id)); err != nil {
 			return fmt.Errorf("delete %s: remove its files: %w", md.Name, err)
 		}
+		// Released only once the files are gone, so a half-deleted instance keeps its address.
+		if err := m.releaseLease(ctx, md); err != nil {
+			return fmt.Errorf("delete %s: release its network address: %w", md.Name, err)
+		}
 		if err := m.releaseName(ctx, md.Name, id); err != nil {
 			return fmt.Errorf("delete %s: release its name: %w", md.Name, err)
 		}

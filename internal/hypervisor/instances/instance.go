@@ -41,6 +41,12 @@ type Instance struct {
 	CreatedAt time.Time
 	StartedAt time.Time // last boot or restore; zero when not running
 
+	// The network interface: an address and MAC kept for the instance's life, and the TAP device
+	// on the host while a VMM runs. All empty when the instance has no network.
+	IPAddress  string
+	MACAddress string
+	TapDevice  string
+
 	Dir        string
 	ConsoleLog string
 	// SnapshotBytes is the size of the snapshot on disk (Standby only).
@@ -61,6 +67,8 @@ type Spec struct {
 	Workdir     string
 	// Hypervisor is "qemu" or "cloud-hypervisor"; "" picks the manager's default.
 	Hypervisor string
+	// Network nil: an interface with the next free address when the manager has a host network.
+	Network *NetworkSpec
 }
 
 // Limits on what a Spec may ask for.
@@ -143,5 +151,6 @@ func (s *Spec) Validate() error {
 	if s.Hypervisor != "" && s.Hypervisor != "qemu" && s.Hypervisor != "cloud-hypervisor" {
 		errs = append(errs, &FieldError{Field: "hypervisor", Value: s.Hypervisor, Allowed: `"cloud-hypervisor" or "qemu"`})
 	}
+	errs = append(errs, s.Network.validate()...)
 	return errors.Join(errs...)
 }

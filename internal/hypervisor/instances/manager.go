@@ -13,6 +13,7 @@ import (
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/images"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
@@ -34,7 +35,9 @@ type Options struct {
 	CompressSnapshots bool
 	// StopTimeout bounds a graceful guest power-off before the VMM is stopped by force.
 	StopTimeout time.Duration
-	Log         Logger
+	// Network is the host network instances join; the zero value gives them none.
+	Network network.Config
+	Log     Logger
 }
 
 // Manager is the instance manager for one host.
@@ -45,6 +48,10 @@ type Manager struct {
 	images *images.Store
 
 	accelMu sync.Mutex // one KVM probe at a time
+
+	net      *network.Network // nil when instances get no network
+	netMu    sync.Mutex       // one host network setup at a time
+	netReady bool
 }
 
 // DefaultDataDir is where instances live when the provider does not say otherwise.
@@ -85,7 +92,15 @@ func New(opts Options) (*Manager, error) {
 		return nil, fmt.Errorf("instance manager: default hypervisor %q has no driver", opts.DefaultHypervisor)
 	}
 	l := layout{opts.DataDir}
-	return &Manager{opts: opts, host: opts.Host, layout: l, images: images.NewStore(opts.Host, l.images())}, nil
+	m := &Manager{opts: opts, host: opts.Host, layout: l, images: images.NewStore(opts.Host, l.images())}
+	if opts.Network.Enabled {
+		n, err := network.New(opts.Host, opts.Network, l.network())
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		m.net = n
+	}
+	return m, nil
 }
 
 // maxDataDirLen keeps {data_dir}/guests/{ulid}/{socket} within a unix socket path (107 bytes and
@@ -164,6 +179,7 @@ func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) 
 		Hypervisor: md.Hypervisor, HypervisorVersion: md.HypervisorVersion, Accelerator: md.Accelerator,
 		KernelRelease: md.KernelRelease, State: st, StateReason: reason, CreatedAt: md.CreatedAt,
 		Dir: m.layout.dir(md.ID), ConsoleLog: m.layout.console(md.ID),
+		IPAddress: md.IPAddress, MACAddress: md.MACAddress, TapDevice: md.TapDevice,
 	}
 	switch st {
 	case Running, Paused, Created, Shutdown, Unknown:

@@ -359,6 +359,23 @@ func TestDuplicateNameIsRefused(t *testing.T) {
 		t.Fatalf("Get of a missing name: %v", err)
 	}
 	env.deleteAndCheckGone(t, inst)
+
+	// An instance whose directory was removed behind the manager's back does not keep its name.
+	inst, err = env.m.Create(ctx, spec, Stopped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(inst.Dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.m.Get(ctx, "twin"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get of an instance whose files are gone: %v", err)
+	}
+	again, err := env.m.Create(ctx, spec, Stopped)
+	if err != nil || again.ID == inst.ID {
+		t.Fatalf("re-create after the files were removed: %v", err)
+	}
+	env.deleteAndCheckGone(t, again)
 }
 
 const counterScript = `i=0; while :; do echo "count $i"; i=$((i+1)); sleep 0.3; done`

@@ -52,7 +52,11 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 	if err != nil {
 		return err
 	}
-	if err := m.writeConfigDisk(ctx, md.ID, prog, md.Name); err != nil {
+	gnet, err := m.guestNetwork(md)
+	if err != nil {
+		return err
+	}
+	if err := m.writeConfigDisk(ctx, md.ID, prog, md.Name, gnet); err != nil {
 		return err
 	}
 	lap("config_disk")
@@ -69,13 +73,18 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 			{Path: m.layout.overlay(md.ID), Serial: system.SerialOverlay},
 			{Path: m.layout.config(md.ID), Serial: system.SerialConfig, ReadOnly: true},
 		},
-		ConsoleLog: m.layout.console(md.ID), Accelerator: accel,
+		ConsoleLog: m.layout.console(md.ID), Accelerator: accel, Net: md.vmmNet(),
 	}
 	offset := m.consoleSize(ctx, md.ID)
 
 	_ = m.host.Remove(ctx, drv.SocketPath(cfg)) // a stale socket from a VMM that died
+	if err := m.plugTap(ctx, md, cfg.Net); err != nil {
+		return err
+	}
+	lap("tap")
 	pid, err := drv.Boot(ctx, m.host, cfg)
 	if err != nil {
+		_ = m.unplugTap(context.WithoutCancel(ctx), md)
 		return fmt.Errorf("start %s: %w%s", drv.Name(), err, m.consoleTail(ctx, md.ID, offset))
 	}
 	lap("vmm_start")
@@ -329,7 +338,7 @@ func (m *Manager) waitGone(ctx context.Context, md *metadata, d time.Duration) b
 	}
 }
 
-// clearPID records that no VMM runs, and removes its socket.
+// clearPID records that no VMM runs, and removes its socket and its TAP device.
 func (m *Manager) clearPID(ctx context.Context, md *metadata) error {
 	if drv, err := m.driver(md.Hypervisor); err == nil && md.VMM.Dir != "" {
 		if err := m.host.Remove(ctx, drv.SocketPath(md.VMM)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -337,5 +346,8 @@ func (m *Manager) clearPID(ctx context.Context, md *metadata) error {
 		}
 	}
 	md.PID, md.Booted, md.StartedAt = 0, false, time.Time{}
-	return m.saveMetadata(ctx, md)
+	if err := m.saveMetadata(ctx, md); err != nil {
+		return err
+	}
+	return m.unplugTap(ctx, md)
 }

@@ -37,10 +37,17 @@ func (m *Manager) restore(ctx context.Context, md *metadata) error {
 	}
 	t1 := time.Now()
 	_ = m.host.Remove(ctx, drv.SocketPath(md.VMM))
-	pid, err := drv.Restore(ctx, m.host, md.VMM, snap)
+	// The snapshot's device names the TAP it was taken with: the same one comes back.
+	pid := 0
+	err = m.plugTap(ctx, md, md.VMM.Net)
+	if err == nil {
+		pid, err = drv.Restore(ctx, m.host, md.VMM, snap)
+	}
 	if err != nil {
+		undo := context.WithoutCancel(ctx)
+		_ = m.unplugTap(undo, md)
 		if decompressed {
-			_ = m.host.Remove(context.WithoutCancel(ctx), raw)
+			_ = m.host.Remove(undo, raw)
 		}
 		return fmt.Errorf("restore %s: %w (the snapshot is kept; %s stays in Standby)", md.Name, err, md.Name)
 	}

@@ -20,6 +20,7 @@ func (l layout) guests() string            { return path.Join(l.dataDir, "guests
 func (l layout) names() string             { return path.Join(l.dataDir, "names") }
 func (l layout) images() string            { return path.Join(l.dataDir, "images") }
 func (l layout) system() string            { return path.Join(l.dataDir, "system") }
+func (l layout) network() string           { return path.Join(l.dataDir, "network") }
 func (l layout) dir(id string) string      { return path.Join(l.guests(), id) }
 func (l layout) name(name string) string   { return path.Join(l.names(), name) }
 func (l layout) metadata(id string) string { return path.Join(l.dir(id), "metadata.json") }
@@ -54,6 +55,11 @@ type metadata struct {
 	Env         map[string]string `json:"env"`
 	Workdir     string            `json:"workdir"`
 
+	// The instance's network interface, fixed for its life; all empty when it has none.
+	IPAddress  string `json:"ip_address,omitempty"`
+	MACAddress string `json:"mac_address,omitempty"`
+	TapDevice  string `json:"tap_device,omitempty"`
+
 	Hypervisor        string `json:"hypervisor"`
 	HypervisorVersion string `json:"hypervisor_version"`
 	Accelerator       string `json:"accelerator"`
@@ -77,7 +83,7 @@ func (md *metadata) spec() Spec {
 	return Spec{
 		Name: md.Name, Image: md.Image, VCPUs: md.VCPUs, Memory: md.Memory, Hotplug: md.Hotplug,
 		OverlaySize: md.OverlaySize, Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env,
-		Workdir: md.Workdir, Hypervisor: md.Hypervisor,
+		Workdir: md.Workdir, Hypervisor: md.Hypervisor, Network: md.networkSpec(),
 	}
 }
 
@@ -111,11 +117,21 @@ func (m *Manager) saveMetadata(ctx context.Context, md *metadata) error {
 // symlink fails when it exists.
 func (m *Manager) reserveName(ctx context.Context, name, id string) error {
 	err := m.host.Symlink(ctx, id, m.layout.name(name))
-	if errors.Is(err, fs.ErrExist) {
-		owner, _ := m.host.Readlink(ctx, m.layout.name(name))
-		return fmt.Errorf("%w: %q belongs to instance %s", ErrNameTaken, name, owner)
+	if !errors.Is(err, fs.ErrExist) {
+		return err
 	}
-	return err
+	owner, rerr := m.host.Readlink(ctx, m.layout.name(name))
+	if rerr == nil {
+		if _, serr := m.host.Stat(ctx, m.layout.metadata(owner)); errors.Is(serr, fs.ErrNotExist) {
+			// The owner's files are gone (removed behind the manager's back): the name is free.
+			m.log(ctx, "releasing a name whose instance is gone", map[string]any{"name": name, "stale_id": owner})
+			if err := m.releaseName(ctx, name, owner); err != nil {
+				return err
+			}
+			return m.host.Symlink(ctx, id, m.layout.name(name))
+		}
+	}
+	return fmt.Errorf("%w: %q belongs to instance %s", ErrNameTaken, name, owner)
 }
 
 // releaseName frees name, but only while it still points at id.

@@ -94,22 +94,26 @@ func newTestEnv(t testing.TB) *testEnv {
 	return env
 }
 
-// manager makes a Manager on a fresh data directory; every VMM it leaves is killed at cleanup.
-func (env *testEnv) manager(t testing.TB) *Manager {
+// manager makes a Manager on a fresh data directory, with the options configure changes; every
+// VMM it leaves is killed at cleanup.
+func (env *testEnv) manager(t testing.TB, configure ...func(*Options)) *Manager {
 	t.Helper()
-	dataDir := shortTempDir(t)
 	var drv vmm.Driver = &faultDriver{Driver: qemu.New(), faults: env.faults}
-	m, err := New(Options{
-		Host: host.Local{}, DataDir: dataDir,
+	opts := Options{
+		Host: host.Local{}, DataDir: shortTempDir(t),
 		Drivers: map[string]vmm.Driver{"qemu": drv}, DefaultHypervisor: "qemu", Accelerator: "tcg",
 		System:            system.Config{Kernel: env.vmlinuz, Modules: env.modules, Busybox: "/bin/busybox", CacheDir: shared.sysCache},
 		CompressSnapshots: true, StopTimeout: 20 * time.Second,
 		Log: func(_ context.Context, msg string, f map[string]any) { t.Logf("%s %v", msg, f) },
-	})
+	}
+	for _, c := range configure {
+		c(&opts)
+	}
+	m, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { killVMMs(t, dataDir) })
+	t.Cleanup(func() { killVMMs(t, opts.DataDir) })
 	return m
 }
 

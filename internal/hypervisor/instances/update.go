@@ -89,5 +89,5 @@ func immutableDiff(have, want Spec) []string {
 	if have.Hypervisor != want.Hypervisor {
 		diff = append(diff, "hypervisor")
 	}
-	return diff
+	return append(diff, networkDiff(have.Network, want.Network)...)
 }

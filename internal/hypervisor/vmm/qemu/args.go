@@ -3,6 +3,7 @@ package qemu
 import (
 	"errors"
 	"fmt"
+	"net"
 	"path"
 	"strconv"
 	"strings"
@@ -29,6 +30,9 @@ const hotplugBlock = 2 * mib
 
 // maxSerial is the longest serial virtio-blk passes to the guest; QEMU silently cuts longer ones.
 const maxSerial = 20
+
+// maxIfName is the longest Linux interface name, which a TAP device's is.
+const maxIfName = 15
 
 // maxSocketPath is the longest path a unix socket address holds on Linux.
 const maxSocketPath = 107
@@ -75,6 +79,12 @@ func commandLine(cfg vmm.Config, incoming bool) ([]string, error) {
 			device += ",serial=" + optValue(d.Serial)
 		}
 		args = append(args, "-drive", drive, "-device", device)
+	}
+	if cfg.Net != nil {
+		// script=no: the manager has made the TAP and attached it to the bridge already.
+		args = append(args,
+			"-netdev", "tap,id=net0,ifname="+optValue(cfg.Net.Tap)+",script=no,downscript=no",
+			"-device", "virtio-net-pci,netdev=net0,mac="+cfg.Net.MAC)
 	}
 	args = append(args,
 		"-chardev", "file,id=con0,path="+optValue(cfg.ConsoleLog)+",append=on",
@@ -140,6 +150,14 @@ func validate(cfg vmm.Config) error {
 	}
 	if cfg.HotplugBytes < 0 || cfg.HotplugBytes%hotplugBlock != 0 {
 		return fmt.Errorf("%w: hotplug memory %d bytes must be 0 or a positive multiple of 2 MiB", ErrInvalidConfig, cfg.HotplugBytes)
+	}
+	if n := cfg.Net; n != nil {
+		if n.Tap == "" || len(n.Tap) > maxIfName || strings.ContainsAny(n.Tap, "/: \t\n") {
+			return fmt.Errorf("%w: TAP device name %q must be 1 to %d bytes without '/', ':' or white space", ErrInvalidConfig, n.Tap, maxIfName)
+		}
+		if hw, err := net.ParseMAC(n.MAC); err != nil || len(hw) != 6 || hw.String() != n.MAC {
+			return fmt.Errorf("%w: MAC address %q must be six lower-case hex bytes separated by ':'", ErrInvalidConfig, n.MAC)
+		}
 	}
 	for i, d := range cfg.Disks {
 		if len(d.Serial) > maxSerial {

@@ -101,6 +101,27 @@ func TestCommandLineVariants(t *testing.T) {
 			want:   [][]string{{"-device", "virtio-blk-pci,drive=disk0"}},
 		},
 		{
+			name:   "a network interface opens the prepared TAP with the instance's MAC",
+			modify: func(c *vmm.Config) { c.Net = &vmm.NetConfig{Tap: "hm0123456789ab", MAC: "02:68:0a:64:00:02"} },
+			want: [][]string{
+				{"-netdev", "tap,id=net0,ifname=hm0123456789ab,script=no,downscript=no"},
+				{"-device", "virtio-net-pci,netdev=net0,mac=02:68:0a:64:00:02"},
+			},
+		},
+		{
+			name:   "a restore recreates the same network device",
+			modify: func(c *vmm.Config) { c.Net = &vmm.NetConfig{Tap: "hm0123456789ab", MAC: "02:68:0a:64:00:02"} },
+			resume: true,
+			want: [][]string{
+				{"-netdev", "tap,id=net0,ifname=hm0123456789ab,script=no,downscript=no"},
+				{"-device", "virtio-net-pci,netdev=net0,mac=02:68:0a:64:00:02"},
+			},
+		},
+		{
+			name:   "no network interface means no network device",
+			absent: []string{"-netdev"},
+		},
+		{
 			name:   "an empty initrd and cmdline are left out",
 			modify: func(c *vmm.Config) { c.Initrd, c.Cmdline = "", "" },
 			absent: []string{"-initrd", "-append"},
@@ -152,6 +173,10 @@ func TestCommandLineRejectsInvalidConfig(t *testing.T) {
 		{"hotplug not a 2 MiB multiple", func(c *vmm.Config) { c.HotplugBytes = 3 * mib }, "hotplug memory 3145728 bytes"},
 		{"negative hotplug", func(c *vmm.Config) { c.HotplugBytes = -2 * mib }, "hotplug memory -2097152 bytes"},
 		{"serial too long for virtio-blk", func(c *vmm.Config) { c.Disks[0].Serial = "abcdefghijklmnopqrstu" }, `serial "abcdefghijklmnopqrstu"`},
+		{"TAP name longer than an interface name", func(c *vmm.Config) { c.Net = &vmm.NetConfig{Tap: "hm0123456789abcd", MAC: "02:00:00:00:00:01"} }, `TAP device name "hm0123456789abcd"`},
+		{"TAP name with a slash", func(c *vmm.Config) { c.Net = &vmm.NetConfig{Tap: "a/b", MAC: "02:00:00:00:00:01"} }, `TAP device name "a/b"`},
+		{"MAC that is not one", func(c *vmm.Config) { c.Net = &vmm.NetConfig{Tap: "hm1", MAC: "02:00:00:00:01"} }, `MAC address "02:00:00:00:01"`},
+		{"MAC that would smuggle an option", func(c *vmm.Config) { c.Net = &vmm.NetConfig{Tap: "hm1", MAC: "02:00:00:00:00:01,romfile=x"} }, `MAC address "02:00:00:00:00:01,romfile=x"`},
 		{"unknown accelerator", func(c *vmm.Config) { c.Accelerator = "auto" }, `accelerator "auto" is not one of kvm, tcg`},
 	}
 	for _, tt := range tests {

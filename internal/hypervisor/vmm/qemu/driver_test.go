@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,6 +78,32 @@ func TestBootPauseResumeQuit(t *testing.T) {
 	other := connect(t, cfg)
 	assertState(t, vm, vmm.Running)
 	assertState(t, other, vmm.Running)
+	// Many readers at once, as Terraform refreshes a resource and a data source together: QEMU
+	// serves one monitor client at a time, and every one of them must still get its answer.
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h, err := New().Connect(testContext(t), host.Local{}, cfg)
+			if err == nil {
+				var st vmm.State
+				if st, err = h.State(testContext(t)); err == nil && st != vmm.Running {
+					err = fmt.Errorf("state %s", st)
+				}
+				h.Close()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("a concurrent state query failed: %v", err)
+		}
+	}
 
 	if _, err := New().Boot(testContext(t), host.Local{}, cfg); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("a second Boot for the same directory: err = %v, want one saying a QEMU is already running", err)

@@ -8,6 +8,8 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 )
@@ -81,7 +83,7 @@ type request struct {
 // dialMonitor connects to a QMP socket and negotiates capabilities. QEMU serves one QMP client at
 // a time: while another holds the socket, the greeting only comes once that one has closed.
 func dialMonitor(ctx context.Context, h host.Host, socket string) (*monitor, error) {
-	conn, err := h.DialUnix(ctx, socket)
+	conn, err := dialBusy(ctx, h, socket)
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +92,23 @@ func dialMonitor(ctx context.Context, h host.Host, socket string) (*monitor, err
 		return nil, fmt.Errorf("QMP handshake on %s: %w", socket, err)
 	}
 	return m, nil
+}
+
+// dialBusy connects to QEMU's monitor socket. QEMU serves one QMP client at a time and keeps a
+// backlog of one, so while two others talk to it a connect fails with EAGAIN: that means "busy",
+// not "gone", and is retried until ctx ends (a refused connection is not retried: nobody listens).
+func dialBusy(ctx context.Context, h host.Host, socket string) (net.Conn, error) {
+	for delay := 5 * time.Millisecond; ; delay = min(delay*2, 200*time.Millisecond) {
+		conn, err := h.DialUnix(ctx, socket)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) {
+			return conn, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (QEMU's monitor stayed busy with other clients)", err)
+		case <-time.After(delay):
+		}
+	}
 }
 
 // newMonitor takes over conn: it waits for QEMU's greeting and leaves command mode negotiated.

@@ -1,0 +1,87 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
+)
+
+// leftStateTimeout bounds the read that tells the user what a failed operation left behind; it
+// runs even when the operation's own deadline has passed.
+const leftStateTimeout = 15 * time.Second
+
+// failure is one failed instance operation, reported in the provider's one voice:
+// "Unable to <Action> Instance", then the instance, the error, and the state it was left in.
+type failure struct {
+	action string // "Create", "Read", "Update", "Delete", "Import"
+	name   string
+	id     string
+	err    error
+	// left describes what the failure left on the host; empty asks the manager.
+	left string
+}
+
+func (f failure) add(ctx context.Context, m *instances.Manager, diags *diag.Diagnostics) {
+	left := f.left
+	if left == "" {
+		left = leftState(ctx, m, f.id, f.name)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Instance: %s\n", describe(f.name, f.id))
+	fmt.Fprintf(&b, "Error: %v\n", f.err)
+	fmt.Fprintf(&b, "Left in: %s", left)
+	if hint := hint(f.err); hint != "" {
+		fmt.Fprintf(&b, "\n\n%s", hint)
+	}
+	diags.AddError("Unable to "+f.action+" Instance", b.String())
+}
+
+// leftState asks the manager what the instance looks like now.
+func leftState(ctx context.Context, m *instances.Manager, id, name string) string {
+	key := id
+	if key == "" {
+		key = name
+	}
+	if key == "" || m == nil {
+		return "unknown"
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leftStateTimeout)
+	defer cancel()
+	inst, err := m.Get(ctx, key)
+	switch {
+	case errors.Is(err, instances.ErrNotFound):
+		return "the instance does not exist on the host"
+	case err != nil:
+		return fmt.Sprintf("unknown: reading the instance back failed too: %v", err)
+	}
+	return observed(inst)
+}
+
+// observed is one line on an instance's live state, with what helps to debug it.
+func observed(inst *instances.Instance) string {
+	s := fmt.Sprintf("the instance is %s", inst.State)
+	if inst.StateReason != "" {
+		s += fmt.Sprintf(" (%s)", inst.StateReason)
+	}
+	if inst.ConsoleLog != "" {
+		s += fmt.Sprintf("; its console log on the host is %s", inst.ConsoleLog)
+	}
+	return s
+}
+
+// hint says what to do about the errors a user can act on.
+func hint(err error) string {
+	switch {
+	case errors.Is(err, instances.ErrNameTaken):
+		return "Another instance on this host has that name. Import it (terraform import hypeman_instance.<name> <instance name>) or choose another name."
+	case errors.Is(err, context.DeadlineExceeded):
+		return "The operation did not finish within its timeout. Raise it in the resource's timeouts attribute, e.g. timeouts = { create = \"20m\" }."
+	}
+	return ""
+}

@@ -1,0 +1,174 @@
+package provider
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
+)
+
+func sampleInstance() *instances.Instance {
+	return &instances.Instance{
+		ID: "01JD8X4ZQ6T7N5B2V3C9M0K1HA", Name: "web", Image: "alpine:3.20", ImageDigest: "sha256:abc",
+		VCPUs: 2, Memory: 512 * units.MiB, Hotplug: 256 * units.MiB, OverlaySize: 10 * units.GiB,
+		Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo $A"}, Env: map[string]string{"A": "1"}, Workdir: "/srv",
+		Hypervisor: "qemu", HypervisorVersion: "7.2.15", Accelerator: "tcg", KernelRelease: "6.1.0-28-amd64",
+		State: instances.Running, PID: 4242,
+		CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), StartedAt: time.Date(2026, 1, 2, 3, 4, 9, 0, time.UTC),
+		Dir: "/var/lib/hypeman/guests/01JD8X4ZQ6T7N5B2V3C9M0K1HA", ConsoleLog: "/var/lib/hypeman/guests/01JD8X4ZQ6T7N5B2V3C9M0K1HA/logs/console.log",
+	}
+}
+
+func TestFillThenSpecGivesBackTheInstanceConfiguration(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		modify func(*instances.Instance)
+	}{
+		{"everything set", func(*instances.Instance) {}},
+		{"image defaults (nil program)", func(i *instances.Instance) { i.Entrypoint, i.Cmd, i.Env, i.Workdir = nil, nil, nil, "" }},
+		{"explicitly empty entrypoint and env", func(i *instances.Instance) { i.Entrypoint, i.Env = []string{}, map[string]string{} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inst := sampleInstance()
+			tt.modify(inst)
+			var m instanceModel
+			if d := m.fill(ctx, inst); d.HasError() {
+				t.Fatal(d)
+			}
+			spec, d := m.spec(ctx)
+			if d.HasError() {
+				t.Fatal(d)
+			}
+			want := instances.Spec{
+				Name: inst.Name, Image: inst.Image, VCPUs: inst.VCPUs, Memory: inst.Memory, Hotplug: inst.Hotplug,
+				OverlaySize: inst.OverlaySize, Entrypoint: inst.Entrypoint, Cmd: inst.Cmd, Env: inst.Env, Workdir: inst.Workdir,
+			}
+			if !reflect.DeepEqual(spec, want) {
+				t.Errorf("spec = %#v\nwant   %#v", spec, want)
+			}
+		})
+	}
+}
+
+func TestFillWritesObservedStateAndNullsWhatDoesNotApply(t *testing.T) {
+	ctx := context.Background()
+	t.Run("running", func(t *testing.T) {
+		var m instanceModel
+		m.fill(ctx, sampleInstance())
+		checks := map[string][2]any{
+			"state":          {m.State, types.StringValue("Running")},
+			"memory":         {m.Memory, NewSizeValue(512 * units.MiB)},
+			"hotplug_memory": {m.HotplugMemory, NewSizeValue(256 * units.MiB)},
+			"pid":            {m.PID, types.Int64Value(4242)},
+			"created_at":     {m.CreatedAt, types.StringValue("2026-01-02T03:04:05Z")},
+			"started_at":     {m.StartedAt, types.StringValue("2026-01-02T03:04:09Z")},
+			"snapshot_bytes": {m.SnapshotBytes, types.Int64Value(0)},
+			"state_reason":   {m.StateReason, types.StringNull()},
+		}
+		for name, c := range checks {
+			if !reflect.DeepEqual(c[0], c[1]) {
+				t.Errorf("%s = %v, want %v", name, c[0], c[1])
+			}
+		}
+	})
+	t.Run("standby", func(t *testing.T) {
+		inst := sampleInstance()
+		inst.State, inst.PID, inst.StartedAt, inst.SnapshotBytes = instances.Standby, 0, time.Time{}, 27_000_000
+		var m instanceModel
+		m.fill(ctx, inst)
+		if !m.PID.IsNull() || !m.StartedAt.IsNull() {
+			t.Errorf("pid %v and started_at %v must be null without a VMM", m.PID, m.StartedAt)
+		}
+		if m.SnapshotBytes.ValueInt64() != 27_000_000 {
+			t.Errorf("snapshot_bytes = %v", m.SnapshotBytes)
+		}
+	})
+	t.Run("unknown state keeps its reason", func(t *testing.T) {
+		inst := sampleInstance()
+		inst.State, inst.StateReason = instances.Unknown, "the qemu process (pid 4242) did not report its state"
+		var m instanceModel
+		m.fill(ctx, inst)
+		if m.State.ValueString() != "Unknown" || m.StateReason.ValueString() != inst.StateReason {
+			t.Errorf("state %v reason %v", m.State, m.StateReason)
+		}
+	})
+	t.Run("null program stays null", func(t *testing.T) {
+		inst := sampleInstance()
+		inst.Entrypoint, inst.Cmd, inst.Env, inst.Workdir = nil, nil, nil, ""
+		var m instanceModel
+		m.fill(ctx, inst)
+		if !m.Entrypoint.IsNull() || !m.Cmd.IsNull() || !m.Env.IsNull() || !m.Workdir.IsNull() {
+			t.Errorf("entrypoint %v cmd %v env %v workdir %v: want all null", m.Entrypoint, m.Cmd, m.Env, m.Workdir)
+		}
+	})
+}
+
+func TestProgramChangeIsDetectedPerAttribute(t *testing.T) {
+	ctx := context.Background()
+	base := func() instanceModel {
+		var m instanceModel
+		m.fill(ctx, sampleInstance())
+		return m
+	}
+	tests := []struct {
+		name   string
+		modify func(*instanceModel)
+		want   []string
+	}{
+		{"nothing", func(*instanceModel) {}, nil},
+		{"state only", func(m *instanceModel) { m.State = types.StringValue("Standby") }, nil},
+		{"env", func(m *instanceModel) {
+			m.Env = types.MapValueMust(types.StringType, map[string]attr.Value{"A": types.StringValue("2")})
+		}, []string{"env"}},
+		{"workdir and cmd", func(m *instanceModel) {
+			m.Workdir = types.StringValue("/tmp")
+			m.Cmd = types.ListNull(types.StringType)
+		}, []string{"cmd", "workdir"}},
+		{"unknown entrypoint counts as a change", func(m *instanceModel) { m.Entrypoint = types.ListUnknown(types.StringType) }, []string{"entrypoint"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := base(), base()
+			tt.modify(&b)
+			if got := changedProgramAttrs(&b, &a); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("changed = %v, want %v", got, tt.want)
+			}
+			if programChanged(&b, &a) != (len(tt.want) > 0) {
+				t.Errorf("programChanged disagrees with changedProgramAttrs")
+			}
+		})
+	}
+}
+
+func TestUpdateLeavesStandbyBeforeRestartingAndEntersItLast(t *testing.T) {
+	tests := []struct {
+		name       string
+		target     instances.State
+		newProgram bool
+		want       []string
+	}{
+		{"state only", instances.Paused, false, []string{"move to Paused"}},
+		{"program while running", instances.Running, true, []string{"move to Running", "restart with the new program", "move to Running"}},
+		{"program and standby", instances.Standby, true, []string{"restart with the new program", "move to Standby"}},
+		{"program while stopped", instances.Stopped, true, []string{"move to Stopped", "restart with the new program", "move to Stopped"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, s := range updateSteps(nil, "id", tt.target, instances.Spec{}, tt.newProgram) {
+				got = append(got, s.what)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("steps = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,344 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
+)
+
+var (
+	_ resource.Resource                = &InstanceResource{}
+	_ resource.ResourceWithConfigure   = &InstanceResource{}
+	_ resource.ResourceWithImportState = &InstanceResource{}
+	_ resource.ResourceWithModifyPlan  = &InstanceResource{}
+)
+
+// InstanceResource is hypeman_instance: thin CRUD over the instance manager.
+type InstanceResource struct {
+	manager *instances.Manager
+}
+
+// NewInstanceResource is the resource's factory for the provider.
+func NewInstanceResource() resource.Resource { return &InstanceResource{} }
+
+func (r *InstanceResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
+	resp.TypeName = req.ProviderTypeName + "_instance"
+}
+
+func (r *InstanceResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
+	r.manager = managerFrom(req.ProviderData, &resp.Diagnostics)
+}
+
+// read fills m with the instance as the host reports it. exists is false only when the manager
+// positively says there is no such instance; any other error is a diagnostic.
+func (r *InstanceResource) read(ctx context.Context, action, idOrName string, m *instanceModel) (exists bool, diags diag.Diagnostics) {
+	inst, err := r.manager.Get(ctx, idOrName)
+	if errors.Is(err, instances.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		name := m.Name.ValueString()
+		if name == "" && m.ID.IsNull() {
+			name = idOrName // an import: nothing is known but what the user typed
+		}
+		failure{action: action, name: name, id: m.ID.ValueString(), err: err,
+			left: "unknown: the instance could not be read"}.add(ctx, r.manager, &diags)
+		return false, diags
+	}
+	diags.Append(m.fill(ctx, inst)...)
+	tflog.Debug(ctx, "read instance", map[string]any{"id": inst.ID, "name": inst.Name, "state": string(inst.State), "pid": inst.PID})
+	return true, diags
+}
+
+func (r *InstanceResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
+	var plan instanceResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	timeout, d := plan.Timeouts.Create(ctx, defaultCreateTimeout)
+	resp.Diagnostics.Append(d...)
+	spec, d := plan.spec(ctx)
+	resp.Diagnostics.Append(d...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	target := instances.State(plan.State.ValueString())
+	tflog.Info(ctx, "creating instance", map[string]any{"name": spec.Name, "image": spec.Image, "state": string(target), "timeout": timeout.String()})
+	inst, err := r.manager.Create(ctx, spec, target)
+	if err != nil {
+		failure{action: "Create", name: spec.Name, err: err,
+			left: "nothing: a failed create removes everything it made on the host"}.add(ctx, r.manager, &resp.Diagnostics)
+		return
+	}
+	if !r.readBack(ctx, "Create", inst.ID, target, &plan, &resp.State, &resp.Diagnostics) {
+		// The instance exists; keep it in the state with what Create reported, so it is not orphaned.
+		resp.Diagnostics.Append(plan.fill(ctx, inst)...)
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+	}
+}
+
+func (r *InstanceResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
+	var state instanceResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	timeout, d := state.Timeouts.Read(ctx, defaultReadTimeout)
+	resp.Diagnostics.Append(d...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	exists, d := r.read(ctx, "Read", state.ID.ValueString(), &state.instanceModel)
+	resp.Diagnostics.Append(d...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if !exists {
+		tflog.Warn(ctx, "instance is gone from the host; removing it from the state", map[string]any{"id": state.ID.ValueString(), "name": state.Name.ValueString()})
+		resp.State.RemoveResource(ctx)
+		return
+	}
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+// step is one manager call of an update, named for messages.
+type step struct {
+	what string
+	run  func(context.Context) error
+}
+
+func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	var plan, prior instanceResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
+	timeout, d := plan.Timeouts.Update(ctx, defaultUpdateTimeout)
+	resp.Diagnostics.Append(d...)
+	spec, d := plan.spec(ctx)
+	resp.Diagnostics.Append(d...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	id := prior.ID.ValueString()
+	target := instances.State(plan.State.ValueString())
+	for _, s := range updateSteps(r.manager, id, target, spec, programChanged(&plan.instanceModel, &prior.instanceModel)) {
+		tflog.Info(ctx, s.what, map[string]any{"id": id, "name": spec.Name, "from": prior.State.ValueString(), "to": string(target)})
+		if err := s.run(ctx); err != nil {
+			failure{action: "Update", name: spec.Name, id: id, err: fmt.Errorf("%s: %w", s.what, err)}.add(ctx, r.manager, &resp.Diagnostics)
+			// Record what the host has now, so the next plan starts from the truth.
+			if !r.readBack(ctx, "Update", id, "", &plan, &resp.State, &resp.Diagnostics) {
+				resp.Diagnostics.Append(resp.State.Set(ctx, &prior)...)
+			}
+			return
+		}
+	}
+	if !r.readBack(ctx, "Update", id, target, &plan, &resp.State, &resp.Diagnostics) {
+		resp.Diagnostics.Append(resp.State.Set(ctx, &prior)...)
+	}
+}
+
+// updateSteps orders the manager calls of an update. A new program is applied by a restart, which
+// a Standby instance cannot take: leaving Standby comes first, and entering it comes last.
+func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram bool) []step {
+	setState := step{"move to " + string(target), func(ctx context.Context) error {
+		_, err := m.SetState(ctx, id, target)
+		return err
+	}}
+	restart := step{"restart with the new program", func(ctx context.Context) error {
+		_, err := m.Update(ctx, id, spec)
+		return err
+	}}
+	switch {
+	case !newProgram:
+		return []step{setState}
+	case target == instances.Standby:
+		return []step{restart, setState}
+	default:
+		// Update brings a Running or Paused guest back as it was; the last move is then a no-op.
+		return []step{setState, restart, setState}
+	}
+}
+
+// readBack stores the instance as the host reports it after Create or Update, starting from the
+// plan so that timeouts and the user's size spellings stay. When want is set and the instance is
+// in another state, that is an error rather than an inconsistent result for Terraform. It reports
+// whether it stored anything; it runs even when the operation's deadline has passed.
+func (r *InstanceResource) readBack(ctx context.Context, action, id string, want instances.State, plan *instanceResourceModel, state stateSetter, diags *diag.Diagnostics) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leftStateTimeout)
+	defer cancel()
+	exists, d := r.read(ctx, action, id, &plan.instanceModel)
+	diags.Append(d...)
+	if d.HasError() {
+		return false
+	}
+	if !exists {
+		failure{action: action, name: plan.Name.ValueString(), id: id, err: errors.New("the instance disappeared from the host right after the operation"),
+			left: "the instance does not exist on the host"}.add(ctx, r.manager, diags)
+		return false
+	}
+	diags.Append(state.Set(ctx, plan)...)
+	if got := instances.State(plan.State.ValueString()); want != "" && got != want {
+		failure{action: action, name: plan.Name.ValueString(), id: id, err: notReached(got, want)}.add(ctx, r.manager, diags)
+	}
+	return true
+}
+
+// stateSetter is what CreateResponse.State and UpdateResponse.State have in common.
+type stateSetter interface {
+	Set(ctx context.Context, val any) diag.Diagnostics
+}
+
+// notReached explains an instance that is not in the planned state once the operation is done.
+func notReached(got, want instances.State) error {
+	err := fmt.Errorf("the instance is %s after the operation, but the plan asked for %s", got, want)
+	if got == instances.Stopped && (want == instances.Running || want == instances.Paused) {
+		err = fmt.Errorf("%w: the guest powered off right after its program started, so the program most likely exited "+
+			"(the console log's last lines show its output and exit code). An instance runs as long as its program does: "+
+			"run a long-lived program, or set state = \"Stopped\"", err)
+	}
+	return err
+}
+
+func (r *InstanceResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
+	var state instanceResourceModel
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
+	timeout, d := state.Timeouts.Delete(ctx, defaultDeleteTimeout)
+	resp.Diagnostics.Append(d...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	id, name := state.ID.ValueString(), state.Name.ValueString()
+	tflog.Info(ctx, "deleting instance", map[string]any{"id": id, "name": name})
+	err := r.manager.Delete(ctx, id)
+	if errors.Is(err, instances.ErrNotFound) {
+		return // already gone: nothing left to delete
+	}
+	if err != nil {
+		failure{action: "Delete", name: name, id: id, err: err}.add(ctx, r.manager, &resp.Diagnostics)
+	}
+}
+
+// ImportState accepts an id or a name, and fills every attribute so the next plan is empty.
+func (r *InstanceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
+	ctx, cancel := context.WithTimeout(ctx, defaultReadTimeout)
+	defer cancel()
+	m := instanceResourceModel{Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
+	exists, d := r.read(ctx, "Import", req.ID, &m.instanceModel)
+	resp.Diagnostics.Append(d...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if !exists {
+		failure{action: "Import", name: req.ID,
+			err:  fmt.Errorf("no instance has the id or name %q on this host (data_dir %s)", req.ID, r.manager.DataDir()),
+			left: "nothing was changed"}.add(ctx, r.manager, &resp.Diagnostics)
+		return
+	}
+	tflog.Info(ctx, "imported instance", map[string]any{"id": m.ID.ValueString(), "name": m.Name.ValueString()})
+	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+}
+
+var timeoutsAttrTypes = map[string]attr.Type{
+	"create": types.StringType, "read": types.StringType, "update": types.StringType, "delete": types.StringType,
+}
+
+// ModifyPlan rejects at plan time what apply could only fail at: a new program for an instance that
+// is in Standby and stays there (the restart would throw away its snapshot). It also keeps what
+// only a fresh boot changes, so that pausing or a Standby does not show them as "known after apply".
+func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.Plan.Raw.IsNull() || req.State.Raw.IsNull() {
+		return // destroy or create
+	}
+	var plan, prior instanceResourceModel
+	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	for name, v := range plannedRuntime(&prior.instanceModel, &plan.instanceModel) {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(name), v)...)
+	}
+	standby := types.StringValue(string(instances.Standby))
+	if !prior.State.Equal(standby) || !plan.State.Equal(standby) || !programChanged(&plan.instanceModel, &prior.instanceModel) {
+		return
+	}
+	changed := changedProgramAttrs(&plan.instanceModel, &prior.instanceModel)
+	resp.Diagnostics.AddAttributeError(path.Root(changed[0]), "Unable to Update Instance",
+		fmt.Sprintf("Instance: %s\nError: this plan changes %s of an instance in Standby, and a new program needs a restart, which would discard "+
+			"the Standby snapshot (the guest's memory).\nLeft in: nothing was changed; the instance is Standby\n\n"+
+			"Set state = \"Running\" in the same change (the instance is restored, then restarted with the new program), "+
+			"or apply state = \"Running\" first and change %s afterwards.",
+			describe(prior.Name.ValueString(), prior.ID.ValueString()), strings.Join(changed, ", "), strings.Join(changed, ", ")))
+}
+
+// willBoot reports whether applying plan may boot the guest afresh, which is when the VMM version,
+// the accelerator and the kernel release are read anew. Moving between Running, Paused and Standby
+// (a restore included) and stopping never boot.
+func willBoot(prior, plan *instanceModel) bool {
+	if !plan.State.Equal(types.StringValue(string(instances.Stopped))) && programChanged(plan, prior) {
+		return true
+	}
+	switch instances.State(prior.State.ValueString()) {
+	case instances.Running, instances.Paused, instances.Standby:
+		return false
+	}
+	return !plan.State.Equal(types.StringValue(string(instances.Stopped)))
+}
+
+// plannedRuntime returns the computed attributes whose value after apply is known at plan time, so
+// that a state change shows as itself rather than as a list of "known after apply".
+func plannedRuntime(prior, plan *instanceModel) map[string]attr.Value {
+	out := map[string]attr.Value{}
+	if !willBoot(prior, plan) {
+		out["accelerator"], out["hypervisor_version"], out["kernel_release"] = prior.Accelerator, prior.HypervisorVersion, prior.KernelRelease
+	}
+	if plan.State.IsUnknown() {
+		return out
+	}
+	noVMM := map[string]attr.Value{"pid": types.Int64Null(), "started_at": types.StringNull()}
+	switch target := instances.State(plan.State.ValueString()); target {
+	case instances.Stopped:
+		maps.Copy(out, noVMM)
+		out["snapshot_bytes"] = types.Int64Value(0)
+	case instances.Standby:
+		maps.Copy(out, noVMM)
+	case instances.Running, instances.Paused:
+		out["snapshot_bytes"] = types.Int64Value(0)
+		if was := instances.State(prior.State.ValueString()); (was == instances.Running || was == instances.Paused) && !programChanged(plan, prior) {
+			out["pid"], out["started_at"] = prior.PID, prior.StartedAt // pausing and resuming keep the VMM
+		}
+	}
+	return out
+}
+
+// managerFrom takes the provider's shared manager out of ProviderData. Nil ProviderData means the
+// provider is not configured yet (validation runs before Configure).
+func managerFrom(data any, diags *diag.Diagnostics) *instances.Manager {
+	if data == nil {
+		return nil
+	}
+	m, ok := data.(*instances.Manager)
+	if !ok {
+		diags.AddError("Unexpected Provider Data", fmt.Sprintf("expected *instances.Manager, got %T; please report this issue to the provider developers", data))
+		return nil
+	}
+	return m
+}

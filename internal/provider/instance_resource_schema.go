@@ -1,0 +1,216 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
+	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/images"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
+)
+
+// Default timeouts; a create may pull and convert a large image.
+const (
+	defaultCreateTimeout = 10 * time.Minute
+	defaultReadTimeout   = 2 * time.Minute
+	defaultUpdateTimeout = 10 * time.Minute
+	defaultDeleteTimeout = 5 * time.Minute
+)
+
+const restartNote = " Changing it restarts the instance in place (graceful power-off, then a fresh boot with the new program); " +
+	"the id, the overlay disk and the console history are kept. An instance in `Standby` cannot take a new program: " +
+	"set `state = \"Running\"` in the same change (it is restored first, then restarted) or beforehand."
+
+func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
+	sizeMods := []planmodifier.String{sizeKeepsStateSpelling{}, stringplanmodifier.RequiresReplace()}
+	stable := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
+
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "One microVM on the host: an OCI image booted as a VM with its own kernel, a writable overlay disk " +
+			"and a serial console. `state` moves it between `Running`, `Paused`, `Standby` (memory snapshot on disk, no VMM " +
+			"process) and `Stopped` without replacing it; a VM that died or was paused outside Terraform shows up in the next " +
+			"plan and `terraform apply` puts it back.",
+		Attributes: map[string]schema.Attribute{
+			"id": schema.StringAttribute{
+				MarkdownDescription: "The instance's id on the host (a ULID). Import accepts it or the name.",
+				Computed:            true,
+				PlanModifiers:       stable,
+			},
+			"name": schema.StringAttribute{
+				MarkdownDescription: "The instance name, unique on the host; also the guest's hostname. " + instances.NameRule + ". Changing it replaces the instance.",
+				Required:            true,
+				Validators:          []validator.String{validName()},
+				PlanModifiers:       replace,
+			},
+			"image": schema.StringAttribute{
+				MarkdownDescription: "The OCI image to boot: " + images.Allowed + ". It is pulled once and cached on the host by " +
+					"digest; `image_digest` records what the instance was created from. Changing it replaces the instance.",
+				Required:      true,
+				Validators:    []validator.String{validImage()},
+				PlanModifiers: replace,
+			},
+			"vcpus": schema.Int64Attribute{
+				MarkdownDescription: fmt.Sprintf("Virtual CPUs, 1 to %d. Defaults to `1`. Changing it replaces the instance.", instances.MaxVCPUs),
+				Optional:            true,
+				Computed:            true,
+				Default:             int64default.StaticInt64(1),
+				Validators:          []validator.Int64{int64validator.Between(1, instances.MaxVCPUs)},
+				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
+			},
+			"memory": schema.StringAttribute{
+				CustomType: SizeType{},
+				MarkdownDescription: "Memory the guest boots with, " + memoryRule.allowed + ". Sizes are binary (`1GB` = `1024MiB`), and " +
+					"two spellings of the same size are not a change. Defaults to `" + units.Format(instances.DefaultMemory) + "`. Changing it replaces the instance.",
+				Optional:      true,
+				Computed:      true,
+				Default:       stringdefault.StaticString(units.Format(instances.DefaultMemory)),
+				Validators:    []validator.String{validSize(memoryRule)},
+				PlanModifiers: sizeMods,
+			},
+			"hotplug_memory": schema.StringAttribute{
+				CustomType: SizeType{},
+				MarkdownDescription: "Memory added after boot, " + hotplugRule.allowed + ". It is given back before `Standby` so the " +
+					"snapshot stays small, and added again after restore. Defaults to `0`. Changing it replaces the instance.",
+				Optional:      true,
+				Computed:      true,
+				Default:       stringdefault.StaticString("0"),
+				Validators:    []validator.String{validSize(hotplugRule)},
+				PlanModifiers: sizeMods,
+			},
+			"overlay_size": schema.StringAttribute{
+				CustomType: SizeType{},
+				MarkdownDescription: "Size of the writable overlay disk on top of the read-only image, " + overlayRule.allowed + ". " +
+					"It is a sparse file: only what the guest writes takes space. Defaults to `" + units.Format(instances.DefaultOverlay) + "`. Changing it replaces the instance.",
+				Optional:      true,
+				Computed:      true,
+				Default:       stringdefault.StaticString(units.Format(instances.DefaultOverlay)),
+				Validators:    []validator.String{validSize(overlayRule)},
+				PlanModifiers: sizeMods,
+			},
+			"entrypoint": schema.ListAttribute{
+				ElementType: types.StringType,
+				MarkdownDescription: "The program to run, replacing the image's entrypoint (and, as in Docker, its cmd). " +
+					"Leave it out for the image's own. Items reach the program byte for byte; nothing is interpreted by a shell." + restartNote,
+				Optional: true,
+			},
+			"cmd": schema.ListAttribute{
+				ElementType:         types.StringType,
+				MarkdownDescription: "Arguments after the entrypoint, replacing the image's cmd. Leave it out for the image's own." + restartNote,
+				Optional:            true,
+			},
+			"env": schema.MapAttribute{
+				ElementType: types.StringType,
+				MarkdownDescription: "Environment variables for the program, merged over the image's. **Sensitive**: the whole map " +
+					"is hidden in plan output and logs, so it may carry secrets (it is still stored in the Terraform state, " +
+					"as every sensitive value is)." + restartNote,
+				Optional:   true,
+				Sensitive:  true,
+				Validators: []validator.Map{mapvalidator.KeysAre(validEnvKey())},
+			},
+			"workdir": schema.StringAttribute{
+				MarkdownDescription: "Absolute working directory of the program inside the image. Leave it out for the image's own." + restartNote,
+				Optional:            true,
+				Validators:          []validator.String{validWorkdir()},
+			},
+			"state": schema.StringAttribute{
+				MarkdownDescription: "The state to keep the instance in: `Running` (default), `Paused` (vCPUs stopped, memory kept " +
+					"in the VMM process), `Standby` (memory snapshot written to disk, LZ4-compressed unless the provider sets " +
+					"`compress_snapshots = false`, and the VMM process stopped: it uses no CPU or memory) or `Stopped` (guest powered " +
+					"off gracefully, overlay kept). Changing it never replaces the instance. Terraform reads the observed state, so a " +
+					"VM that died outside Terraform shows `\"Stopped\" -> \"Running\"` in the next plan and `terraform apply` boots it " +
+					"again. The observed state can also be `Created`, `Shutdown` or `Unknown` (see `state_reason`).",
+				Optional:   true,
+				Computed:   true,
+				Default:    stringdefault.StaticString(string(instances.Running)),
+				Validators: []validator.String{validState()},
+			},
+			"timeouts": timeoutsAttribute(ctx),
+
+			"image_digest": schema.StringAttribute{
+				MarkdownDescription: "The manifest digest of the image the instance was created from (`sha256:…`). A tag that moves later does not change it.",
+				Computed:            true,
+				PlanModifiers:       stable,
+			},
+			"hypervisor": schema.StringAttribute{
+				MarkdownDescription: "The VMM running the instance, `cloud-hypervisor` or `qemu`, chosen by the provider's `hypervisor` when the instance was created.",
+				Computed:            true,
+				PlanModifiers:       stable,
+			},
+			"hypervisor_version": schema.StringAttribute{
+				MarkdownDescription: "The VMM version that last booted the instance. A Standby snapshot can only be restored by the same version.",
+				Computed:            true,
+			},
+			"accelerator": schema.StringAttribute{
+				MarkdownDescription: "How the guest's CPU is run at its last boot: `kvm` (hardware) or `tcg` (emulation).",
+				Computed:            true,
+			},
+			"kernel_release": schema.StringAttribute{
+				MarkdownDescription: "The guest kernel release at the last boot (`uname -r` in the guest).",
+				Computed:            true,
+			},
+			"state_reason": schema.StringAttribute{
+				MarkdownDescription: "Why the state is `Unknown`, or what the guest last reported; null when there is nothing to say.",
+				Computed:            true,
+			},
+			"pid": schema.Int64Attribute{
+				MarkdownDescription: "The VMM process id on the host while a VMM runs (`Running`, `Paused`); null in `Standby` and `Stopped`.",
+				Computed:            true,
+			},
+			"created_at": schema.StringAttribute{
+				MarkdownDescription: "When the instance was created (RFC 3339, UTC).",
+				Computed:            true,
+				PlanModifiers:       stable,
+			},
+			"started_at": schema.StringAttribute{
+				MarkdownDescription: "When the guest last booted or was restored (RFC 3339, UTC); null while no VMM runs.",
+				Computed:            true,
+			},
+			"directory": schema.StringAttribute{
+				MarkdownDescription: "The instance's directory on the host: metadata, overlay disk, config disk, VMM socket, logs and snapshot.",
+				Computed:            true,
+				PlanModifiers:       stable,
+			},
+			"console_log": schema.StringAttribute{
+				MarkdownDescription: "Path of the serial console log on the host. Everything the guest prints, with its history kept across Stop, Standby and restore.",
+				Computed:            true,
+				PlanModifiers:       stable,
+			},
+			"snapshot_bytes": schema.Int64Attribute{
+				MarkdownDescription: "Bytes the Standby snapshot takes on disk; `0` in any other state.",
+				Computed:            true,
+			},
+		},
+	}
+}
+
+// timeoutsAttribute is the framework's timeouts attribute with descriptions of its own; every wait
+// of an operation honours its deadline.
+func timeoutsAttribute(ctx context.Context) schema.Attribute {
+	a := timeouts.Attributes(ctx, timeouts.Opts{
+		Create: true, Read: true, Update: true, Delete: true,
+		CreateDescription: "How long a create may take, image pull and boot included, as a duration such as `\"20m\"` (default `10m`).",
+		ReadDescription:   "How long reading the instance may take (default `2m`).",
+		UpdateDescription: "How long a state change or a restart in place may take (default `10m`).",
+		DeleteDescription: "How long a delete may take (default `5m`).",
+	})
+	if n, ok := a.(schema.SingleNestedAttribute); ok {
+		n.MarkdownDescription = "Deadlines for each operation, as Go durations (`\"30s\"`, `\"10m\"`). A deadline that passes stops the operation and reports the state the instance was left in."
+		return n
+	}
+	return a
+}

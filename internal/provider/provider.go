@@ -1,0 +1,213 @@
+// Package provider is the Terraform side of hypeman: schemas, models, and the translation between
+// Terraform requests and instance manager calls. It never touches files, sockets or processes
+// itself; internal/hypervisor does.
+package provider
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/datasource"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/provider"
+	"github.com/hashicorp/terraform-plugin-framework/provider/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-log/tflog"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/qemu"
+)
+
+var _ provider.Provider = &HypemanProvider{}
+
+// HypemanProvider is the hypeman provider. Each configured provider owns one instance manager,
+// shared by its resources and data sources.
+type HypemanProvider struct {
+	version string
+}
+
+// New returns the provider factory for providerserver; version is stamped at release.
+func New(version string) func() provider.Provider {
+	return func() provider.Provider { return &HypemanProvider{version: version} }
+}
+
+func (p *HypemanProvider) Metadata(_ context.Context, _ provider.MetadataRequest, resp *provider.MetadataResponse) {
+	resp.TypeName = "hypeman"
+	resp.Version = p.version
+}
+
+func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp *provider.SchemaResponse) {
+	resp.Schema = schema.Schema{
+		MarkdownDescription: "Runs OCI images as microVMs on the host where Terraform runs, with Cloud Hypervisor or QEMU. " +
+			"Every setting can also come from a `HYPEMAN_*` environment variable; the configuration wins.",
+		Attributes: map[string]schema.Attribute{
+			"data_dir": schema.StringAttribute{
+				MarkdownDescription: "Where instances, the image cache and the kernel/initrd cache live on the host. " +
+					"Defaults to `$HYPEMAN_DATA_DIR`, else `" + instances.DefaultDataDir + "`.",
+				Optional: true,
+			},
+			"hypervisor": schema.StringAttribute{
+				MarkdownDescription: "The VMM new instances run under: `cloud-hypervisor` or `qemu`. Defaults to `$HYPEMAN_HYPERVISOR`, " +
+					"else `cloud-hypervisor` when its binary is installed on the host, else `qemu`. Existing instances keep the one " +
+					"they were created with.",
+				Optional:   true,
+				Validators: []validator.String{stringvalidator.OneOf(hypervisorNames...)},
+			},
+			"accelerator": schema.StringAttribute{
+				MarkdownDescription: "How guests run: `kvm` (hardware virtualisation), `tcg` (QEMU's emulation: slow, but works " +
+					"where KVM does not) or `auto`: KVM unless a one-off test boot (cached on the host) finds guests hang under it. " +
+					"Defaults to `$HYPEMAN_ACCELERATOR`, else `auto`.",
+				Optional:   true,
+				Validators: []validator.String{stringvalidator.OneOf(acceleratorNames...)},
+			},
+			"kernel": schema.StringAttribute{
+				MarkdownDescription: "The guest kernel on the host: an uncompressed PVH `vmlinux` or a distribution `bzImage` " +
+					"(its vmlinux is extracted once and cached). Defaults to `$HYPEMAN_KERNEL`, else `" + defaultKernel + "`.",
+				Optional: true,
+			},
+			"kernel_modules": schema.StringAttribute{
+				MarkdownDescription: "The kernel's module directory on the host (`lib/modules/<release>`); the drivers the kernel " +
+					"lacks (virtio, erofs, ext4, overlay) are copied into the initrd. Defaults to `$HYPEMAN_KERNEL_MODULES`, else `" +
+					defaultKernelModules + "` when it exists, else none (everything built into the kernel).",
+				Optional: true,
+			},
+			"busybox": schema.StringAttribute{
+				MarkdownDescription: "A static busybox on the host, which the guest init runs on. Defaults to `$HYPEMAN_BUSYBOX`, " +
+					"else `" + system.DefaultBusybox + "`.",
+				Optional: true,
+			},
+			"compress_snapshots": schema.BoolAttribute{
+				MarkdownDescription: "Compress the memory image of `Standby` snapshots with LZ4: several times smaller on disk, " +
+					"at some CPU time on standby and restore. Defaults to `$HYPEMAN_COMPRESS_SNAPSHOTS`, else `true`.",
+				Optional: true,
+			},
+		},
+	}
+}
+
+func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureRequest, resp *provider.ConfigureResponse) {
+	var cfg providerModel
+	resp.Diagnostics.Append(req.Config.Get(ctx, &cfg)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	for attr, unknown := range map[string]bool{
+		"data_dir": cfg.DataDir.IsUnknown(), "hypervisor": cfg.Hypervisor.IsUnknown(), "accelerator": cfg.Accelerator.IsUnknown(),
+		"kernel": cfg.Kernel.IsUnknown(), "kernel_modules": cfg.KernelModules.IsUnknown(), "busybox": cfg.Busybox.IsUnknown(),
+		"compress_snapshots": cfg.CompressSnapshots.IsUnknown(),
+	} {
+		if unknown {
+			resp.Diagnostics.AddAttributeError(path.Root(attr), "Unknown Provider Setting",
+				fmt.Sprintf("%s is known only after apply, but the provider needs it to plan. Use a value known at plan time, or set HYPEMAN_%s.", attr, strings.ToUpper(attr)))
+		}
+	}
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	s, diags := resolveSettings(cfg, os.Getenv)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+
+	h := newHost(s)
+	drivers := builtinDrivers()
+	hypervisor, diags := chooseHypervisor(ctx, h, drivers, s.Hypervisor)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	if s.KernelModules == "" {
+		if _, err := h.Stat(ctx, defaultKernelModules); err == nil {
+			s.KernelModules = defaultKernelModules
+		}
+	}
+	byName := make(map[string]vmm.Driver, len(drivers))
+	for _, d := range drivers {
+		byName[d.Name()] = d
+	}
+	m, err := instances.New(instances.Options{
+		Host:              h,
+		DataDir:           s.DataDir,
+		Drivers:           byName,
+		DefaultHypervisor: hypervisor,
+		Accelerator:       s.Accelerator,
+		System:            system.Config{Kernel: s.Kernel, Modules: s.KernelModules, Busybox: s.Busybox},
+		CompressSnapshots: s.CompressSnapshots,
+		Log:               func(ctx context.Context, msg string, fields map[string]any) { tflog.Debug(ctx, msg, fields) },
+	})
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to Configure Provider", err.Error())
+		return
+	}
+	tflog.Info(ctx, "configured hypeman", map[string]any{
+		"data_dir": s.DataDir, "hypervisor": hypervisor, "accelerator": s.Accelerator, "kernel": s.Kernel,
+		"kernel_modules": s.KernelModules, "busybox": s.Busybox, "compress_snapshots": s.CompressSnapshots,
+	})
+	resp.ResourceData = m
+	resp.DataSourceData = m
+}
+
+// newHost is where VMs run. Today that is this machine; a host + ssh block will select an SSH host here.
+func newHost(settings) host.Host { return host.Local{} }
+
+// builtinDrivers are the VMM drivers compiled into the provider, in order of preference: without
+// a configured hypervisor, the first one installed on the host is the default.
+func builtinDrivers() []vmm.Driver {
+	return []vmm.Driver{qemu.New()}
+}
+
+// chooseHypervisor returns the configured hypervisor when it is built in and installed, or the
+// first installed one when none is configured.
+func chooseHypervisor(ctx context.Context, h host.Host, drivers []vmm.Driver, want string) (string, diag.Diagnostics) {
+	var diags diag.Diagnostics
+	var names, installed []string
+	for _, d := range drivers {
+		names = append(names, d.Name())
+		if d.Available(ctx, h) {
+			installed = append(installed, d.Name())
+		}
+	}
+	if want != "" {
+		switch {
+		case !slices.Contains(names, want):
+			diags.AddAttributeError(path.Root("hypervisor"), "Invalid Provider Setting",
+				fmt.Sprintf("hypervisor %q is not built into this provider: use one of %s", want, strings.Join(names, ", ")))
+		case !slices.Contains(installed, want):
+			diags.AddAttributeError(path.Root("hypervisor"), "Invalid Provider Setting",
+				fmt.Sprintf("hypervisor %q is not installed on the host (installed: %s). Install it, or choose an installed one.", want, listOrNone(installed)))
+		}
+		return want, diags
+	}
+	if len(installed) > 0 {
+		return installed[0], diags
+	}
+	fallback := names[len(names)-1]
+	diags.AddWarning("No Hypervisor Installed",
+		fmt.Sprintf("None of %s is installed on the host, so creating or starting instances will fail until one is installed. Reading and deleting instances works.", strings.Join(names, ", ")))
+	return fallback, diags
+}
+
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+func (p *HypemanProvider) Resources(context.Context) []func() resource.Resource {
+	return []func() resource.Resource{NewInstanceResource}
+}
+
+func (p *HypemanProvider) DataSources(context.Context) []func() datasource.DataSource {
+	return []func() datasource.DataSource{NewInstanceDataSource, NewInstancesDataSource}
+}

@@ -35,7 +35,7 @@ echo "ADDR<$(/bin/busybox ip -o -4 address show dev eth0 | tr -s ' ' | cut -d' '
 echo "ROUTE<$(/bin/busybox ip route show default)>"
 echo "RESOLV<$(cat /etc/resolv.conf)>"
 while :; do
-	if [ -n "$PEER" ] && r=$(/bin/busybox wget -q -T 2 -O - "http://$PEER/" 2>&1); then echo "PEER-REPLY<$r>"; fi
+	[ -z "$PEER" ] || echo "PEER-REPLY<$(printf 'GET / HTTP/1.0\r\n\r\n' | /bin/busybox nc -w 2 "$PEER" 80 | tail -n 1)>"
 	sleep 1
 done`
 

@@ -26,6 +26,18 @@ const (
 	ConfigHostname = "hostname" // the instance name
 )
 
+// Network settings on the config disk, present only when the instance has a network interface.
+// The init finds the interface by its MAC, names it eth0, gives it the address and the default
+// route, and writes the name servers into the merged root's /etc/resolv.conf (on the overlay)
+// when there are any; without them the image's own file stays. Loopback is always brought up.
+const (
+	ConfigNetDir     = "net"
+	ConfigNetAddress = "net/address" // the instance's address with the subnet's prefix length: 10.100.0.2/16
+	ConfigNetGateway = "net/gateway" // the default route's gateway
+	ConfigNetDNS     = "net/dns"     // name servers, one per line
+	ConfigNetMAC     = "net/mac"     // the interface's MAC address, lower-case
+)
+
 // Console markers the init prints, one line each. The ACPI power button (vmm.VM.PowerButton)
 // sends SIGTERM to the program; whenever the program ends, the init prints MarkerExited, syncs
 // the overlay and powers the guest off.

@@ -43,6 +43,22 @@ disk() {
 	done
 }
 
+# nic MAC: sets $nic to the network interface with that MAC address, waiting up to 5 s for it.
+nic() {
+	tries=0
+	while :; do
+		for a in /sys/class/net/*/address; do
+			[ -r "$a" ] && [ "$(cat "$a")" = "$1" ] || continue
+			nic=${a%/address}
+			nic=${nic##*/}
+			return 0
+		done
+		tries=$((tries + 1))
+		[ "$tries" -le 50 ] || return 1
+		sleep 0.1
+	done
+}
+
 # exact FILE: sets $item to the exact bytes of FILE, trailing newlines included.
 exact() {
 	item=$(cat "$1" && printf x) || fail "cannot read $1"
@@ -136,6 +152,30 @@ mount -o rbind /dev "$root/dev" || fail "cannot mount /dev in the root"
 
 if [ -f "$config/@CONFIG_HOSTNAME@" ]; then
 	hostname "$(cat "$config/@CONFIG_HOSTNAME@")" || echo "[hypeman-init] warning: cannot set the hostname"
+fi
+
+ip link set dev lo up 2>/dev/null || echo "[hypeman-init] warning: cannot bring loopback up"
+if [ -f "$config/@CONFIG_NET_ADDRESS@" ]; then
+	address=$(cat "$config/@CONFIG_NET_ADDRESS@")
+	mac=$(cat "$config/@CONFIG_NET_MAC@") || fail "the config disk has a network address but no MAC"
+	nic "$mac" || fail "no network interface with MAC $mac"
+	if [ "$nic" != eth0 ]; then
+		ip link set dev "$nic" name eth0 || fail "cannot rename the network interface $nic to eth0"
+	fi
+	ip address add "$address" dev eth0 || fail "cannot give eth0 the address $address"
+	ip link set dev eth0 up || fail "cannot bring eth0 up"
+	if [ -s "$config/@CONFIG_NET_GATEWAY@" ]; then
+		gateway=$(cat "$config/@CONFIG_NET_GATEWAY@")
+		ip route add default via "$gateway" dev eth0 || fail "cannot add the default route via $gateway"
+	fi
+	if [ -s "$config/@CONFIG_NET_DNS@" ]; then
+		# The file is written in the root's real /etc; a link in its place, which could lead out
+		# of the root, is replaced.
+		resolve /etc || fail "/etc: too many levels of symbolic links"
+		{ mkdir -p "$resolved" && rm -f "$resolved/resolv.conf" &&
+			sed 's/^/nameserver /' "$config/@CONFIG_NET_DNS@" >"$resolved/resolv.conf"; } ||
+			fail "cannot write /etc/resolv.conf"
+	fi
 fi
 
 # The positional parameters become the program's command: environment entries first (for env -i).

@@ -32,6 +32,13 @@ type Disk struct {
 	ReadOnly bool   `json:"readonly"`
 }
 
+// NetConfig is the guest's one network interface: a TAP device on the host, which exists before
+// the VMM starts, and the MAC address the guest sees.
+type NetConfig struct {
+	Tap string `json:"tap"`
+	MAC string `json:"mac"`
+}
+
 // Config is everything needed to start a VMM for one instance. Restoring a snapshot needs the
 // same Config that booted the VM (identical devices).
 type Config struct {
@@ -46,6 +53,8 @@ type Config struct {
 	// HotplugBytes is how much memory can be added after boot (0: none).
 	HotplugBytes int64  `json:"hotplug_bytes"`
 	Disks        []Disk `json:"disks"`
+	// Net is the network interface; nil gives the guest none.
+	Net *NetConfig `json:"net,omitempty"`
 	// ConsoleLog receives the guest's serial console; it is appended to, never truncated.
 	ConsoleLog string `json:"console_log"`
 	// Accelerator is "kvm" or "tcg" (resolved from "auto" by the caller).

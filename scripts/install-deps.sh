@@ -8,7 +8,7 @@
 set -euo pipefail
 
 kernel_dir=${HYPEMAN_KERNEL_DIR:-/var/cache/hypeman/kernel}
-packages=(qemu-system-x86 erofs-utils e2fsprogs busybox-static lz4 kmod openssh-server xz-utils cpio iproute2)
+packages=(qemu-system-x86 erofs-utils e2fsprogs busybox-static lz4 kmod openssh-server xz-utils cpio iproute2 nftables)
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo

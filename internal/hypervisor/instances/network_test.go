@@ -98,6 +98,19 @@ func assertNoTap(t *testing.T, name string) {
 	}
 }
 
+// assertServesAsBefore checks that inst kept the address, MAC and TAP it had as before, that its
+// TAP is on the bridge, and that its server answers at that address.
+func assertServesAsBefore(t *testing.T, inst, before *Instance) {
+	t.Helper()
+	if inst.IPAddress != before.IPAddress || inst.MACAddress != before.MACAddress || inst.TapDevice != before.TapDevice {
+		t.Fatalf("%s now has %s %s %s, before %s %s %s", inst.Name, inst.IPAddress, inst.MACAddress, inst.TapDevice, before.IPAddress, before.MACAddress, before.TapDevice)
+	}
+	assertTapOnBridge(t, inst, "vmbr0")
+	if got := fetch(t, inst.IPAddress); got != "hello from "+inst.Name+"\n" {
+		t.Fatalf("the server of %s at %s answered %q", inst.Name, inst.IPAddress, got)
+	}
+}
+
 // fetch asks the guest's server at ip from the namespace's host side until it answers.
 func fetch(t *testing.T, ip string) string {
 	t.Helper()
@@ -214,13 +227,7 @@ func TestInstancesOnTheHostNetwork(t *testing.T) {
 		if inst, err = m.SetState(ctx, b.ID, Running); err != nil {
 			t.Fatal(err)
 		}
-		if inst.IPAddress != b.IPAddress || inst.MACAddress != b.MACAddress || inst.TapDevice != b.TapDevice {
-			t.Fatalf("after restore: %s %s %s, want %s %s %s", inst.IPAddress, inst.MACAddress, inst.TapDevice, b.IPAddress, b.MACAddress, b.TapDevice)
-		}
-		assertTapOnBridge(t, inst, "vmbr0")
-		if got := fetch(t, b.IPAddress); got != "hello from netb\n" {
-			t.Fatalf("after restore the server answered %q", got)
-		}
+		assertServesAsBefore(t, inst, b)
 		offset := env.consoleLen(t, a)
 		env.waitConsole(t, a, offset, "PEER-REPLY<hello from netb>")
 	})
@@ -234,13 +241,7 @@ func TestInstancesOnTheHostNetwork(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if inst.IPAddress != b.IPAddress || inst.MACAddress != b.MACAddress {
-			t.Fatalf("after start: %s %s, want %s %s", inst.IPAddress, inst.MACAddress, b.IPAddress, b.MACAddress)
-		}
-		assertTapOnBridge(t, inst, "vmbr0")
-		if got := fetch(t, b.IPAddress); got != "hello from netb\n" {
-			t.Fatalf("after start the server answered %q", got)
-		}
+		assertServesAsBefore(t, inst, b)
 	})
 
 	step("a VMM killed out of band is repaired with the same address over its leftover TAP", func(t *testing.T) {
@@ -261,13 +262,7 @@ func TestInstancesOnTheHostNetwork(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if inst.IPAddress != a.IPAddress || inst.MACAddress != a.MACAddress {
-			t.Fatalf("after repair: %s %s, want %s %s", inst.IPAddress, inst.MACAddress, a.IPAddress, a.MACAddress)
-		}
-		assertTapOnBridge(t, inst, "vmbr0")
-		if got := fetch(t, a.IPAddress); got != "hello from neta\n" {
-			t.Fatalf("after repair the server answered %q", got)
-		}
+		assertServesAsBefore(t, inst, a)
 	})
 
 	step("orphaned TAPs and leases are found and removed, live ones kept", func(t *testing.T) {

@@ -270,24 +270,37 @@ func (m *Manager) stop(ctx context.Context, md *metadata) error {
 	if err != nil {
 		return err
 	}
+	defer vm.Close()
 	st, err := vm.State(ctx)
 	if err == nil && st == vmm.Paused {
 		err = m.resume(ctx, md) // a paused guest cannot react to the power button
 	}
 	if err == nil && (st == vmm.Running || st == vmm.Paused) {
-		err = vm.PowerButton(ctx)
+		// The button is pressed again every few seconds: a press that lands while the guest is
+		// still booting (before its handler listens) is lost, and pressing twice is harmless.
+		deadline := time.Now().Add(m.opts.StopTimeout)
+		for err == nil {
+			if err = vm.PowerButton(ctx); err != nil {
+				break
+			}
+			if m.waitGone(ctx, md, min(powerButtonRepeat, time.Until(deadline))) {
+				m.log(ctx, "guest powered off", map[string]any{"id": md.ID})
+				return m.clearPID(ctx, md)
+			}
+			if !time.Now().Before(deadline) || ctx.Err() != nil {
+				m.log(ctx, "guest did not power off in time; stopping the VMM", map[string]any{"id": md.ID, "timeout": m.opts.StopTimeout.String()})
+				break
+			}
+		}
 	}
-	vm.Close()
 	if err != nil {
 		m.log(ctx, "graceful power-off failed; stopping the VMM", map[string]any{"id": md.ID, "error": err.Error()})
-	} else if m.waitGone(ctx, md, m.opts.StopTimeout) {
-		m.log(ctx, "guest powered off", map[string]any{"id": md.ID})
-		return m.clearPID(ctx, md)
-	} else {
-		m.log(ctx, "guest did not power off in time; stopping the VMM", map[string]any{"id": md.ID, "timeout": m.opts.StopTimeout.String()})
 	}
 	return m.quitVMM(ctx, md)
 }
+
+// powerButtonRepeat is how long stop waits for the guest before pressing the power button again.
+const powerButtonRepeat = 3 * time.Second
 
 // quitVMM stops the VMM process: politely through its API, then by signal.
 func (m *Manager) quitVMM(ctx context.Context, md *metadata) error {

@@ -202,8 +202,18 @@ func bootGuest(t *testing.T, a *Artifacts, disks guestDisks, whileRunning func(q
 		if err := waitForConsole(ctx, console, MarkerStarted, exited); err != nil {
 			t.Fatalf("%v\nconsole:\n%s\nQEMU: %s", err, console(), stderr.String())
 		}
-		if err := whileRunning(qmpSock); err != nil {
-			t.Fatal(err)
+		// Repeated every 2 s until QEMU exits, as the manager presses the power button: a press
+		// that lands before the guest's acpid listens is lost.
+		for done := false; !done; {
+			if err := whileRunning(qmpSock); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-exited:
+				exited <- err
+				done = true
+			case <-time.After(2 * time.Second):
+			}
 		}
 	}
 	if err := <-exited; err != nil {

@@ -23,8 +23,11 @@ const Level = lz4.Fast
 const blockSize = lz4.Block256Kb
 
 // File compresses src into dst (both on h) and returns the number of bytes written. dst is
-// removed again if anything fails.
+// removed again if anything fails. A host that can compress in place does (host.LZ4er).
 func File(ctx context.Context, h host.Host, src, dst string) (int64, error) {
+	if n, handled, err := inPlace(ctx, h, src, dst, false); handled {
+		return n, err
+	}
 	return transform(ctx, h, src, dst, func(r io.Reader, w io.Writer) error {
 		zw := lz4.NewWriter(w)
 		if err := zw.Apply(
@@ -44,6 +47,9 @@ func File(ctx context.Context, h host.Host, src, dst string) (int64, error) {
 
 // Decompress expands the LZ4 frame src into dst (both on h) and returns the bytes written.
 func Decompress(ctx context.Context, h host.Host, src, dst string) (int64, error) {
+	if n, handled, err := inPlace(ctx, h, src, dst, true); handled {
+		return n, err
+	}
 	return transform(ctx, h, src, dst, func(r io.Reader, w io.Writer) error {
 		zr := lz4.NewReader(r)
 		if err := zr.Apply(lz4.ConcurrencyOption(workers())); err != nil {
@@ -52,6 +58,22 @@ func Decompress(ctx context.Context, h host.Host, src, dst string) (int64, error
 		_, err := io.Copy(w, zr)
 		return err
 	})
+}
+
+func inPlace(ctx context.Context, h host.Host, src, dst string, decompress bool) (int64, bool, error) {
+	z, ok := h.(host.LZ4er)
+	if !ok {
+		return 0, false, nil
+	}
+	handled, err := z.LZ4(ctx, src, dst, decompress)
+	if !handled || err != nil {
+		return 0, handled, err
+	}
+	fi, err := h.Stat(ctx, dst)
+	if err != nil {
+		return 0, true, err
+	}
+	return fi.Size(), true, nil
 }
 
 func transform(ctx context.Context, h host.Host, src, dst string, fn func(io.Reader, io.Writer) error) (n int64, err error) {

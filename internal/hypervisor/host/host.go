@@ -51,3 +51,10 @@ type Host interface {
 	// LookPath finds an executable on the host's PATH.
 	LookPath(ctx context.Context, name string) (string, error)
 }
+
+// LZ4er is implemented by hosts where a file is better compressed where it lies than streamed
+// through the provider and back (an SSH-reached host with the lz4 tool). handled is false when
+// the host cannot do it, and the caller streams instead.
+type LZ4er interface {
+	LZ4(ctx context.Context, src, dst string, decompress bool) (handled bool, err error)
+}

@@ -34,6 +34,8 @@ var _ Host = (*SSH)(nil)
 type SSH struct {
 	c         *sshConn
 	closeOnce sync.Once
+	lz4Once   sync.Once
+	lz4Path   string // the host's lz4, "" when it has none
 }
 
 // DialSSH connects to the host described by cfg, or joins the process's existing connection to
@@ -665,4 +667,24 @@ func shellJoin(argv []string) string {
 		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
 	return strings.Join(quoted, " ")
+}
+
+var _ LZ4er = (*SSH)(nil)
+
+// LZ4 runs the host's own lz4 (frame format, level 1, as the provider writes it), so a snapshot's
+// memory never crosses the network. Without lz4 on the host it reports handled = false.
+func (s *SSH) LZ4(ctx context.Context, src, dst string, decompress bool) (bool, error) {
+	s.lz4Once.Do(func() { s.lz4Path, _ = s.LookPath(ctx, "lz4") })
+	if s.lz4Path == "" {
+		return false, nil
+	}
+	mode := "-1"
+	if decompress {
+		mode = "-d"
+	}
+	if _, err := s.Run(ctx, nil, s.lz4Path, mode, "-q", "-f", src, dst); err != nil {
+		_ = s.Remove(context.WithoutCancel(ctx), dst)
+		return true, err
+	}
+	return true, nil
 }

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -599,5 +600,37 @@ func TestABrokenDefaultSSHConfigIsSkippedWithAWarning(t *testing.T) {
 	}
 	if _, err := resolve(SSHConfig{Address: "ssh://u@web", SSHConfigFile: filepath.Join(home, ".ssh", "config")}); err == nil {
 		t.Fatal("a broken config file that was named explicitly was accepted")
+	}
+}
+
+func TestLZ4RunsOnTheHostAndReadsBackAsFrames(t *testing.T) {
+	testutil.RequireTool(t, "lz4")
+	d := testutil.StartSSHD(t)
+	s := dialFixture(t, d, SSHConfig{})
+	ctx := ctxT(t)
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte("memory page with some text in it\n"), 50000)
+	src := filepath.Join(dir, "memory-ranges")
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	handled, err := s.LZ4(ctx, src, src+".lz4", false)
+	if !handled || err != nil {
+		t.Fatalf("LZ4 compress: handled=%v err=%v", handled, err)
+	}
+	if fi, err := os.Stat(src + ".lz4"); err != nil || fi.Size() >= int64(len(data)) {
+		t.Fatalf("compressed file: %v", err)
+	}
+	if handled, err := s.LZ4(ctx, src+".lz4", src+".back", true); !handled || err != nil {
+		t.Fatalf("LZ4 decompress: handled=%v err=%v", handled, err)
+	}
+	if back, _ := os.ReadFile(src + ".back"); !bytes.Equal(back, data) {
+		t.Fatal("the round trip through the host's lz4 changed the data")
+	}
+	if handled, err := s.LZ4(ctx, src, src+".back", true); !handled || err == nil {
+		t.Fatalf("decompressing a file that is not a frame: handled=%v err=%v", handled, err)
+	}
+	if _, err := os.Stat(src + ".back"); !os.IsNotExist(err) {
+		t.Fatalf("a failed decompression left its output: %v", err)
 	}
 }

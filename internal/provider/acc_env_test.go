@@ -78,8 +78,8 @@ func shortTempDir(t *testing.T) string {
 	return dir
 }
 
-// providerBlock configures the provider for this environment.
-func (e *accEnv) providerBlock() string {
+// providerBlock configures the provider for this environment; extra is added inside the block.
+func (e *accEnv) providerBlock(extra ...string) string {
 	return fmt.Sprintf(`
 provider "hypeman" {
   data_dir       = %q
@@ -88,8 +88,8 @@ provider "hypeman" {
   kernel         = %q
   kernel_modules = %q
   busybox        = %q
-}
-`, e.dataDir, e.kernel, e.modules, testutil.BusyboxPath)
+%s}
+`, e.dataDir, e.kernel, e.modules, testutil.BusyboxPath, strings.Join(extra, ""))
 }
 
 // counterProgram prints "<GREETING> count=N" once a second, so tests can tell a resumed guest

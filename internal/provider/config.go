@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
 )
 
@@ -35,6 +36,8 @@ type providerModel struct {
 	KernelModules     types.String `tfsdk:"kernel_modules"`
 	Busybox           types.String `tfsdk:"busybox"`
 	CompressSnapshots types.Bool   `tfsdk:"compress_snapshots"`
+	// Network is nil when the configuration has no network block: no host networking.
+	Network *networkModel `tfsdk:"network"`
 }
 
 // settings is the provider configuration after environment fallbacks and defaults. The two
@@ -48,12 +51,13 @@ type settings struct {
 	KernelModules     string // "" = defaultKernelModules when it exists on the host
 	Busybox           string
 	CompressSnapshots bool
+	Network           network.Config
 }
 
 // resolveSettings applies, per attribute: the configuration, else its HYPEMAN_* variable, else the
 // default. Values from the environment are checked as strictly as configured ones.
 func resolveSettings(cfg providerModel, getenv func(string) string) (settings, diag.Diagnostics) {
-	var diags diag.Diagnostics
+	var diags, d diag.Diagnostics
 	pick := func(v types.String, env, def string) string {
 		if !v.IsNull() {
 			return v.ValueString()
@@ -98,5 +102,7 @@ func resolveSettings(cfg providerModel, getenv func(string) string) (settings, d
 		}
 		s.CompressSnapshots = b
 	}
+	s.Network, d = resolveNetwork(cfg.Network, getenv)
+	diags.Append(d...)
 	return s, diags
 }

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -25,7 +26,7 @@ func TestSettingsComeFromConfigThenEnvironmentThenDefaults(t *testing.T) {
 		DataDir: "/srv/hypeman", Hypervisor: "", Accelerator: "kvm", Kernel: "/boot/vmlinuz-test",
 		KernelModules: "", Busybox: "/bin/busybox", CompressSnapshots: false,
 	}
-	if s != want {
+	if !reflect.DeepEqual(s, want) {
 		t.Errorf("settings = %+v\nwant       %+v", s, want)
 	}
 }
@@ -36,7 +37,7 @@ func TestSettingsDefaultsWithNothingSet(t *testing.T) {
 		t.Fatal(diags)
 	}
 	want := settings{DataDir: "/var/lib/hypeman", Accelerator: "auto", Kernel: defaultKernel, Busybox: "/bin/busybox", CompressSnapshots: true}
-	if s != want {
+	if !reflect.DeepEqual(s, want) {
 		t.Errorf("settings = %+v\nwant       %+v", s, want)
 	}
 }

@@ -38,7 +38,7 @@ func (d *InstanceDataSource) Metadata(_ context.Context, req datasource.Metadata
 }
 
 func (d *InstanceDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
-	d.manager = managerFrom(req.ProviderData, &resp.Diagnostics)
+	d.manager = providerDataFrom(req.ProviderData, &resp.Diagnostics).manager
 }
 
 func (d *InstanceDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
@@ -92,6 +92,9 @@ func (d *InstanceDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 			"directory":          computed("The instance's directory on the host."),
 			"console_log":        computed("Path of the serial console log on the host."),
 			"snapshot_bytes":     schema.Int64Attribute{MarkdownDescription: "Bytes of the Standby snapshot on disk; `0` in any other state.", Computed: true},
+			"ip_address":         computed(ipAddressDescription),
+			"mac_address":        computed(macAddressDescription),
+			"tap_device":         computed(tapDeviceDescription),
 		},
 	}
 }

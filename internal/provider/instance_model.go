@@ -42,12 +42,27 @@ type instanceModel struct {
 	Directory         types.String `tfsdk:"directory"`
 	ConsoleLog        types.String `tfsdk:"console_log"`
 	SnapshotBytes     types.Int64  `tfsdk:"snapshot_bytes"`
+	IPAddress         types.String `tfsdk:"ip_address"`
+	MACAddress        types.String `tfsdk:"mac_address"`
+	TapDevice         types.String `tfsdk:"tap_device"`
 }
 
 // instanceResourceModel adds what only the resource has.
 type instanceResourceModel struct {
 	instanceModel
+	// Network is what the configuration asks for; the manager cannot tell a network left out from
+	// one set to its defaults, so Read keeps it as it was.
+	Network  types.Object   `tfsdk:"network"`
 	Timeouts timeouts.Value `tfsdk:"timeouts"`
+}
+
+// spec is the manager's view of the configured instance, network included.
+func (m *instanceResourceModel) spec(ctx context.Context) (instances.Spec, diag.Diagnostics) {
+	s, diags := m.instanceModel.spec(ctx)
+	n, d := instanceNetwork(ctx, m.Network)
+	diags.Append(d...)
+	s.Network = n.spec()
+	return s, diags
 }
 
 // spec is the manager's view of the configured instance. Sizes have passed their validators.
@@ -160,6 +175,9 @@ func (m *instanceModel) fill(ctx context.Context, inst *instances.Instance) diag
 	m.Directory = optionalString(inst.Dir)
 	m.ConsoleLog = optionalString(inst.ConsoleLog)
 	m.SnapshotBytes = types.Int64Value(max(inst.SnapshotBytes, 0))
+	m.IPAddress = optionalString(inst.IPAddress)
+	m.MACAddress = optionalString(inst.MACAddress)
+	m.TapDevice = optionalString(inst.TapDevice)
 	return diags
 }
 

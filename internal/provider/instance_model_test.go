@@ -21,6 +21,7 @@ func sampleInstance() *instances.Instance {
 		Hypervisor: "qemu", HypervisorVersion: "7.2.15", Accelerator: "tcg", KernelRelease: "6.1.0-28-amd64",
 		State: instances.Running, PID: 4242,
 		CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), StartedAt: time.Date(2026, 1, 2, 3, 4, 9, 0, time.UTC),
+		IPAddress: "10.100.0.2", MACAddress: "02:00:0a:64:00:02", TapDevice: "hm4zq6t7n5b2v3",
 		Dir: "/var/lib/hypeman/guests/01JD8X4ZQ6T7N5B2V3C9M0K1HA", ConsoleLog: "/var/lib/hypeman/guests/01JD8X4ZQ6T7N5B2V3C9M0K1HA/logs/console.log",
 	}
 }
@@ -72,6 +73,9 @@ func TestFillWritesObservedStateAndNullsWhatDoesNotApply(t *testing.T) {
 			"started_at":     {m.StartedAt, types.StringValue("2026-01-02T03:04:09Z")},
 			"snapshot_bytes": {m.SnapshotBytes, types.Int64Value(0)},
 			"state_reason":   {m.StateReason, types.StringNull()},
+			"ip_address":     {m.IPAddress, types.StringValue("10.100.0.2")},
+			"mac_address":    {m.MACAddress, types.StringValue("02:00:0a:64:00:02")},
+			"tap_device":     {m.TapDevice, types.StringValue("hm4zq6t7n5b2v3")},
 		}
 		for name, c := range checks {
 			if !reflect.DeepEqual(c[0], c[1]) {
@@ -89,6 +93,15 @@ func TestFillWritesObservedStateAndNullsWhatDoesNotApply(t *testing.T) {
 		}
 		if m.SnapshotBytes.ValueInt64() != 27_000_000 {
 			t.Errorf("snapshot_bytes = %v", m.SnapshotBytes)
+		}
+	})
+	t.Run("no network interface", func(t *testing.T) {
+		inst := sampleInstance()
+		inst.IPAddress, inst.MACAddress, inst.TapDevice = "", "", ""
+		var m instanceModel
+		m.fill(ctx, inst)
+		if !m.IPAddress.IsNull() || !m.MACAddress.IsNull() || !m.TapDevice.IsNull() {
+			t.Errorf("ip_address %v mac_address %v tap_device %v: want all null", m.IPAddress, m.MACAddress, m.TapDevice)
 		}
 	})
 	t.Run("unknown state keeps its reason", func(t *testing.T) {

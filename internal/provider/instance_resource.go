@@ -28,6 +28,7 @@ var (
 // InstanceResource is hypeman_instance: thin CRUD over the instance manager.
 type InstanceResource struct {
 	manager *instances.Manager
+	network *hostNetwork // nil when the provider has no network block
 }
 
 // NewInstanceResource is the resource's factory for the provider.
@@ -38,7 +39,8 @@ func (r *InstanceResource) Metadata(_ context.Context, req resource.MetadataRequ
 }
 
 func (r *InstanceResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	r.manager = managerFrom(req.ProviderData, &resp.Diagnostics)
+	pd := providerDataFrom(req.ProviderData, &resp.Diagnostics)
+	r.manager, r.network = pd.manager, pd.network
 }
 
 // read fills m with the instance as the host reports it. exists is false only when the manager
@@ -240,7 +242,7 @@ func (r *InstanceResource) Delete(ctx context.Context, req resource.DeleteReques
 func (r *InstanceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	ctx, cancel := context.WithTimeout(ctx, defaultReadTimeout)
 	defer cancel()
-	m := instanceResourceModel{Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
+	m := instanceResourceModel{Network: types.ObjectNull(instanceNetworkAttrTypes), Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
 	exists, d := r.read(ctx, "Import", req.ID, &m.instanceModel)
 	resp.Diagnostics.Append(d...)
 	if resp.Diagnostics.HasError() {
@@ -260,15 +262,24 @@ var timeoutsAttrTypes = map[string]attr.Type{
 	"create": types.StringType, "read": types.StringType, "update": types.StringType, "delete": types.StringType,
 }
 
-// ModifyPlan rejects at plan time what apply could only fail at: a new program for an instance that
-// is in Standby and stays there (the restart would throw away its snapshot). It also keeps what
-// only a fresh boot changes, so that pausing or a Standby does not show them as "known after apply".
+// ModifyPlan rejects at plan time what apply could only fail at: a network the provider has not, and
+// a new program for an instance that is in Standby and stays there (the restart would throw away
+// its snapshot). It also keeps what only a fresh boot changes, so that pausing or a Standby does
+// not show them as "known after apply".
 func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
-	if req.Plan.Raw.IsNull() || req.State.Raw.IsNull() {
-		return // destroy or create
+	if req.Plan.Raw.IsNull() {
+		return // destroy
 	}
 	var plan, prior instanceResourceModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	creating := req.State.Raw.IsNull()
+	r.planNetwork(ctx, &plan, creating, resp)
+	if creating || resp.Diagnostics.HasError() {
+		return
+	}
 	resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -327,18 +338,4 @@ func plannedRuntime(prior, plan *instanceModel) map[string]attr.Value {
 		}
 	}
 	return out
-}
-
-// managerFrom takes the provider's shared manager out of ProviderData. Nil ProviderData means the
-// provider is not configured yet (validation runs before Configure).
-func managerFrom(data any, diags *diag.Diagnostics) *instances.Manager {
-	if data == nil {
-		return nil
-	}
-	m, ok := data.(*instances.Manager)
-	if !ok {
-		diags.AddError("Unexpected Provider Data", fmt.Sprintf("expected *instances.Manager, got %T; please report this issue to the provider developers", data))
-		return nil
-	}
-	return m
 }

@@ -35,6 +35,17 @@ const restartNote = " Changing it restarts the instance in place (graceful power
 	"the id, the overlay disk and the console history are kept. An instance in `Standby` cannot take a new program: " +
 	"set `state = \"Running\"` in the same change (it is restored first, then restarted) or beforehand."
 
+// The network attributes, shared with the data sources: all three are fixed when the instance is
+// created and kept for its life.
+const (
+	ipAddressDescription = "The instance's IPv4 address on the provider's host network, kept for the instance's whole life " +
+		"(across Stop, Standby and restore); null when it has no network interface."
+	macAddressDescription = "The MAC address of the instance's network interface, kept for its whole life; null when it has none."
+	tapDeviceDescription  = "The TAP device on the host that the instance's interface is attached to, named from the id. It exists " +
+		"while a VMM runs (`Running`, `Paused`) and is made again under the same name on start and restore; null when the " +
+		"instance has no network interface."
+)
+
 func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
 	sizeMods := []planmodifier.String{sizeKeepsStateSpelling{}, stringplanmodifier.RequiresReplace()}
@@ -139,6 +150,7 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Default:    stringdefault.StaticString(string(instances.Running)),
 				Validators: []validator.String{validState()},
 			},
+			"network":  instanceNetworkAttribute(),
 			"timeouts": timeoutsAttribute(ctx),
 
 			"image_digest": schema.StringAttribute{
@@ -193,6 +205,21 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			"snapshot_bytes": schema.Int64Attribute{
 				MarkdownDescription: "Bytes the Standby snapshot takes on disk; `0` in any other state.",
 				Computed:            true,
+			},
+			"ip_address": schema.StringAttribute{
+				MarkdownDescription: ipAddressDescription,
+				Computed:            true,
+				PlanModifiers:       stable,
+			},
+			"mac_address": schema.StringAttribute{
+				MarkdownDescription: macAddressDescription,
+				Computed:            true,
+				PlanModifiers:       stable,
+			},
+			"tap_device": schema.StringAttribute{
+				MarkdownDescription: tapDeviceDescription,
+				Computed:            true,
+				PlanModifiers:       stable,
 			},
 		},
 	}

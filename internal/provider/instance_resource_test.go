@@ -408,6 +408,10 @@ provider "hypeman" {
 		b.WriteString("}\n")
 		return b.String()
 	}
+	// withNetwork adds a network block with settings to the provider of config.
+	withNetwork := func(config string, settings ...string) string {
+		return strings.Replace(config, `accelerator = "tcg"`, "accelerator = \"tcg\"\n  network {\n    "+strings.Join(settings, "\n    ")+"\n  }", 1)
+	}
 	tests := []struct {
 		config string
 		want   string
@@ -423,6 +427,11 @@ provider "hypeman" {
 		{instance("vcpus", `0`), `value must be between 1 and 128, got: 0`},
 		{instance("workdir", `"tmp"`), `workdir "tmp" is not allowed: an absolute path`},
 		{strings.Replace(instance("vcpus", "1"), `accelerator = "tcg"`, `accelerator = "fast"`, 1), `value must be one of: ["auto" "kvm" "tcg"], got: "fast"`},
+		{instance("network", `{ ip = "10.100.0.5" }`), `the provider has no network block`},
+		{instance("network", `{ mac = "01:00:5e:00:00:01" }`), `network.mac "01:00:5e:00:00:01" is not allowed: a unicast MAC address`},
+		{withNetwork(instance("vcpus", "1"), `subnet = "10.123.0.0/24"`, `gateway = "10.124.0.1"`), `network gateway "10.124.0.1" is not allowed: an address inside 10.123.0.0/24`},
+		{withNetwork(instance("vcpus", "1"), `subnet = "10.123.0.1/24"`), `network subnet "10.123.0.1/24" is not allowed: the network address with no host bits set: 10.123.0.0/24`},
+		{withNetwork(instance("network", `{ ip = "10.124.0.5" }`), `subnet = "10.123.0.0/24"`), `network.ip "10.124.0.5" is not allowed: an address of the provider's subnet 10.123.0.0/24`},
 	}
 	steps := make([]resource.TestStep, len(tests))
 	for i, tt := range tests {

@@ -47,6 +47,9 @@ type instanceSummaryModel struct {
 	StartedAt     types.String `tfsdk:"started_at"`
 	ConsoleLog    types.String `tfsdk:"console_log"`
 	SnapshotBytes types.Int64  `tfsdk:"snapshot_bytes"`
+	IPAddress     types.String `tfsdk:"ip_address"`
+	MACAddress    types.String `tfsdk:"mac_address"`
+	TapDevice     types.String `tfsdk:"tap_device"`
 }
 
 // summarize takes its fields from fill, the one conversion from the manager's view.
@@ -59,6 +62,7 @@ func summarize(ctx context.Context, inst *instances.Instance) (instanceSummaryMo
 		Memory: full.Memory, HotplugMemory: full.HotplugMemory, OverlaySize: full.OverlaySize,
 		Hypervisor: full.Hypervisor, PID: full.PID, CreatedAt: full.CreatedAt, StartedAt: full.StartedAt,
 		ConsoleLog: full.ConsoleLog, SnapshotBytes: full.SnapshotBytes,
+		IPAddress: full.IPAddress, MACAddress: full.MACAddress, TapDevice: full.TapDevice,
 	}, diags
 }
 
@@ -67,7 +71,7 @@ func (d *InstancesDataSource) Metadata(_ context.Context, req datasource.Metadat
 }
 
 func (d *InstancesDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
-	d.manager = managerFrom(req.ProviderData, &resp.Diagnostics)
+	d.manager = providerDataFrom(req.ProviderData, &resp.Diagnostics).manager
 }
 
 func (d *InstancesDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
@@ -102,6 +106,9 @@ func (d *InstancesDataSource) Schema(_ context.Context, _ datasource.SchemaReque
 						"started_at":     str("When the guest last booted or was restored; null while no VMM runs."),
 						"console_log":    str("Path of the serial console log on the host."),
 						"snapshot_bytes": schema.Int64Attribute{MarkdownDescription: "Bytes of the Standby snapshot on disk; `0` in any other state.", Computed: true},
+						"ip_address":     str(ipAddressDescription),
+						"mac_address":    str(macAddressDescription),
+						"tap_device":     str(tapDeviceDescription),
 					},
 				},
 			},

@@ -170,18 +170,7 @@ func TestStateChangePlansTheRuntimeAttributesItCanKnow(t *testing.T) {
 			if len(resp.Diagnostics) != 0 {
 				t.Fatalf("unexpected diagnostics: %v", diagText(resp.Diagnostics))
 			}
-			for name, want := range map[string]tftypes.Value{"pid": tt.pid, "started_at": tt.startedAt, "snapshot_bytes": tt.snapshot} {
-				got := plannedAttr(t, resp, typ, name)
-				if want.Type() == nil {
-					if got.IsKnown() {
-						t.Errorf("%s planned %v, want unknown", name, got)
-					}
-					continue
-				}
-				if !got.Equal(want) {
-					t.Errorf("%s planned %v, want %v", name, got, want)
-				}
-			}
+			expectPlanned(t, resp, typ, map[string]tftypes.Value{"pid": tt.pid, "started_at": tt.startedAt, "snapshot_bytes": tt.snapshot})
 		})
 	}
 }

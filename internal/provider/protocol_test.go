@@ -106,7 +106,7 @@ func existing(state string, env map[string]string) map[string]tftypes.Value {
 // configOf keeps only what a configuration sets (the arguments), dropping what Read computed.
 func configOf(state map[string]tftypes.Value) map[string]tftypes.Value {
 	out := map[string]tftypes.Value{}
-	for _, k := range []string{"name", "image", "vcpus", "memory", "hotplug_memory", "overlay_size", "entrypoint", "cmd", "env", "workdir", "state"} {
+	for _, k := range []string{"name", "image", "vcpus", "memory", "hotplug_memory", "overlay_size", "entrypoint", "cmd", "env", "workdir", "state", "network"} {
 		if v, ok := state[k]; ok {
 			out[k] = v
 		}
@@ -114,14 +114,24 @@ func configOf(state map[string]tftypes.Value) map[string]tftypes.Value {
 	return out
 }
 
-// plan runs PlanResourceChange for an existing instance whose configuration becomes config.
+// plan runs PlanResourceChange for an existing instance whose configuration becomes config, on a
+// provider that is not configured.
 func plan(t *testing.T, prior, config map[string]tftypes.Value) *tfprotov6.PlanResourceChangeResponse {
 	t.Helper()
-	s := protocolServer(t)
+	return planOn(t, protocolServer(t), prior, config)
+}
+
+// planOn runs PlanResourceChange on s; a nil prior plans a create.
+func planOn(t *testing.T, s tfprotov6.ProviderServer, prior, config map[string]tftypes.Value) *tfprotov6.PlanResourceChangeResponse {
+	t.Helper()
 	typ := resourceType(t, s)
+	priorState := tftypes.NewValue(typ, nil)
+	if prior != nil {
+		priorState = object(typ, prior)
+	}
 	resp, err := s.PlanResourceChange(context.Background(), &tfprotov6.PlanResourceChangeRequest{
 		TypeName:         "hypeman_instance",
-		PriorState:       dynamic(t, typ, object(typ, prior)),
+		PriorState:       dynamic(t, typ, priorState),
 		ProposedNewState: dynamic(t, typ, object(typ, merge(prior, config))),
 		Config:           dynamic(t, typ, object(typ, config)),
 	})
@@ -129,6 +139,50 @@ func plan(t *testing.T, prior, config map[string]tftypes.Value) *tfprotov6.PlanR
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// providerType is the object type of the provider's configuration.
+func providerType(t *testing.T, s tfprotov6.ProviderServer) tftypes.Object {
+	t.Helper()
+	resp, err := s.GetProviderSchema(context.Background(), &tfprotov6.GetProviderSchemaRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ, ok := resp.Provider.ValueType().(tftypes.Object)
+	if !ok {
+		t.Fatal("the provider schema is not an object")
+	}
+	return typ
+}
+
+// configuredServer is a provider configured with attrs, as Terraform configures it before a plan.
+// Configuring touches nothing on the host.
+func configuredServer(t *testing.T, attrs map[string]tftypes.Value) tfprotov6.ProviderServer {
+	t.Helper()
+	s := protocolServer(t)
+	typ := providerType(t, s)
+	resp, err := s.ConfigureProvider(context.Background(), &tfprotov6.ConfigureProviderRequest{
+		Config: dynamic(t, typ, object(typ, merge(map[string]tftypes.Value{"accelerator": str("tcg")}, attrs))),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range resp.Diagnostics {
+		if d.Severity == tfprotov6.DiagnosticSeverityError {
+			t.Fatalf("configure: %s: %s", d.Summary, d.Detail)
+		}
+	}
+	return s
+}
+
+// networkValue is a value of the named network object of typ (the provider's block or the
+// instance's attribute) with attrs set and the rest null.
+func networkValue(typ tftypes.Object, attrs map[string]tftypes.Value) tftypes.Value {
+	nt, _ := typ.AttributeTypes["network"].(tftypes.Object)
+	if attrs == nil {
+		return tftypes.NewValue(nt, nil)
+	}
+	return object(nt, attrs)
 }
 
 // plannedAttr decodes one attribute of the planned state.
@@ -143,4 +197,18 @@ func plannedAttr(t *testing.T, resp *tfprotov6.PlanResourceChangeResponse, typ t
 		t.Fatal(err)
 	}
 	return attrs[name]
+}
+
+// expectPlanned checks attributes of the planned state; a zero Value wants unknown.
+func expectPlanned(t *testing.T, resp *tfprotov6.PlanResourceChangeResponse, typ tftypes.Object, want map[string]tftypes.Value) {
+	t.Helper()
+	for name, w := range want {
+		got := plannedAttr(t, resp, typ, name)
+		switch {
+		case w.Type() == nil && got.IsKnown():
+			t.Errorf("%s planned %v, want unknown", name, got)
+		case w.Type() != nil && !got.Equal(w):
+			t.Errorf("%s planned %v, want %v", name, got, w)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -48,7 +49,8 @@ func (p *HypemanProvider) Metadata(_ context.Context, _ provider.MetadataRequest
 func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp *provider.SchemaResponse) {
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Runs OCI images as microVMs on the host where Terraform runs, with Cloud Hypervisor or QEMU. " +
-			"Every setting can also come from a `HYPEMAN_*` environment variable; the configuration wins.",
+			"Every setting can also come from a `HYPEMAN_*` environment variable; the configuration wins. Host networking is " +
+			"the exception that needs the configuration: it is on only with a `network` block, because " + networkOptIn + ".",
 		Attributes: map[string]schema.Attribute{
 			"data_dir": schema.StringAttribute{
 				MarkdownDescription: "Where instances, the image cache and the kernel/initrd cache live on the host. " +
@@ -91,6 +93,7 @@ func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 				Optional: true,
 			},
 		},
+		Blocks: map[string]schema.Block{"network": networkBlock()},
 	}
 }
 
@@ -100,14 +103,27 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	for attr, unknown := range map[string]bool{
+	unknown := func(at path.Path, name, env string) {
+		resp.Diagnostics.AddAttributeError(at, "Unknown Provider Setting",
+			fmt.Sprintf("%s is known only after apply, but the provider needs it to plan. Use a value known at plan time, or set %s.", name, env))
+	}
+	for name, isUnknown := range map[string]bool{
 		"data_dir": cfg.DataDir.IsUnknown(), "hypervisor": cfg.Hypervisor.IsUnknown(), "accelerator": cfg.Accelerator.IsUnknown(),
 		"kernel": cfg.Kernel.IsUnknown(), "kernel_modules": cfg.KernelModules.IsUnknown(), "busybox": cfg.Busybox.IsUnknown(),
 		"compress_snapshots": cfg.CompressSnapshots.IsUnknown(),
 	} {
-		if unknown {
-			resp.Diagnostics.AddAttributeError(path.Root(attr), "Unknown Provider Setting",
-				fmt.Sprintf("%s is known only after apply, but the provider needs it to plan. Use a value known at plan time, or set HYPEMAN_%s.", attr, strings.ToUpper(attr)))
+		if isUnknown {
+			unknown(path.Root(name), name, "HYPEMAN_"+strings.ToUpper(name))
+		}
+	}
+	if n := cfg.Network; n != nil {
+		for setting, isUnknown := range map[string]bool{
+			"bridge": n.Bridge.IsUnknown(), "subnet": n.Subnet.IsUnknown(), "gateway": n.Gateway.IsUnknown(),
+			"dns": n.DNS.IsUnknown() || slices.ContainsFunc(n.DNS.Elements(), attr.Value.IsUnknown), "uplink": n.Uplink.IsUnknown(),
+		} {
+			if isUnknown {
+				unknown(path.Root("network").AtName(setting), "network "+setting, networkEnv[setting])
+			}
 		}
 	}
 	if resp.Diagnostics.HasError() {
@@ -143,18 +159,47 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		Accelerator:       s.Accelerator,
 		System:            system.Config{Kernel: s.Kernel, Modules: s.KernelModules, Busybox: s.Busybox},
 		CompressSnapshots: s.CompressSnapshots,
+		Network:           s.Network,
 		Log:               func(ctx context.Context, msg string, fields map[string]any) { tflog.Debug(ctx, msg, fields) },
 	})
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Configure Provider", err.Error())
 		return
 	}
+	hn, err := newHostNetwork(s.Network)
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("network"), "Unable to Configure Provider", err.Error())
+		return
+	}
 	tflog.Info(ctx, "configured hypeman", map[string]any{
 		"data_dir": s.DataDir, "hypervisor": hypervisor, "accelerator": s.Accelerator, "kernel": s.Kernel,
 		"kernel_modules": s.KernelModules, "busybox": s.Busybox, "compress_snapshots": s.CompressSnapshots,
+		"network": s.Network.Enabled, "bridge": s.Network.Bridge, "subnet": s.Network.Subnet, "uplink": s.Network.Uplink,
 	})
-	resp.ResourceData = m
-	resp.DataSourceData = m
+	data := &providerData{manager: m, network: hn}
+	resp.ResourceData = data
+	resp.DataSourceData = data
+}
+
+// providerData is what a configured provider shares with its resources and data sources.
+type providerData struct {
+	manager *instances.Manager
+	// network is the host network instances join; nil when the provider has no network block.
+	network *hostNetwork
+}
+
+// providerDataFrom takes the configured provider's data out of ProviderData. Nil ProviderData
+// means the provider is not configured yet (validation runs before Configure): everything is nil.
+func providerDataFrom(data any, diags *diag.Diagnostics) providerData {
+	if data == nil {
+		return providerData{}
+	}
+	pd, ok := data.(*providerData)
+	if !ok {
+		diags.AddError("Unexpected Provider Data", fmt.Sprintf("expected *providerData, got %T; please report this issue to the provider developers", data))
+		return providerData{}
+	}
+	return *pd
 }
 
 // newHost is where VMs run. Today that is this machine; a host + ssh block will select an SSH host here.

@@ -86,7 +86,7 @@ func TestProviderSchemaDescribesEveryAttribute(t *testing.T) {
 	}
 }
 
-// attributesOf lists a schema's attributes, nested ones included.
+// attributesOf lists a schema's attributes, those of nested attributes and blocks included.
 func attributesOf(s *tfprotov6.Schema) []*tfprotov6.SchemaAttribute {
 	var out []*tfprotov6.SchemaAttribute
 	var walk func([]*tfprotov6.SchemaAttribute)
@@ -98,6 +98,13 @@ func attributesOf(s *tfprotov6.Schema) []*tfprotov6.SchemaAttribute {
 			}
 		}
 	}
-	walk(s.Block.Attributes)
+	var walkBlock func(*tfprotov6.SchemaBlock)
+	walkBlock = func(b *tfprotov6.SchemaBlock) {
+		walk(b.Attributes)
+		for _, nb := range b.BlockTypes {
+			walkBlock(nb.Block)
+		}
+	}
+	walkBlock(s.Block)
 	return out
 }

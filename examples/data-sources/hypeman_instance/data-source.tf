@@ -7,6 +7,10 @@ output "web_state" {
   value = data.hypeman_instance.web.state
 }
 
+output "web_address" {
+  value = data.hypeman_instance.web.ip_address
+}
+
 output "web_console_log" {
   value = data.hypeman_instance.web.console_log
 }

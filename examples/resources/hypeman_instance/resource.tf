@@ -8,6 +8,11 @@ resource "hypeman_instance" "web" {
     NGINX_ENTRYPOINT_QUIET_LOGS = "1"
   }
 
+  # A fixed address on the provider's network; leave network out for the next free one.
+  network = {
+    ip = "10.100.0.10"
+  }
+
   # Running (default), Paused, Standby or Stopped; changing it never replaces the VM.
   state = "Running"
 
@@ -27,6 +32,16 @@ resource "hypeman_instance" "job" {
   }
   workdir      = "/tmp"
   overlay_size = "2GiB"
+
+  # This one needs no network.
+  network = {
+    enabled = false
+  }
+}
+
+output "web_url" {
+  # Kept for the instance's whole life, across Stop, Standby and restore.
+  value = "http://${hypeman_instance.web.ip_address}/"
 }
 
 output "web_console_log" {

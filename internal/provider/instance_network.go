@@ -1,0 +1,223 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network"
+)
+
+var _ validator.Object = networkConsistent{}
+
+// instanceNetworkModel is hypeman_instance's network attribute.
+type instanceNetworkModel struct {
+	Enabled types.Bool   `tfsdk:"enabled"`
+	IP      types.String `tfsdk:"ip"`
+	MAC     types.String `tfsdk:"mac"`
+}
+
+var instanceNetworkAttrTypes = map[string]attr.Type{"enabled": types.BoolType, "ip": types.StringType, "mac": types.StringType}
+
+func instanceNetworkAttribute() schema.Attribute {
+	return schema.SingleNestedAttribute{
+		MarkdownDescription: "The instance's network interface on the provider's host network. Leave it out for the default: an " +
+			"interface with the next free address when the provider has a `network` block, and none when it has not. Setting " +
+			"it while the provider has no `network` block fails at plan time. An instance keeps its addresses for its whole " +
+			"life, so changing this replaces the instance, unless the instance already has what it asks for (for example " +
+			"`ip` set to the address it already has).",
+		Optional: true,
+		Attributes: map[string]schema.Attribute{
+			"enabled": schema.BoolAttribute{
+				MarkdownDescription: "`false` gives the instance no network interface. Defaults to `true`.",
+				Optional:            true,
+				Computed:            true,
+				Default:             booldefault.StaticBool(true),
+			},
+			"ip": schema.StringAttribute{
+				MarkdownDescription: "A fixed IPv4 address inside the provider's `subnet`, other than its gateway. Leave it out for " +
+					"the lowest free address. An address another instance holds is refused when the instance is created.",
+				Optional:   true,
+				Validators: []validator.String{validInstanceIP()},
+			},
+			"mac": schema.StringAttribute{
+				MarkdownDescription: "A fixed unicast MAC address such as `02:00:00:00:00:01`. Leave it out for one derived from the address.",
+				Optional:            true,
+				Validators:          []validator.String{validMAC()},
+			},
+		},
+		Validators: []validator.Object{networkConsistent{}},
+		PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplaceIf(replaceForNetwork,
+			"Replaces the instance unless it already has the network interface this asks for.",
+			"Replaces the instance unless it already has the network interface this asks for.")},
+	}
+}
+
+func validInstanceIP() validator.String {
+	return checkString{"Invalid Instance Network", "must be an IPv4 address", func(s string) error {
+		if a, err := netip.ParseAddr(s); err != nil || !a.Is4() {
+			return &instances.FieldError{Field: "network.ip", Value: s, Allowed: "an IPv4 address inside the provider's network subnet; leave ip out for the next free one"}
+		}
+		return nil
+	}}
+}
+
+func validMAC() validator.String {
+	return checkString{"Invalid Instance Network", "must be a unicast MAC address", func(s string) error {
+		if _, err := network.ParseMAC(s); err != nil {
+			return &instances.FieldError{Field: "network.mac", Value: s, Allowed: "a unicast MAC address such as 02:00:00:00:00:01 (six bytes, the first one even); leave mac out for one derived from the ip"}
+		}
+		return nil
+	}}
+}
+
+// networkConsistent refuses addresses for an instance that is to have no network interface.
+type networkConsistent struct{}
+
+func (networkConsistent) Description(context.Context) string {
+	return "ip and mac need enabled = true"
+}
+
+func (v networkConsistent) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (networkConsistent) ValidateObject(ctx context.Context, req validator.ObjectRequest, resp *validator.ObjectResponse) {
+	n, diags := instanceNetwork(ctx, req.ConfigValue)
+	resp.Diagnostics.Append(diags...)
+	if n == nil || n.Enabled.IsNull() || n.Enabled.IsUnknown() || n.Enabled.ValueBool() {
+		return
+	}
+	for name, v := range map[string]types.String{"ip": n.IP, "mac": n.MAC} {
+		if !v.IsNull() {
+			resp.Diagnostics.AddAttributeError(req.Path.AtName(name), "Invalid Instance Network",
+				fmt.Sprintf("network.%s is not allowed with enabled = false: an instance without a network interface has no address; remove %s or set enabled = true", name, name))
+		}
+	}
+}
+
+// instanceNetwork reads the network attribute; nil when it is null or unknown.
+func instanceNetwork(ctx context.Context, o types.Object) (*instanceNetworkModel, diag.Diagnostics) {
+	if o.IsNull() || o.IsUnknown() {
+		return nil, nil
+	}
+	var n instanceNetworkModel
+	diags := o.As(ctx, &n, basetypes.ObjectAsOptions{})
+	return &n, diags
+}
+
+// spec is the manager's view of the attribute; nil asks for the manager's default.
+func (n *instanceNetworkModel) spec() *instances.NetworkSpec {
+	if n == nil {
+		return nil
+	}
+	return &instances.NetworkSpec{Disabled: !n.wantsInterface(), IP: n.IP.ValueString(), MAC: n.MAC.ValueString()}
+}
+
+// wantsInterface is enabled, which defaults to true.
+func (n *instanceNetworkModel) wantsInterface() bool {
+	return n.Enabled.IsNull() || n.Enabled.ValueBool()
+}
+
+// unknown reports whether any setting is known only after apply.
+func (n *instanceNetworkModel) unknown() bool {
+	return n.Enabled.IsUnknown() || n.IP.IsUnknown() || n.MAC.IsUnknown()
+}
+
+// differsFrom reports whether an instance with the addresses ip and mac (null: no interface)
+// lacks what n asks for. It is the manager's own rule for a network change: what n leaves unset
+// asks for nothing.
+func (n *instanceNetworkModel) differsFrom(ip, mac types.String) bool {
+	if n.unknown() || n.wantsInterface() == ip.IsNull() {
+		return true
+	}
+	if !n.IP.IsNull() {
+		if want, err := netip.ParseAddr(n.IP.ValueString()); err != nil || want.String() != ip.ValueString() {
+			return true
+		}
+	}
+	if !n.MAC.IsNull() {
+		if want, err := network.ParseMAC(n.MAC.ValueString()); err != nil || want != mac.ValueString() {
+			return true
+		}
+	}
+	return false
+}
+
+// replaceForNetwork replaces the instance when the network it is planned with differs from the
+// interface it has; a network left out asks for nothing, as it does of the manager.
+func replaceForNetwork(ctx context.Context, req planmodifier.ObjectRequest, resp *objectplanmodifier.RequiresReplaceIfFuncResponse) {
+	if req.PlanValue.IsUnknown() {
+		resp.RequiresReplace = true
+		return
+	}
+	want, diags := instanceNetwork(ctx, req.PlanValue)
+	resp.Diagnostics.Append(diags...)
+	if want == nil || diags.HasError() {
+		return
+	}
+	var ip, mac types.String
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("ip_address"), &ip)...)
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("mac_address"), &mac)...)
+	resp.RequiresReplace = want.differsFrom(ip, mac)
+}
+
+// planNetwork rejects at plan time an instance network the provider cannot give (the manager
+// would create the instance without an interface, or fail at apply), and plans the addresses of
+// a new instance that can be known before it exists.
+func (r *InstanceResource) planNetwork(ctx context.Context, plan *instanceResourceModel, creating bool, resp *resource.ModifyPlanResponse) {
+	if r.manager == nil {
+		return // not configured: there is no provider network to check against
+	}
+	n, diags := instanceNetwork(ctx, plan.Network)
+	resp.Diagnostics.Append(diags...)
+	if diags.HasError() || plan.Network.IsUnknown() {
+		return
+	}
+	if n != nil && !n.Enabled.IsUnknown() && n.wantsInterface() && r.network == nil {
+		action, left := "Update", "nothing was changed"
+		if creating {
+			action, left = "Create", "nothing: the instance was not created"
+		}
+		resp.Diagnostics.AddAttributeError(path.Root("network"), "Unable to "+action+" Instance", fmt.Sprintf(
+			"Instance: %s\nError: network asks for a network interface, but the provider has no network block, so there is no host "+
+				"network to attach it to.\nLeft in: %s\n\nAdd a network block to the provider configuration (provider \"hypeman\" { network {} }) "+
+				"to turn host networking on, or leave network out of this instance, or set network = { enabled = false }.",
+			describe(plan.Name.ValueString(), plan.ID.ValueString()), left))
+		return
+	}
+	if !creating {
+		return
+	}
+	noInterface := (n == nil && r.network == nil) || (n != nil && !n.Enabled.IsUnknown() && !n.wantsInterface())
+	planned := map[string]attr.Value{}
+	switch {
+	case noInterface:
+		planned["ip_address"], planned["mac_address"], planned["tap_device"] = types.StringNull(), types.StringNull(), types.StringNull()
+	case n != nil && r.network != nil:
+		if ip, err := netip.ParseAddr(n.IP.ValueString()); err == nil && !n.IP.IsUnknown() {
+			if err := r.network.checkIP(ip); err != nil {
+				resp.Diagnostics.AddAttributeError(path.Root("network").AtName("ip"), "Invalid Instance Network", err.Error())
+				return
+			}
+			planned["ip_address"] = types.StringValue(ip.String())
+		}
+		if mac, err := network.ParseMAC(n.MAC.ValueString()); err == nil && !n.MAC.IsUnknown() {
+			planned["mac_address"] = types.StringValue(mac)
+		}
+	}
+	for name, v := range planned {
+		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(name), v)...)
+	}
+}

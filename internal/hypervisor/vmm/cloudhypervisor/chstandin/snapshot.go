@@ -1,0 +1,340 @@
+package chstandin
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Snapshot file names (stable since v22).
+const (
+	ConfigFile = "config.json"
+	StateFile  = "state.json"
+	MemoryFile = "memory-ranges"
+)
+
+// memoryHeader starts the stand-in's memory-ranges file; the token after it ties the file to its
+// state.json, so that restore notices a memory file from another snapshot or a corrupt one.
+const memoryHeader = "CHSTANDIN-MEMORY "
+
+type snapshotRequest struct {
+	DestinationURL *string `json:"destination_url"`
+}
+
+func parseSnapshotConfig(body []byte) (any, error) {
+	var r snapshotRequest
+	if err := decodeJSON(body, &r); err != nil {
+		return nil, err
+	}
+	var c serdeChecks
+	c.required(r.DestinationURL != nil, "destination_url")
+	return r, c.err
+}
+
+type restoreRequest struct {
+	SourceURL         *string `json:"source_url"`
+	Prefault          *bool   `json:"prefault"`
+	MemoryRestoreMode *string `json:"memory_restore_mode"`
+	Resume            *bool   `json:"resume"`
+	NetFds            []struct {
+		ID     *string `json:"id"`
+		NumFds *uint64 `json:"num_fds"`
+	} `json:"net_fds"`
+}
+
+func parseRestoreConfig(body []byte) (any, error) {
+	var r restoreRequest
+	if err := decodeJSON(body, &r); err != nil {
+		return nil, err
+	}
+	var c serdeChecks
+	c.required(r.SourceURL != nil, "source_url")
+	c.variant(r.MemoryRestoreMode, "Copy", "OnDemand")
+	for _, n := range r.NetFds {
+		c.required(n.ID != nil, "id")
+		c.required(n.NumFds != nil, "num_fds")
+	}
+	return r, c.err
+}
+
+// osError is how Rust's io::Error displays: "File exists (os error 17)".
+func osError(err error) string {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return err.Error()
+	}
+	msg := errno.Error()
+	return strings.ToUpper(msg[:1]) + msg[1:] + fmt.Sprintf(" (os error %d)", int(errno))
+}
+
+// memoryRange is one guest-physical RAM range, as the memory manager's state lists them.
+type memoryRange struct {
+	GPA    uint64 `json:"gpa"`
+	Length uint64 `json:"length"`
+}
+
+// memoryState is the stand-in's memory-manager section of state.json.
+type memoryState struct {
+	Ranges []memoryRange `json:"memory_ranges"`
+	// Plugged is the virtio-mem memory the guest had plugged.
+	Plugged uint64 `json:"virtio_mem_plugged"`
+	Token   string `json:"chstandin_token"`
+}
+
+// guestRanges lays RAM out below the 32-bit hole at 3 GiB and above 4 GiB, as on x86.
+func guestRanges(total uint64) []memoryRange {
+	const low, high = 3 << 30, 4 << 30
+	if total <= low {
+		return []memoryRange{{0, total}}
+	}
+	return []memoryRange{{0, low}, {high, total - low}}
+}
+
+type snapshotTree struct {
+	Snapshots    map[string]snapshotTree `json:"snapshots"`
+	SnapshotData map[string]string       `json:"snapshot_data"`
+}
+
+func leaf(state any) snapshotTree {
+	data, _ := json.Marshal(state)
+	return snapshotTree{Snapshots: map[string]snapshotTree{}, SnapshotData: map[string]string{"state": string(data)}}
+}
+
+const actSnapshot = "The VM could not be snapshotted"
+
+func (s *Server) snapshot(req any) response {
+	url := *req.(snapshotRequest).DestinationURL
+	switch s.state() {
+	case stateNone, stateCreated:
+		return s.fromAPI(http.StatusInternalServerError, actSnapshot, msgNotRunning)
+	case stateRunning:
+		return s.fromAPI(http.StatusInternalServerError, actSnapshot, "Cannot snapshot VM", "Failed to snapshot migratable component", "Trying to snapshot while VM is running")
+	}
+	fail := func(causes ...string) response {
+		return s.fromAPI(http.StatusInternalServerError, actSnapshot, append([]string{"Cannot send VM snapshot", "Failed to send migratable component snapshot"}, causes...)...)
+	}
+	dir, ok := strings.CutPrefix(url, "file://")
+	if !ok {
+		return fail("Could not extract path from URL: " + url)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fail("Destination is not a directory: " + dir)
+	}
+	config, err := json.Marshal(s.m.config)
+	if err != nil {
+		return fail("Error serialising VM config", err.Error())
+	}
+	if err := createNew(filepath.Join(dir, ConfigFile), config); err != nil {
+		return fail("Error creating VM config snapshot file", osError(err))
+	}
+	if s.opts.Faults.SnapshotFail {
+		return fail("Error writing memory ranges", osError(syscall.ENOSPC))
+	}
+	token := make([]byte, 16)
+	_, _ = rand.Read(token)
+	s.guestPlug()
+	mem := memoryState{Ranges: guestRanges(s.snapshotRAM()), Plugged: s.m.vm.plugged, Token: hex.EncodeToString(token)}
+	tree := snapshotTree{
+		Snapshots: map[string]snapshotTree{
+			"cpu-manager":    leaf(map[string]any{"vcpus": objectAt(s.m.config, "cpus")["boot_vcpus"]}),
+			"memory-manager": leaf(mem),
+			"device-manager": leaf(map[string]any{"device_tree": s.m.vm.devices.tree()}),
+		},
+		SnapshotData: map[string]string{"state": `{"clock":{"tsc":0},"common_cpuid":[]}`},
+	}
+	state, err := json.Marshal(tree)
+	if err != nil {
+		return fail("Error serialising VM state", err.Error())
+	}
+	if err := createNew(filepath.Join(dir, StateFile), state); err != nil {
+		return fail("Error creating VM state snapshot file", osError(err))
+	}
+	if err := writeMemory(filepath.Join(dir, MemoryFile), mem); err != nil {
+		return fail("Error writing memory ranges", osError(err))
+	}
+	// Snapshot does not resume the VM.
+	return noContent()
+}
+
+// snapshotRAM is all guest RAM: boot RAM, ACPI hot-added and virtio-mem plugged.
+func (s *Server) snapshotRAM() uint64 {
+	return s.m.vm.bootRAM + s.m.vm.acpiAdded + s.m.vm.plugged
+}
+
+// createNew writes a new file, failing if it exists (CH opens snapshot files with create_new).
+func createNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// writeMemory writes memory-ranges as a sparse file of the RAM's size that starts with the token.
+func writeMemory(path string, mem memoryState) error {
+	var total uint64
+	for _, r := range mem.Ranges {
+		total += r.Length
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(int64(total)); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.WriteAt([]byte(memoryHeader+mem.Token+"\n"), 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+const actRestore = "The VM could not be restored"
+
+func (s *Server) restore(req any) response {
+	r := req.(restoreRequest)
+	if s.state() != stateNone {
+		return s.fromAPI(http.StatusInternalServerError, actRestore, msgAlreadyCreated)
+	}
+	if r.Prefault != nil && *r.Prefault && r.MemoryRestoreMode != nil && *r.MemoryRestoreMode == "OnDemand" {
+		return s.fromAPI(s.opts.Mode.validationStatus(false), actRestore, "Invalid restore configuration", "prefault cannot be used with the OnDemand memory restore mode")
+	}
+	for _, n := range r.NetFds {
+		if *n.NumFds > 0 {
+			// The FDs would come with the request over SCM_RIGHTS; none did.
+			return s.apiError(http.StatusBadRequest, "Bad Request")
+		}
+	}
+	// On any other failure the VMM deletes what it restored so far and is back in NONE.
+	fail := func(causes ...string) response {
+		s.deleteVM()
+		return s.fromAPI(http.StatusInternalServerError, actRestore, causes...)
+	}
+	dir, ok := strings.CutPrefix(*r.SourceURL, "file://")
+	if !ok {
+		return fail("Could not extract path from URL: " + *r.SourceURL)
+	}
+	cfg, err := readConfig(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		return fail("Error restoring VM config", err.Error())
+	}
+	mem, err := readMemoryState(filepath.Join(dir, StateFile))
+	if err != nil {
+		return fail("Error restoring VM state", err.Error())
+	}
+	if err := checkMemory(filepath.Join(dir, MemoryFile), mem); err != nil {
+		return fail("Error restoring memory", err.Error())
+	}
+	if s.opts.Faults.RestoreFail {
+		return fail("Failed to restore migratable component", "injected by the stand-in's restore-fail fault")
+	}
+	s.m = &machine{config: cfg}
+	if chain := s.openConsoles(); chain != nil {
+		return fail(chain...)
+	}
+	locks, chain := lockDisks(cfg)
+	if chain != nil {
+		return fail(chain...)
+	}
+	s.vmGenerations++
+	// The guest finishes a resize it had not finished when it was snapshotted.
+	target, _ := uintAt(objectAt(cfg, "memory"), "hotplugged_size")
+	var total uint64
+	for _, r := range mem.Ranges {
+		total += r.Length
+	}
+	s.m.vm = &vmObject{
+		devices:    newDeviceManager(cfg),
+		diskLocks:  locks,
+		generation: s.vmGenerations,
+		paused:     r.Resume == nil || !*r.Resume,
+		bootRAM:    ramBytes(cfg),
+		acpiAdded:  total - min(total, ramBytes(cfg)+mem.Plugged),
+		plugged:    mem.Plugged,
+		plugTarget: target,
+		plugAt:     time.Now().Add(s.plugDelay()),
+	}
+	s.m.consolesFresh = false
+	// The guest continues where it was: nothing new appears on its console.
+	return noContent()
+}
+
+func readConfig(path string) (object, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, causef("Failed to read %s: %s", ConfigFile, osError(err))
+	}
+	cfg, err := parseVMConfig(data)
+	if err != nil {
+		return nil, causef("Failed to parse %s: %v", ConfigFile, err)
+	}
+	return cfg.(object), nil
+}
+
+func readMemoryState(path string) (memoryState, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return memoryState{}, causef("Failed to read %s: %s", StateFile, osError(err))
+	}
+	var tree snapshotTree
+	if err := json.Unmarshal(data, &tree); err != nil {
+		return memoryState{}, causef("Failed to parse %s: %v", StateFile, err)
+	}
+	var mem memoryState
+	section, ok := tree.Snapshots["memory-manager"]
+	if !ok {
+		return memoryState{}, causef("Missing memory-manager section in %s", StateFile)
+	}
+	if err := json.Unmarshal([]byte(section.SnapshotData["state"]), &mem); err != nil || mem.Token == "" {
+		return memoryState{}, causef("Invalid memory-manager state in %s", StateFile)
+	}
+	return mem, nil
+}
+
+func checkMemory(path string, mem memoryState) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return causef("Failed to open %s: %s", MemoryFile, osError(err))
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	var total uint64
+	for _, r := range mem.Ranges {
+		total += r.Length
+	}
+	if uint64(fi.Size()) != total {
+		return fmt.Errorf("%s is %d bytes, but the snapshot's memory ranges add up to %d", MemoryFile, fi.Size(), total)
+	}
+	want := []byte(memoryHeader + mem.Token + "\n")
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(f, got); err != nil || !bytes.Equal(got, want) {
+		return fmt.Errorf("%s does not hold the memory of this snapshot", MemoryFile)
+	}
+	return nil
+}
+
+// cause is one message of CH's error chain, worded (and capitalised) as CH words it.
+type cause string
+
+func (c cause) Error() string { return string(c) }
+
+func causef(format string, args ...any) error { return cause(fmt.Sprintf(format, args...)) }

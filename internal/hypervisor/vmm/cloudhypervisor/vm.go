@@ -1,0 +1,177 @@
+package cloudhypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+)
+
+var _ vmm.VM = (*VM)(nil)
+
+// VM is a control connection to one cloud-hypervisor process.
+type VM struct {
+	c      *client
+	h      host.Host
+	cfg    vmm.Config
+	socket string
+	// pid is what vmm.ping reported; Quit waits for it to exit.
+	pid int
+}
+
+// State reads vm.info. Cloud Hypervisor never reports "Shutdown": a VM that was shut down is
+// "Created" again, and telling the two apart is up to the caller.
+func (v *VM) State(ctx context.Context) (vmm.State, error) {
+	info, err := v.c.info(ctx)
+	if isNoVM(err) {
+		return "", fmt.Errorf("cloud-hypervisor on %s: %w", v.socket, vmm.ErrNoVM)
+	}
+	if err != nil {
+		return "", err
+	}
+	switch s := vmm.State(info.State); s {
+	case vmm.Created, vmm.Running, vmm.Paused, vmm.Shutdown:
+		return s, nil
+	}
+	return "", fmt.Errorf("cloud-hypervisor on %s reports the VM state %q, which the driver does not handle", v.socket, info.State)
+}
+
+func (v *VM) Pause(ctx context.Context) error  { return v.change(ctx, "vm.pause", vmm.Paused) }
+func (v *VM) Resume(ctx context.Context) error { return v.change(ctx, "vm.resume", vmm.Running) }
+
+// change sends a state-changing action. A failure is judged by the state the VM is in afterwards,
+// not by the status code: a pause that fails because the VM is already paused succeeded.
+func (v *VM) change(ctx context.Context, action string, want vmm.State) error {
+	err := v.c.put(ctx, action, nil)
+	if err == nil {
+		return nil
+	}
+	st, stErr := v.State(ctx)
+	if stErr == nil && st == want {
+		return nil
+	}
+	return withState(err, st, stErr)
+}
+
+// withState adds the VM's current state (or why it is unknown) to a failed action's error.
+func withState(err error, st vmm.State, stErr error) error {
+	switch {
+	case errors.Is(stErr, vmm.ErrNoVM):
+		return fmt.Errorf("%w (and the VMM holds no VM: %w)", err, vmm.ErrNoVM)
+	case stErr != nil:
+		return fmt.Errorf("%w (the VM state is unknown: %v)", err, stErr)
+	}
+	return fmt.Errorf("%w (the VM is %s)", err, st)
+}
+
+// Snapshot writes the paused guest into dir, which must exist and be empty.
+func (v *VM) Snapshot(ctx context.Context, dir string) error {
+	if !filepath.IsAbs(dir) {
+		return fmt.Errorf("snapshot directory %q is not an absolute path", dir)
+	}
+	entries, err := v.h.ReadDir(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("snapshot directory: %w", err)
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("snapshot directory %s is not empty: it holds %s", dir, entries[0].Name())
+	}
+	err = v.c.put(ctx, "vm.snapshot", vmSnapshotConfig{DestinationURL: "file://" + dir})
+	if err == nil {
+		return nil
+	}
+	st, stErr := v.State(ctx)
+	if stErr == nil && st != vmm.Paused {
+		return fmt.Errorf("snapshot needs the VM Paused, and it is %s: %w", st, err)
+	}
+	return withState(err, st, stErr)
+}
+
+func (v *VM) PowerButton(ctx context.Context) error {
+	if err := v.c.put(ctx, "vm.power-button", nil); err != nil {
+		st, stErr := v.State(ctx)
+		return withState(err, st, stErr)
+	}
+	return nil
+}
+
+// SetMemory asks virtio-mem for a total of bytes, between the boot size and boot + hotplug, and
+// waits until the guest has plugged or unplugged its way there.
+func (v *VM) SetMemory(ctx context.Context, bytes int64) error {
+	info, err := v.c.info(ctx)
+	if isNoVM(err) {
+		return fmt.Errorf("set memory: %w", vmm.ErrNoVM)
+	}
+	if err != nil {
+		return err
+	}
+	mem := info.Config.Memory
+	if bytes != mem.Size+mem.HotpluggedSize {
+		switch {
+		case mem.HotplugMethod != "VirtioMem" || mem.HotplugSize == 0:
+			return fmt.Errorf("set memory to %d bytes: the VM booted with %d bytes and no memory hotplug", bytes, mem.Size)
+		case bytes < mem.Size || bytes > mem.Size+mem.HotplugSize:
+			return fmt.Errorf("set memory to %d bytes: allowed is %d (boot) to %d (boot + hotplug)", bytes, mem.Size, mem.Size+mem.HotplugSize)
+		case (bytes-mem.Size)%virtioMemBlock != 0:
+			return fmt.Errorf("set memory to %d bytes: the amount above the boot size must be a multiple of 2 MiB", bytes)
+		}
+		// Only when the size changes: CH answers 500 to a resize to the size it already has.
+		if err := v.c.put(ctx, "vm.resize", vmResize{DesiredRAM: bytes}); err != nil {
+			return err
+		}
+	}
+	return v.waitMemory(ctx, bytes)
+}
+
+// memoryResizeTimeout bounds how long SetMemory waits for the guest to plug or unplug memory.
+const memoryResizeTimeout = 15 * time.Second
+
+// waitMemory waits for vm.info's memory_actual_size to reach bytes (less the balloon, which the
+// driver keeps empty): virtio-mem plugs and unplugs at the guest's pace, and a snapshot taken too
+// early would hold memory that was asked away.
+func (v *VM) waitMemory(ctx context.Context, bytes int64) error {
+	ctx, cancel := context.WithTimeout(ctx, memoryResizeTimeout)
+	defer cancel()
+	for {
+		info, err := v.c.info(ctx)
+		if err != nil {
+			return fmt.Errorf("set memory to %d bytes: %w", bytes, err)
+		}
+		want := bytes
+		if b := info.Config.Balloon; b != nil {
+			want -= b.Size
+		}
+		if info.MemoryActualSize == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("set memory to %d bytes: the guest has %d bytes after waiting: %w", bytes, info.MemoryActualSize, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Quit shuts the VMM down and returns once its process and socket are gone and the console log
+// holds all it printed. A VMM that is already gone is not an error.
+func (v *VM) Quit(ctx context.Context) error {
+	err := v.c.put(ctx, "vmm.shutdown", nil)
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return fmt.Errorf("quit the VMM: %w", err)
+	}
+	// Any other error is the connection: the VMM exited while answering, or was gone already.
+	if err := waitGone(ctx, v.h, v.pid, v.socket); err != nil {
+		return fmt.Errorf("quit the VMM: %w", err)
+	}
+	return waitRelay(ctx, v.h, v.cfg)
+}
+
+func (v *VM) Close() error {
+	v.c.close()
+	return nil
+}

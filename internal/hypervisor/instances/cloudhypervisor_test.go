@@ -1,0 +1,214 @@
+package instances
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor/chstandin"
+)
+
+// The manager's flows against Cloud Hypervisor, played by the spec-validating stand-in binary, in
+// each behaviour mode of the real server. There is no guest: the stand-in prints the program's
+// start marker on boot and powers off on the ACPI button, which is all the flows observe.
+
+var chModes = []string{"v52", "v53", "head"}
+
+// chManager is a Manager whose only driver is Cloud Hypervisor, run as the stand-in binary in mode
+// with the given faults. Every request the driver sent is checked against the official spec when
+// the test ends.
+func chManager(t *testing.T, env *testEnv, mode, faults string) *Manager {
+	t.Helper()
+	t.Setenv(chstandin.ModeEnv, mode)
+	t.Setenv(chstandin.FaultsEnv, faults)
+	bin := chstandin.BuildBinary(t)
+	m := env.manager(t, func(o *Options) {
+		o.Drivers = map[string]vmm.Driver{"cloud-hypervisor": &faultDriver{Driver: &cloudhypervisor.Driver{Binary: bin}, faults: env.faults}}
+		o.DefaultHypervisor, o.Accelerator, o.StopTimeout = "cloud-hypervisor", "auto", 5*time.Second
+	})
+	t.Cleanup(func() {
+		logs, _ := filepath.Glob(filepath.Join(m.DataDir(), "guests", "*", "ch-stdout.log"))
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			for _, v := range chstandin.LogViolations(b) {
+				t.Errorf("a request broke the Cloud Hypervisor API spec: %s", v)
+			}
+		}
+	})
+	return m
+}
+
+func chSpec(env *testEnv, name string) Spec {
+	s := env.spec(name)
+	s.Hotplug = HotplugStep
+	s.Entrypoint = []string{"/bin/sh", "-c", counterScript}
+	return s
+}
+
+func TestCloudHypervisorLifecycle(t *testing.T) {
+	env := newTestEnv(t)
+	for _, mode := range chModes {
+		t.Run(mode, func(t *testing.T) {
+			m := chManager(t, env, mode, "")
+			ctx := testContext(t)
+			inst, err := m.Create(ctx, chSpec(env, "ch-"+mode), Running)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inst.State != Running || inst.Hypervisor != "cloud-hypervisor" || !strings.HasPrefix(inst.HypervisorVersion, "v") {
+				t.Fatalf("created: %+v", inst)
+			}
+			for _, step := range []State{Paused, Running, Standby} {
+				if inst, err = m.SetState(ctx, inst.ID, step); err != nil || inst.State != step {
+					t.Fatalf("→ %s: %v (%+v)", step, err, inst)
+				}
+			}
+			snap := filepath.Join(inst.Dir, "snapshots", "snapshot-latest")
+			for _, f := range []string{"config.json", "state.json", vmm.MemoryFile + ".lz4"} {
+				if _, err := os.Stat(filepath.Join(snap, f)); err != nil {
+					t.Errorf("snapshot file %s: %v", f, err)
+				}
+			}
+			if n := countVMMs(t, inst.Dir); n != 0 {
+				t.Fatalf("%d processes still run for a Standby instance", n)
+			}
+			for _, step := range []State{Running, Stopped, Running} {
+				if inst, err = m.SetState(ctx, inst.ID, step); err != nil || inst.State != step {
+					t.Fatalf("→ %s: %v (%+v)", step, err, inst)
+				}
+			}
+			if _, err := os.Stat(snap); !os.IsNotExist(err) {
+				t.Fatalf("the snapshot outlived the restore: %v", err)
+			}
+			spec := chSpec(env, "ch-"+mode)
+			spec.Env = map[string]string{"CHANGED": "yes"}
+			if inst, err = m.Update(ctx, inst.ID, spec); err != nil || inst.State != Running || inst.Env["CHANGED"] != "yes" {
+				t.Fatalf("update: %v (%+v)", err, inst)
+			}
+			env.m = m
+			env.deleteAndCheckGone(t, inst)
+		})
+	}
+}
+
+// Cloud Hypervisor reports "Created" again after vm.shutdown; the manager must call that Shutdown
+// (the VM has booted) and start it afresh when asked to run.
+func TestCloudHypervisorShutdownIsNotCreated(t *testing.T) {
+	env := newTestEnv(t)
+	for _, mode := range chModes {
+		t.Run(mode, func(t *testing.T) {
+			m := chManager(t, env, mode, "")
+			ctx := testContext(t)
+			inst, err := m.Create(ctx, chSpec(env, "chshut-"+mode), Running)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chPut(t, filepath.Join(inst.Dir, "ch.sock"), "vm.shutdown")
+			got, err := m.Get(ctx, inst.ID)
+			if err != nil || got.State != Shutdown {
+				t.Fatalf("after vm.shutdown the state is %v (%v), want Shutdown", got.State, err)
+			}
+			if got, err = m.SetState(ctx, inst.ID, Running); err != nil || got.State != Running {
+				t.Fatalf("Shutdown → Running: %v (%+v)", err, got)
+			}
+			if err := m.Delete(ctx, inst.ID); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestCloudHypervisorFaultsKeepTheGuarantees(t *testing.T) {
+	env := newTestEnv(t)
+	for _, mode := range chModes {
+		t.Run(mode+"/snapshot-500", func(t *testing.T) {
+			m := chManager(t, env, mode, "snapshot-500")
+			ctx := testContext(t)
+			inst, err := m.Create(ctx, chSpec(env, "chsnap-"+mode), Running)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.SetState(ctx, inst.ID, Standby); err == nil || !strings.Contains(err.Error(), "is Running") {
+				t.Fatalf("standby with a failing snapshot: %v", err)
+			}
+			if got, _ := m.Get(ctx, inst.ID); got.State != Running {
+				t.Fatalf("after a failed standby the state is %s, want Running", got.State)
+			}
+		})
+		t.Run(mode+"/restore-fail", func(t *testing.T) {
+			m := chManager(t, env, mode, "restore-fail")
+			ctx := testContext(t)
+			inst, err := m.Create(ctx, chSpec(env, "chrest-"+mode), Standby)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.SetState(ctx, inst.ID, Running); err == nil || !strings.Contains(err.Error(), "stays in Standby") {
+				t.Fatalf("restore with a failing server: %v", err)
+			}
+			if got, _ := m.Get(ctx, inst.ID); got.State != Standby {
+				t.Fatalf("after a failed restore the state is %s, want Standby", got.State)
+			}
+			if n := countVMMs(t, inst.Dir); n != 0 {
+				t.Fatalf("%d processes left by a failed restore", n)
+			}
+		})
+		t.Run(mode+"/die-after-boot", func(t *testing.T) {
+			m := chManager(t, env, mode, "die-after-boot=1s")
+			ctx := testContext(t)
+			inst, err := m.Create(ctx, chSpec(env, "chdie-"+mode), Running)
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(15 * time.Second)
+			for {
+				got, err := m.Get(ctx, inst.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.State == Stopped {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("a VMM that died is seen as %s, want Stopped", got.State)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+		t.Run(mode+"/slow-boot", func(t *testing.T) {
+			m := chManager(t, env, mode, "slow-boot=30s")
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			spec := chSpec(env, "chslow-"+mode)
+			if _, err := m.Create(ctx, spec, Running); err == nil {
+				t.Fatal("a boot past the deadline succeeded")
+			}
+			assertNoInstanceLeft(t, m, spec.Name)
+		})
+	}
+}
+
+// chPut sends one bodiless PUT to a Cloud Hypervisor API socket, as an operator with curl would.
+func chPut(t *testing.T, socket, action string) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}}
+	req, _ := http.NewRequest(http.MethodPut, "http://localhost/api/v1/"+action, nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("PUT %s: %s", action, resp.Status)
+	}
+}
+

@@ -3,7 +3,6 @@ package instances
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -227,23 +226,7 @@ func (env *testEnv) deleteAndCheckGone(t testing.TB, inst *Instance) {
 }
 
 // vmmPIDs lists the processes whose command line mentions dir.
-func vmmPIDs(dir string) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && bytes.Contains(cmdline, []byte(dir)) {
-			if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !bytes.Contains(stat, []byte(") Z ")) {
-				pids = append(pids, pid)
-			}
-		}
-	}
-	return pids
-}
+func vmmPIDs(dir string) []int { return testutil.ProcessesMentioning(dir) }
 
 func countVMMs(t testing.TB, dir string) int { return len(vmmPIDs(dir)) }
 

@@ -211,4 +211,3 @@ func chPut(t *testing.T, socket, action string) {
 		t.Fatalf("PUT %s: %s", action, resp.Status)
 	}
 }
-

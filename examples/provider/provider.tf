@@ -28,3 +28,18 @@ provider "hypeman" {
     dns = ["1.1.1.1", "9.9.9.9"]
   }
 }
+
+# Another machine, reached over SSH: one provider alias per host, and `provider = hypeman.edge`
+# in the resources that run there. data_dir, kernel, kernel_modules and busybox are paths on
+# that host; image paths (oci:, docker-archive:) and the files of the ssh block are read here.
+provider "hypeman" {
+  alias = "edge"
+  host  = "ssh://root@10.0.0.5:22"
+
+  ssh {
+    private_key_file = "~/.ssh/hypeman_ed25519"
+    # The host's key must be in ~/.ssh/known_hosts (the default known_hosts_file). After checking
+    # its fingerprint on the host, trust it with `ssh-keyscan 10.0.0.5 >> ~/.ssh/known_hosts`,
+    # or pin it here with host_key. The keys of ssh-agent and ~/.ssh/config are used too.
+  }
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
@@ -27,8 +28,9 @@ var (
 	acceleratorNames = []string{"auto", "kvm", "tcg"}
 )
 
-// providerModel is the provider block. A later host + ssh block will choose where VMs run.
+// providerModel is the provider block.
 type providerModel struct {
+	Host              types.String `tfsdk:"host"`
 	DataDir           types.String `tfsdk:"data_dir"`
 	Hypervisor        types.String `tfsdk:"hypervisor"`
 	Accelerator       types.String `tfsdk:"accelerator"`
@@ -38,12 +40,16 @@ type providerModel struct {
 	CompressSnapshots types.Bool   `tfsdk:"compress_snapshots"`
 	// Network is nil when the configuration has no network block: no host networking.
 	Network *networkModel `tfsdk:"network"`
+	// SSH is nil when the configuration has no ssh block.
+	SSH *sshModel `tfsdk:"ssh"`
 }
 
 // settings is the provider configuration after environment fallbacks and defaults. The two
 // defaults that depend on the host (hypervisor, kernel_modules) are left empty here and chosen
 // in Configure, which can ask the host.
 type settings struct {
+	Host              string          // as configured; "" = this machine
+	SSH               *host.SSHConfig // how to reach Host; nil for this machine
 	DataDir           string
 	Hypervisor        string // "" = the first installed
 	Accelerator       string
@@ -103,6 +109,8 @@ func resolveSettings(cfg providerModel, getenv func(string) string) (settings, d
 		s.CompressSnapshots = b
 	}
 	s.Network, d = resolveNetwork(cfg.Network, getenv)
+	diags.Append(d...)
+	s.Host, s.SSH, d = resolveHost(cfg, getenv)
 	diags.Append(d...)
 	return s, diags
 }

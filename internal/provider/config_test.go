@@ -75,7 +75,7 @@ func TestBadSettingsFromTheEnvironmentAreRejected(t *testing.T) {
 
 func nullProviderModel() providerModel {
 	return providerModel{
-		DataDir: types.StringNull(), Hypervisor: types.StringNull(), Accelerator: types.StringNull(),
+		Host: types.StringNull(), DataDir: types.StringNull(), Hypervisor: types.StringNull(), Accelerator: types.StringNull(),
 		Kernel: types.StringNull(), KernelModules: types.StringNull(), Busybox: types.StringNull(),
 		CompressSnapshots: types.BoolNull(),
 	}

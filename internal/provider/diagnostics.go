@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 )
 
@@ -80,6 +81,8 @@ func hint(err error) string {
 	switch {
 	case errors.Is(err, instances.ErrNameTaken):
 		return "Another instance on this host has that name. Import it (terraform import hypeman_instance.<name> <instance name>) or choose another name."
+	case errors.Is(err, host.ErrConnectionLost):
+		return "The SSH connection to the host ended during the operation, so it may or may not have taken effect there. The next run reconnects; run terraform plan to see where the instance is."
 	case errors.Is(err, context.DeadlineExceeded):
 		return "The operation did not finish within its timeout. Raise it in the resource's timeouts attribute, e.g. timeouts = { create = \"20m\" }."
 	}

@@ -70,7 +70,9 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			},
 			"image": schema.StringAttribute{
 				MarkdownDescription: "The OCI image to boot: " + images.Allowed + ". It is pulled once and cached on the host by " +
-					"digest; `image_digest` records what the instance was created from. Changing it replaces the instance.",
+					"digest; `image_digest` records what the instance was created from. Changing it replaces the instance. The " +
+					"provider fetches images where Terraform runs and streams them to the host: registries are reached, and " +
+					"`oci:`/`docker-archive:` paths are read, on the machine Terraform runs on, also when `host` is an SSH host.",
 				Required:      true,
 				Validators:    []validator.String{validImage()},
 				PlanModifiers: replace,

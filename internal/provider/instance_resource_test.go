@@ -22,10 +22,15 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
 )
 
-// instanceConfig is one counter instance with the given state and greeting.
+// instanceConfig is the provider and one counter instance with the given state and greeting.
 func (e *accEnv) instanceConfig(label, name, state, greeting string) string {
+	return e.providerBlock() + e.instanceResource(label, name, state, greeting)
+}
+
+// instanceResource is one counter instance with the given state and greeting.
+func (e *accEnv) instanceResource(label, name, state, greeting string) string {
 	entrypoint, _ := json.Marshal(counterProgram)
-	return e.providerBlock() + fmt.Sprintf(`
+	return fmt.Sprintf(`
 resource "hypeman_instance" %q {
   name         = %q
   image        = %q
@@ -47,6 +52,91 @@ type vm struct {
 	console string
 	offset  int // console bytes seen before the current step
 	count   int // highest counter value seen
+	// sameID checks that every step made with stepTo sees one instance id.
+	sameID interface {
+		AddStateValue(string, tfjsonpath.Path) statecheck.StateCheck
+	}
+}
+
+// stepTo is a step that applies config to move the instance to state in place (an update, then
+// an empty plan, the id unchanged) and checks it is there.
+func (v *vm) stepTo(t *testing.T, config, state string, checks ...resource.TestCheckFunc) resource.TestStep {
+	if v.sameID == nil {
+		v.sameID = statecheck.CompareValue(compare.ValuesSame())
+	}
+	return resource.TestStep{
+		Config: config,
+		ConfigPlanChecks: resource.ConfigPlanChecks{
+			PreApply:             []plancheck.PlanCheck{plancheck.ExpectResourceAction(v.addr, plancheck.ResourceActionUpdate)},
+			PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+		},
+		ConfigStateChecks: []statecheck.StateCheck{v.sameID.AddStateValue(v.addr, tfjsonpath.New("id"))},
+		Check:             resource.ComposeTestCheckFunc(append(append([]resource.TestCheckFunc{resource.TestCheckResourceAttr(v.addr, "state", state)}, checks...), v.mark(t))...),
+	}
+}
+
+// created turns a stepTo step into the one that creates the instance.
+func (v *vm) created(step resource.TestStep) resource.TestStep {
+	step.ConfigPlanChecks.PreApply = []plancheck.PlanCheck{plancheck.ExpectResourceAction(v.addr, plancheck.ResourceActionCreate)}
+	return step
+}
+
+// counting checks that the guest program's counter reaches 2.
+func (v *vm) counting(t *testing.T) resource.TestCheckFunc {
+	return v.check(t, func(t *testing.T) error {
+		waitConsole(t, v.console, 0, "the counter reaching 2", func(c string) bool {
+			_, values := counts(c)
+			return slices.Contains(values, 2)
+		})
+		return nil
+	})
+}
+
+// inStandby checks a Standby instance: no process, a snapshot.
+func (v *vm) inStandby(t *testing.T) resource.TestCheckFunc {
+	return resource.ComposeTestCheckFunc(
+		resource.TestCheckNoResourceAttr(v.addr, "pid"),
+		resource.TestCheckNoResourceAttr(v.addr, "started_at"),
+		v.check(t, v.noVMM),
+		resource.TestCheckResourceAttrWith(v.addr, "snapshot_bytes", func(s string) error {
+			if n, _ := strconv.ParseInt(s, 10, 64); n <= 0 {
+				return fmt.Errorf("snapshot_bytes = %s in Standby", s)
+			}
+			return nil
+		}))
+}
+
+// resumed checks that a restored guest went on from where it was: no new boot, no count below
+// the last one seen.
+func (v *vm) resumed(t *testing.T) resource.TestCheckFunc {
+	return resource.ComposeTestCheckFunc(
+		resource.TestCheckResourceAttrSet(v.addr, "pid"),
+		resource.TestCheckResourceAttr(v.addr, "snapshot_bytes", "0"),
+		v.check(t, func(t *testing.T) error {
+			after := waitConsole(t, v.console, v.offset, fmt.Sprintf("the counter passing %d", v.count+1), func(c string) bool {
+				_, values := counts(c)
+				return len(values) > 0 && slices.Max(values) > v.count+1
+			})
+			if n := startedMarkers(after); n != 0 {
+				return fmt.Errorf("the guest booted again after restore (%d program starts):\n%s", n, after)
+			}
+			_, values := counts(after)
+			if values[0] < v.count {
+				return fmt.Errorf("the counter went back from %d to %d after restore", v.count, values[0])
+			}
+			t.Logf("the counter stood at %d in Standby and went on at %d after restore", v.count, values[0])
+			return nil
+		}))
+}
+
+// destroyed is a CheckDestroy: the instance's directory and VMM are gone.
+func (v *vm) destroyed(t *testing.T) resource.TestCheckFunc {
+	return func(*terraform.State) error {
+		if _, err := os.Stat(v.env.instanceDir(v.id)); !os.IsNotExist(err) {
+			return fmt.Errorf("instance directory %s is still there (%v)", v.env.instanceDir(v.id), err)
+		}
+		return v.noVMM(t)
+	}
 }
 
 // capture records the instance's id, pid and console path from the state.
@@ -98,80 +188,30 @@ func TestAccInstanceLifecycle(t *testing.T) {
 	env := newAccEnv(t)
 	const addr = "hypeman_instance.life"
 	v := &vm{env: env, addr: addr}
-	sameID := statecheck.CompareValue(compare.ValuesSame())
 	stepTo := func(state, greeting string, checks ...resource.TestCheckFunc) resource.TestStep {
-		return resource.TestStep{
-			Config: env.instanceConfig("life", "acc-life", state, greeting),
-			ConfigPlanChecks: resource.ConfigPlanChecks{
-				PreApply:             []plancheck.PlanCheck{plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate)},
-				PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
-			},
-			ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(addr, tfjsonpath.New("id"))},
-			Check:             resource.ComposeTestCheckFunc(append(append([]resource.TestCheckFunc{resource.TestCheckResourceAttr(addr, "state", state)}, checks...), v.mark(t))...),
-		}
+		return v.stepTo(t, env.instanceConfig("life", "acc-life", state, greeting), state, checks...)
 	}
-
-	create := stepTo("Running", "one",
-		resource.TestCheckResourceAttrSet(addr, "pid"),
-		resource.TestCheckResourceAttr(addr, "snapshot_bytes", "0"),
-		resource.TestCheckResourceAttr(addr, "hypervisor", "qemu"),
-		resource.TestCheckResourceAttr(addr, "accelerator", "tcg"),
-		resource.TestMatchResourceAttr(addr, "image_digest", regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)),
-		resource.TestCheckResourceAttr(addr, "memory", "256MiB"),
-		v.check(t, func(t *testing.T) error {
-			waitConsole(t, v.console, 0, "the counter reaching 2", func(c string) bool {
-				_, values := counts(c)
-				return slices.Contains(values, 2)
-			})
-			return nil
-		}))
-	create.ConfigPlanChecks.PreApply = []plancheck.PlanCheck{plancheck.ExpectResourceAction(addr, plancheck.ResourceActionCreate)}
 
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: accProviders,
-		CheckDestroy: func(*terraform.State) error {
-			if _, err := os.Stat(env.instanceDir(v.id)); !os.IsNotExist(err) {
-				return fmt.Errorf("instance directory %s is still there (%v)", env.instanceDir(v.id), err)
-			}
-			return v.noVMM(t)
-		},
+		CheckDestroy:             v.destroyed(t),
 		Steps: []resource.TestStep{
-			create,
-			stepTo("Standby", "one",
-				resource.TestCheckNoResourceAttr(addr, "pid"),
-				resource.TestCheckNoResourceAttr(addr, "started_at"),
-				v.check(t, v.noVMM),
-				resource.TestCheckResourceAttrWith(addr, "snapshot_bytes", func(s string) error {
-					if n, _ := strconv.ParseInt(s, 10, 64); n <= 0 {
-						return fmt.Errorf("snapshot_bytes = %s in Standby", s)
-					}
-					return nil
-				})),
+			v.created(stepTo("Running", "one",
+				resource.TestCheckResourceAttrSet(addr, "pid"),
+				resource.TestCheckResourceAttr(addr, "snapshot_bytes", "0"),
+				resource.TestCheckResourceAttr(addr, "hypervisor", "qemu"),
+				resource.TestCheckResourceAttr(addr, "accelerator", "tcg"),
+				resource.TestMatchResourceAttr(addr, "image_digest", regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)),
+				resource.TestCheckResourceAttr(addr, "memory", "256MiB"),
+				v.counting(t))),
+			stepTo("Standby", "one", v.inStandby(t)),
 			{
 				// A new program would need a restart, which would discard the snapshot: refused at plan time.
 				Config:      env.instanceConfig("life", "acc-life", "Standby", "changed"),
 				PlanOnly:    true,
 				ExpectError: wrapped(`this plan changes env of an instance in Standby`),
 			},
-			stepTo("Running", "one",
-				resource.TestCheckResourceAttrSet(addr, "pid"),
-				resource.TestCheckResourceAttr(addr, "snapshot_bytes", "0"),
-				v.check(t, func(t *testing.T) error {
-					// The counter goes on from where it was: no new boot, no count below the last one.
-					after := waitConsole(t, v.console, v.offset, fmt.Sprintf("the counter passing %d", v.count+1), func(c string) bool {
-						_, values := counts(c)
-						return len(values) > 0 && slices.Max(values) > v.count+1
-					})
-					if n := startedMarkers(after); n != 0 {
-						return fmt.Errorf("the guest booted again after restore (%d program starts):\n%s", n, after)
-					}
-					_, values := counts(after)
-					if values[0] < v.count {
-						return fmt.Errorf("the counter went back from %d to %d after restore", v.count, values[0])
-					}
-					t.Logf("the counter stood at %d in Standby and went on at %d after restore", v.count, values[0])
-					return nil
-				})),
+			stepTo("Running", "one", v.resumed(t)),
 			stepTo("Paused", "one",
 				resource.TestCheckResourceAttrSet(addr, "pid"),
 				v.check(t, func(t *testing.T) error {

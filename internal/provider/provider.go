@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
@@ -34,6 +35,10 @@ var _ provider.Provider = &HypemanProvider{}
 // shared by its resources and data sources.
 type HypemanProvider struct {
 	version string
+
+	mu sync.Mutex
+	// release lets go of the host connection of the latest Configure; nil for this machine.
+	release func()
 }
 
 // New returns the provider factory for providerserver; version is stamped at release.
@@ -48,12 +53,15 @@ func (p *HypemanProvider) Metadata(_ context.Context, _ provider.MetadataRequest
 
 func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp *provider.SchemaResponse) {
 	resp.Schema = schema.Schema{
-		MarkdownDescription: "Runs OCI images as microVMs on the host where Terraform runs, with Cloud Hypervisor or QEMU. " +
-			"Every setting can also come from a `HYPEMAN_*` environment variable; the configuration wins. Host networking is " +
-			"the exception that needs the configuration: it is on only with a `network` block, because " + networkOptIn + ".",
+		MarkdownDescription: "Runs OCI images as microVMs with Cloud Hypervisor or QEMU, on the machine Terraform runs on or on a " +
+			"host reached over SSH (`host`). Every top-level setting can also come from a `HYPEMAN_*` environment variable; the " +
+			"configuration wins. The `ssh` block is read from the configuration only, with OpenSSH's own defaults (`SSH_AUTH_SOCK`, " +
+			"`~/.ssh/config`, `~/.ssh/known_hosts`). Host networking is the exception that needs the configuration: it is on only " +
+			"with a `network` block, because " + networkOptIn + ".",
 		Attributes: map[string]schema.Attribute{
+			"host": hostAttribute(),
 			"data_dir": schema.StringAttribute{
-				MarkdownDescription: "Where instances, the image cache and the kernel/initrd cache live on the host. " +
+				MarkdownDescription: "Where instances, the image cache and the kernel/initrd cache live: an absolute path " + onHost + ". " +
 					"Defaults to `$HYPEMAN_DATA_DIR`, else `" + instances.DefaultDataDir + "`.",
 				Optional: true,
 			},
@@ -72,18 +80,18 @@ func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 				Validators: []validator.String{stringvalidator.OneOf(acceleratorNames...)},
 			},
 			"kernel": schema.StringAttribute{
-				MarkdownDescription: "The guest kernel on the host: an uncompressed PVH `vmlinux` or a distribution `bzImage` " +
+				MarkdownDescription: "The guest kernel, a path " + onHost + ": an uncompressed PVH `vmlinux` or a distribution `bzImage` " +
 					"(its vmlinux is extracted once and cached). Defaults to `$HYPEMAN_KERNEL`, else `" + defaultKernel + "`.",
 				Optional: true,
 			},
 			"kernel_modules": schema.StringAttribute{
-				MarkdownDescription: "The kernel's module directory on the host (`lib/modules/<release>`); the drivers the kernel " +
+				MarkdownDescription: "The kernel's module directory (`lib/modules/<release>`), a path " + onHost + "; the drivers the kernel " +
 					"lacks (virtio, erofs, ext4, overlay) are copied into the initrd. Defaults to `$HYPEMAN_KERNEL_MODULES`, else `" +
 					defaultKernelModules + "` when it exists, else none (everything built into the kernel).",
 				Optional: true,
 			},
 			"busybox": schema.StringAttribute{
-				MarkdownDescription: "A static busybox on the host, which the guest init runs on. Defaults to `$HYPEMAN_BUSYBOX`, " +
+				MarkdownDescription: "A static busybox, a path " + onHost + ", which the guest init runs on. Defaults to `$HYPEMAN_BUSYBOX`, " +
 					"else `" + system.DefaultBusybox + "`.",
 				Optional: true,
 			},
@@ -93,7 +101,7 @@ func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 				Optional: true,
 			},
 		},
-		Blocks: map[string]schema.Block{"network": networkBlock()},
+		Blocks: map[string]schema.Block{"network": networkBlock(), "ssh": sshBlock()},
 	}
 }
 
@@ -104,11 +112,15 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		return
 	}
 	unknown := func(at path.Path, name, env string) {
+		or := ""
+		if env != "" {
+			or = ", or set " + env
+		}
 		resp.Diagnostics.AddAttributeError(at, "Unknown Provider Setting",
-			fmt.Sprintf("%s is known only after apply, but the provider needs it to plan. Use a value known at plan time, or set %s.", name, env))
+			fmt.Sprintf("%s is known only after apply, but the provider needs it to plan. Use a value known at plan time%s.", name, or))
 	}
 	for name, isUnknown := range map[string]bool{
-		"data_dir": cfg.DataDir.IsUnknown(), "hypervisor": cfg.Hypervisor.IsUnknown(), "accelerator": cfg.Accelerator.IsUnknown(),
+		"host": cfg.Host.IsUnknown(), "data_dir": cfg.DataDir.IsUnknown(), "hypervisor": cfg.Hypervisor.IsUnknown(), "accelerator": cfg.Accelerator.IsUnknown(),
 		"kernel": cfg.Kernel.IsUnknown(), "kernel_modules": cfg.KernelModules.IsUnknown(), "busybox": cfg.Busybox.IsUnknown(),
 		"compress_snapshots": cfg.CompressSnapshots.IsUnknown(),
 	} {
@@ -126,6 +138,13 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 			}
 		}
 	}
+	if cfg.SSH != nil {
+		for setting, isUnknown := range cfg.SSH.unknown() {
+			if isUnknown {
+				unknown(path.Root("ssh").AtName(setting), "ssh "+setting, "")
+			}
+		}
+	}
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -135,7 +154,12 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		return
 	}
 
-	h := newHost(s)
+	h, release, diags := connectHost(ctx, s.Host, s.SSH)
+	resp.Diagnostics.Append(diags...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
+	p.hold(release)
 	drivers := builtinDrivers()
 	hypervisor, diags := chooseHypervisor(ctx, h, drivers, s.Hypervisor)
 	resp.Diagnostics.Append(diags...)
@@ -171,8 +195,12 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		resp.Diagnostics.AddAttributeError(path.Root("network"), "Unable to Configure Provider", err.Error())
 		return
 	}
+	where := "this machine"
+	if sh, ok := h.(fmt.Stringer); ok {
+		where = sh.String()
+	}
 	tflog.Info(ctx, "configured hypeman", map[string]any{
-		"data_dir": s.DataDir, "hypervisor": hypervisor, "accelerator": s.Accelerator, "kernel": s.Kernel,
+		"host": where, "data_dir": s.DataDir, "hypervisor": hypervisor, "accelerator": s.Accelerator, "kernel": s.Kernel,
 		"kernel_modules": s.KernelModules, "busybox": s.Busybox, "compress_snapshots": s.CompressSnapshots,
 		"network": s.Network.Enabled, "bridge": s.Network.Bridge, "subnet": s.Network.Subnet, "uplink": s.Network.Uplink,
 	})
@@ -202,8 +230,19 @@ func providerDataFrom(data any, diags *diag.Diagnostics) providerData {
 	return *pd
 }
 
-// newHost is where VMs run. Today that is this machine; a host + ssh block will select an SSH host here.
-func newHost(settings) host.Host { return host.Local{} }
+// hold keeps the host connection of the latest Configure and releases the one before. Terraform
+// configures a provider once per process, but a process that serves several runs (as the tests'
+// does) must not pile up connections. The new connection is made first, so an unchanged host
+// keeps its connection instead of logging in again.
+func (p *HypemanProvider) hold(release func()) {
+	p.mu.Lock()
+	prev := p.release
+	p.release = release
+	p.mu.Unlock()
+	if prev != nil {
+		prev()
+	}
+}
 
 // builtinDrivers are the VMM drivers compiled into the provider, in order of preference: without
 // a configured hypervisor, the first one installed on the host is the default.

@@ -26,6 +26,7 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/qemu"
 )
 
@@ -247,7 +248,7 @@ func (p *HypemanProvider) hold(release func()) {
 // builtinDrivers are the VMM drivers compiled into the provider, in order of preference: without
 // a configured hypervisor, the first one installed on the host is the default.
 func builtinDrivers() []vmm.Driver {
-	return []vmm.Driver{qemu.New()}
+	return []vmm.Driver{cloudhypervisor.New(), qemu.New()}
 }
 
 // chooseHypervisor returns the configured hypervisor when it is built in and installed, or the

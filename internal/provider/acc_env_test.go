@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -102,24 +101,7 @@ var countRE = regexp.MustCompile(`(\S+) count=(\d+)`)
 func (e *accEnv) instanceDir(id string) string { return filepath.Join(e.dataDir, "guests", id) }
 
 // vmmPIDs lists the live processes whose command line mentions dir (the VMM of that instance).
-func vmmPIDs(dir string) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !bytes.Contains(cmdline, []byte(dir)) {
-			continue
-		}
-		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !bytes.Contains(stat, []byte(") Z ")) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
+func vmmPIDs(dir string) []int { return testutil.ProcessesMentioning(dir) }
 
 func (e *accEnv) killVMMs(t *testing.T) {
 	for _, pid := range vmmPIDs(e.dataDir) {

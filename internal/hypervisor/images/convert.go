@@ -25,7 +25,7 @@ func (s *Store) ensure(ctx context.Context, ref string, r resolved) (*Image, err
 
 	img, err := s.Lookup(ctx, r.digest)
 	if err == nil {
-		s.log("image cached", map[string]any{"ref": ref, "digest": r.digest})
+		s.log(ctx, "image cached", map[string]any{"ref": ref, "digest": r.digest})
 		return img, nil
 	}
 	if !errors.Is(err, ErrNotFound) {
@@ -59,12 +59,12 @@ func (s *Store) convert(ctx context.Context, ref string, r resolved) (err error)
 		return err
 	}
 
-	s.log("image extract", map[string]any{"ref": ref, "digest": r.digest, "dir": root})
+	s.log(ctx, "image extract", map[string]any{"ref": ref, "digest": r.digest, "dir": root})
 	if err := s.extract(ctx, r, root); err != nil {
 		return err
 	}
 	rootfs := path.Join(tmp, rootfsName)
-	s.log("image mkfs.erofs", map[string]any{"ref": ref, "digest": r.digest, "file": rootfs})
+	s.log(ctx, "image mkfs.erofs", map[string]any{"ref": ref, "digest": r.digest, "file": rootfs})
 	// Uncompressed: the guest reads it under emulation, where decompression costs more than the disk.
 	if _, err := s.host.Run(ctx, nil, "mkfs.erofs", "--quiet", "--preserve-mtime", rootfs, root); err != nil {
 		return fmt.Errorf("make erofs: %w", err)
@@ -98,7 +98,7 @@ func (s *Store) convert(ctx context.Context, ref string, r resolved) (err error)
 	if err := s.host.Rename(ctx, tmp, final); err != nil {
 		return fmt.Errorf("publish %s: %w", final, err)
 	}
-	s.log("image converted", map[string]any{"ref": ref, "digest": r.digest, "bytes": fi.Size()})
+	s.log(ctx, "image converted", map[string]any{"ref": ref, "digest": r.digest, "bytes": fi.Size()})
 	return nil
 }
 

@@ -76,7 +76,7 @@ type Store struct {
 	platform v1.Platform
 
 	// Log, when set, receives one line per step of a pull.
-	Log func(msg string, fields map[string]any)
+	Log func(ctx context.Context, msg string, fields map[string]any)
 
 	// onConvert is called once per conversion; tests count conversions with it.
 	onConvert func(digest string)
@@ -106,7 +106,7 @@ func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 	if d := src.pinnedDigest(); d != "" {
 		img, err := s.cachedByPin(ctx, d)
 		if err == nil {
-			s.log("image cached", map[string]any{"ref": ref, "digest": img.Digest})
+			s.log(ctx, "image cached", map[string]any{"ref": ref, "digest": img.Digest})
 			img.Ref = ref
 			return img, nil
 		}
@@ -118,7 +118,7 @@ func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.log("image resolved", map[string]any{"ref": ref, "digest": r.digest})
+	s.log(ctx, "image resolved", map[string]any{"ref": ref, "digest": r.digest})
 	img, err := s.ensure(ctx, ref, r)
 	if err != nil {
 		return nil, err
@@ -198,8 +198,8 @@ func (s *Store) writeAlias(ctx context.Context, indexDigest, digest string) erro
 	return nil
 }
 
-func (s *Store) log(msg string, fields map[string]any) {
+func (s *Store) log(ctx context.Context, msg string, fields map[string]any) {
 	if s.Log != nil {
-		s.Log(msg, fields)
+		s.Log(ctx, msg, fields)
 	}
 }

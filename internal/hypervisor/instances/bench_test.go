@@ -128,7 +128,7 @@ func BenchmarkCreatePhases(b *testing.B) {
 			}
 		}
 	}
-	env.m.images.Log = func(msg string, _ map[string]any) {
+	env.m.images.Log = func(_ context.Context, msg string, _ map[string]any) {
 		if msg == "image converted" {
 			mu.Lock()
 			conversions++

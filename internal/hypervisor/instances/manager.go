@@ -95,6 +95,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	l := layout{opts.DataDir}
 	m := &Manager{opts: opts, host: opts.Host, layout: l, images: images.NewStore(opts.Host, l.images())}
+	m.images.Log = opts.Log
 	if opts.Network.Enabled {
 		n, err := network.New(opts.Host, opts.Network, l.network())
 		if err != nil {

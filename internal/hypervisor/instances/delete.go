@@ -2,7 +2,11 @@ package instances
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
 // Delete removes an instance in any state: stop the VMM (by force if it hangs), remove every file
@@ -14,6 +18,9 @@ func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 	}
 	return m.withLock(ctx, id, func() error {
 		md, err := m.loadMetadata(ctx, id)
+		if errors.Is(err, errCorruptMetadata) {
+			return m.deleteDamaged(ctx, id, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -33,4 +40,43 @@ func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 		m.log(ctx, "deleted", map[string]any{"id": id, "name": md.Name})
 		return nil
 	})
+}
+
+// deleteDamaged removes an instance whose metadata cannot be read, so nothing says which VMM runs
+// it: whatever VMM answers on the directory's control sockets is stopped, the files go, and the
+// name and address that point at the id are freed.
+func (m *Manager) deleteDamaged(ctx context.Context, id string, cause error) error {
+	dir := m.layout.dir(id)
+	for name, drv := range m.opts.Drivers {
+		vm, err := drv.Connect(ctx, m.host, vmm.Config{Dir: dir})
+		if err != nil {
+			continue // nothing of this kind answers
+		}
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = vm.Quit(qctx)
+		cancel()
+		vm.Close()
+		if err != nil {
+			return fmt.Errorf("delete %s (%v): stop its %s: %w", id, cause, name, err)
+		}
+	}
+	if err := m.host.RemoveAll(ctx, dir); err != nil {
+		return fmt.Errorf("delete %s: remove its files: %w", id, err)
+	}
+	if m.net != nil {
+		if err := m.net.Release(ctx, id); err != nil {
+			return fmt.Errorf("delete %s: release its network address: %w", id, err)
+		}
+	}
+	names, err := m.host.ReadDir(ctx, m.layout.names())
+	if err != nil {
+		return fmt.Errorf("delete %s: find its name: %w", id, err)
+	}
+	for _, n := range names {
+		if err := m.releaseName(ctx, n.Name(), id); err != nil {
+			return fmt.Errorf("delete %s: release its name: %w", id, err)
+		}
+	}
+	m.log(ctx, "deleted an instance with unreadable metadata", map[string]any{"id": id, "cause": cause.Error()})
+	return nil
 }

@@ -511,3 +511,24 @@ func (env *testEnv) waitMemTotal(t *testing.T, inst *Instance, offset int, ok fu
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+func TestDeleteRemovesAnInstanceWhoseMetadataIsCorrupt(t *testing.T) {
+	env := newTestEnv(t)
+	ctx := testContext(t)
+	spec := env.spec("damaged")
+	spec.Entrypoint = []string{"/bin/sh", "-c", counterScript}
+	inst, err := env.m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(inst.Dir, "metadata.json"), []byte("{not json"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.m.Get(ctx, "damaged"); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("Get of a corrupt instance: %v", err)
+	}
+	env.deleteAndCheckGone(t, inst)
+	if _, err := env.m.Get(ctx, "damaged"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}

@@ -40,6 +40,10 @@ func (l layout) partialSnapshot(id string) string {
 	return path.Join(l.snapshots(id), "snapshot-latest.partial")
 }
 
+// errCorruptMetadata: metadata.json exists but cannot be read as one; Delete still removes such
+// an instance.
+var errCorruptMetadata = errors.New("corrupt instance metadata")
+
 // metadata is metadata.json: the desired config, what booted it, and the VMM's pid.
 type metadata struct {
 	ID          string            `json:"id"`
@@ -97,7 +101,7 @@ func (m *Manager) loadMetadata(ctx context.Context, id string) (*metadata, error
 	}
 	var md metadata
 	if err := json.Unmarshal(b, &md); err != nil {
-		return nil, fmt.Errorf("metadata of %s is corrupt: %w", id, err)
+		return nil, fmt.Errorf("%w: metadata of %s: %w", errCorruptMetadata, id, err)
 	}
 	return &md, nil
 }

@@ -81,26 +81,27 @@ func settableStates() string {
 	return strings.Join(names, ", ")
 }
 
-// sizeRule is what one size attribute accepts, mirroring instances.Spec.Validate.
+// sizeRule is one size attribute, checked by the manager's own rule for it (instances.SizeRules).
 type sizeRule struct {
-	field    string
-	min      int64
-	multiple int64
-	allowed  string
+	field   string
+	allowed string
 }
 
+func ruleFor(field string) sizeRule { return sizeRule{field, instances.SizeRules[field].Allowed} }
+
 var (
-	memoryRule  = sizeRule{"memory", instances.MinMemory, units.MiB, "at least " + units.Format(instances.MinMemory) + ", in whole MiB"}
-	hotplugRule = sizeRule{"hotplug_memory", 0, instances.HotplugStep, "0 or a multiple of " + units.Format(instances.HotplugStep)}
-	overlayRule = sizeRule{"overlay_size", instances.MinOverlay, units.MiB, "at least " + units.Format(instances.MinOverlay) + ", in whole MiB"}
+	memoryRule  = ruleFor("memory")
+	hotplugRule = ruleFor("hotplug_memory")
+	overlayRule = ruleFor("overlay_size")
 )
 
+// check parses s and applies the manager's rule; errors quote s as the user wrote it.
 func (r sizeRule) check(s string) error {
 	n, err := units.Parse(s)
 	if err != nil {
 		return &instances.FieldError{Field: r.field, Value: s, Allowed: units.Allowed}
 	}
-	if n < r.min || n%r.multiple != 0 {
+	if instances.CheckSize(r.field, n) != nil {
 		return &instances.FieldError{Field: r.field, Value: s, Allowed: r.allowed}
 	}
 	return nil

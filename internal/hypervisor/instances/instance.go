@@ -90,6 +90,28 @@ var (
 // NameRule describes valid names, for error messages and documentation.
 const NameRule = "1 to 63 characters: lower-case letters, digits and '-', starting and ending with a letter or digit"
 
+// SizeRule is what one size field accepts.
+type SizeRule struct {
+	Min, Multiple int64
+	Allowed       string // in words, for messages and documentation
+}
+
+// SizeRules are the manager's rules for the size fields of a Spec, by field name.
+var SizeRules = map[string]SizeRule{
+	"memory":         {MinMemory, units.MiB, "at least " + units.Format(MinMemory) + ", in whole MiB"},
+	"hotplug_memory": {0, HotplugStep, "0 or a multiple of " + units.Format(HotplugStep)},
+	"overlay_size":   {MinOverlay, units.MiB, "at least " + units.Format(MinOverlay) + ", in whole MiB"},
+}
+
+// CheckSize checks n against the rule of a size field ("memory", "hotplug_memory", "overlay_size").
+func CheckSize(field string, n int64) error {
+	r := SizeRules[field]
+	if n < r.Min || n%r.Multiple != 0 {
+		return &FieldError{Field: field, Value: units.Format(n), Allowed: r.Allowed}
+	}
+	return nil
+}
+
 // ValidateName checks an instance name.
 func ValidateName(name string) error {
 	if len(name) > maxNameLength || !nameRE.MatchString(name) {
@@ -118,14 +140,13 @@ func (s *Spec) Validate() error {
 	if s.VCPUs < 1 || s.VCPUs > MaxVCPUs {
 		errs = append(errs, &FieldError{Field: "vcpus", Value: fmt.Sprint(s.VCPUs), Allowed: fmt.Sprintf("a whole number from 1 to %d", MaxVCPUs)})
 	}
-	if s.Memory < MinMemory || s.Memory%units.MiB != 0 {
-		errs = append(errs, &FieldError{Field: "memory", Value: units.Format(s.Memory), Allowed: "at least " + units.Format(MinMemory) + ", in whole MiB"})
-	}
-	if s.Hotplug < 0 || s.Hotplug%HotplugStep != 0 {
-		errs = append(errs, &FieldError{Field: "hotplug_memory", Value: units.Format(s.Hotplug), Allowed: "0 or a multiple of " + units.Format(HotplugStep)})
-	}
-	if s.OverlaySize < MinOverlay || s.OverlaySize%units.MiB != 0 {
-		errs = append(errs, &FieldError{Field: "overlay_size", Value: units.Format(s.OverlaySize), Allowed: "at least " + units.Format(MinOverlay) + ", in whole MiB"})
+	for _, f := range []struct {
+		field string
+		n     int64
+	}{{"memory", s.Memory}, {"hotplug_memory", s.Hotplug}, {"overlay_size", s.OverlaySize}} {
+		if err := CheckSize(f.field, f.n); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	for i, a := range s.Entrypoint {
 		if strings.ContainsRune(a, 0) {

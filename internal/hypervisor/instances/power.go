@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"strings"
@@ -173,12 +174,26 @@ func (m *Manager) consoleSize(ctx context.Context, id string) int64 {
 	return 0
 }
 
+// consoleSince reads the console from offset on. The console keeps the history of every boot, so
+// the boot wait, which polls it, seeks past what it has already seen instead of reading it all.
 func (m *Manager) consoleSince(ctx context.Context, id string, offset int64) []byte {
-	b, err := m.host.ReadFile(ctx, m.layout.console(id))
-	if err != nil || int64(len(b)) < offset {
+	f, err := m.host.Open(ctx, m.layout.console(id))
+	if err != nil {
 		return nil
 	}
-	return b[offset:]
+	defer f.Close()
+	if s, ok := f.(io.Seeker); ok {
+		if _, err := s.Seek(offset, io.SeekStart); err != nil {
+			return nil
+		}
+	} else if n, err := io.CopyN(io.Discard, f, offset); err != nil || n < offset {
+		return nil
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 func (m *Manager) consoleTail(ctx context.Context, id string, offset int64) string {

@@ -25,7 +25,7 @@ func (m *Manager) accelerator(ctx context.Context, drv vmm.Driver, sys *system.A
 	if !ok {
 		return "kvm", nil
 	}
-	version, err := drv.Version(ctx, m.host)
+	version, err := m.vmmVersion(ctx, drv)
 	if err != nil {
 		return "", err
 	}

@@ -51,6 +51,9 @@ type Manager struct {
 
 	accelMu sync.Mutex // one KVM probe at a time
 
+	versionsMu sync.Mutex
+	versions   map[string]string // VMM version by driver, asked once per manager
+
 	net      *network.Network // nil when instances get no network
 	netMu    sync.Mutex       // one host network setup at a time
 	netReady bool
@@ -123,6 +126,25 @@ func (m *Manager) driver(name string) (vmm.Driver, error) {
 		return nil, fmt.Errorf("%w: hypervisor %q is not configured on this provider", ErrInvalidConfig, name)
 	}
 	return d, nil
+}
+
+// vmmVersion is the installed version of drv's VMM. Asking runs the binary, so it is asked once
+// per manager (a provider process), not on every boot, probe and restore.
+func (m *Manager) vmmVersion(ctx context.Context, drv vmm.Driver) (string, error) {
+	m.versionsMu.Lock()
+	defer m.versionsMu.Unlock()
+	if v, ok := m.versions[drv.Name()]; ok {
+		return v, nil
+	}
+	v, err := drv.Version(ctx, m.host)
+	if err != nil {
+		return "", err
+	}
+	if m.versions == nil {
+		m.versions = map[string]string{}
+	}
+	m.versions[drv.Name()] = v
+	return v, nil
 }
 
 // Get returns an instance by id or name, with its live state.

@@ -61,7 +61,7 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 		return err
 	}
 	lap("config_disk")
-	version, err := drv.Version(ctx, m.host)
+	version, err := m.vmmVersion(ctx, drv)
 	if err != nil {
 		return fmt.Errorf("%s version: %w", drv.Name(), err)
 	}

@@ -66,7 +66,7 @@ func (m *Manager) restore(ctx context.Context, md *metadata) error {
 
 // checkRestorable refuses a snapshot that the installed VMM or the kernel could not resume.
 func (m *Manager) checkRestorable(ctx context.Context, drv vmm.Driver, md *metadata) error {
-	version, err := drv.Version(ctx, m.host)
+	version, err := m.vmmVersion(ctx, drv)
 	if err != nil {
 		return fmt.Errorf("%s version: %w", drv.Name(), err)
 	}

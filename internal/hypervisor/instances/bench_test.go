@@ -103,7 +103,6 @@ func realSnapshotMemory(b *testing.B) string {
 	if snapshotMemory.err != nil {
 		b.Fatal(snapshotMemory.err)
 	}
-	b.Cleanup(func() {}) // the file is removed by the OS temp cleaner; it is reused across benchmarks
 	return snapshotMemory.path
 }
 

@@ -43,6 +43,9 @@ func TestMain(m *testing.M) {
 	if shared.sysCache != "" {
 		os.RemoveAll(shared.sysCache)
 	}
+	if snapshotMemory.path != "" { // kept across benchmarks, removed with the test binary
+		os.RemoveAll(filepath.Dir(snapshotMemory.path))
+	}
 	os.Exit(code)
 }
 

@@ -65,9 +65,6 @@ func NewSizeValue(bytes int64) SizeValue {
 	return SizeValue{StringValue: basetypes.NewStringValue(s)}
 }
 
-// SizeNull is an unset size.
-func SizeNull() SizeValue { return SizeValue{StringValue: basetypes.NewStringNull()} }
-
 func (v SizeValue) Type(context.Context) attr.Type { return SizeType{} }
 
 func (v SizeValue) Equal(o attr.Value) bool {

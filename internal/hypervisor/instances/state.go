@@ -32,9 +32,6 @@ var hops = map[State][]State{
 	Standby:  {Paused, Stopped},
 }
 
-// CanHop reports whether from → to is a single legal transition.
-func CanHop(from, to State) bool { return slices.Contains(hops[from], to) }
-
 // ParseState accepts a settable state, case-insensitively, and returns its canonical spelling.
 func ParseState(s string) (State, error) {
 	for _, st := range Settable {

@@ -31,7 +31,7 @@ func TestPlanCoversEveryPair(t *testing.T) {
 				continue
 			}
 			for i := 0; i+1 < len(got); i++ {
-				if !CanHop(got[i], got[i+1]) {
+				if !canHop(got[i], got[i+1]) {
 					t.Errorf("Plan(%s, %s) uses the illegal hop %s → %s", from, to, got[i], got[i+1])
 				}
 			}
@@ -56,3 +56,6 @@ func TestParseStateNamesTheAllowedValues(t *testing.T) {
 		t.Fatalf("ParseState(Hibernated) error = %v", err)
 	}
 }
+
+// canHop reports whether from → to is a single legal transition.
+func canHop(from, to State) bool { return slices.Contains(hops[from], to) }

@@ -13,7 +13,8 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
-// The on-disk layout of DESIGN.md §3. Paths are on the host, so they use package path.
+// The on-disk layout (docs/adr/0005-on-disk-layout.md). Paths are on the host, so they use
+// package path.
 type layout struct{ dataDir string }
 
 func (l layout) guests() string            { return path.Join(l.dataDir, "guests") }
@@ -44,8 +45,20 @@ func (l layout) partialSnapshot(id string) string {
 // an instance.
 var errCorruptMetadata = errors.New("corrupt instance metadata")
 
+// metadataVersion is the format of metadata.json this manager writes. A change of layout bumps it
+// and teaches loadMetadata to migrate the older format.
+const metadataVersion = 1
+
+// errNewerMetadata: metadata.json was written by a newer manager, in a format this one cannot read
+// safely.
+var errNewerMetadata = errors.New("instance metadata written by a newer provider")
+
 // metadata is metadata.json: the desired config, what booted it, and the VMM's pid.
 type metadata struct {
+	// FormatVersion is the layout of this file; 0 (absent) was written before the field existed
+	// and is version 1.
+	FormatVersion int `json:"format_version"`
+
 	ID          string            `json:"id"`
 	Name        string            `json:"name"`
 	Image       string            `json:"image"`
@@ -103,10 +116,16 @@ func (m *Manager) loadMetadata(ctx context.Context, id string) (*metadata, error
 	if err := json.Unmarshal(b, &md); err != nil {
 		return nil, fmt.Errorf("%w: metadata of %s: %w", errCorruptMetadata, id, err)
 	}
+	if md.FormatVersion > metadataVersion {
+		return nil, fmt.Errorf("%w: metadata of %s has format version %d, and this provider reads up to %d; upgrade the provider",
+			errNewerMetadata, id, md.FormatVersion, metadataVersion)
+	}
+	md.FormatVersion = metadataVersion // versions 0 and 1 are the same layout
 	return &md, nil
 }
 
 func (m *Manager) saveMetadata(ctx context.Context, md *metadata) error {
+	md.FormatVersion = metadataVersion
 	b, err := json.MarshalIndent(md, "", "  ")
 	if err != nil {
 		return err

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/logtail"
 )
 
 var _ Host = Local{}
@@ -212,9 +214,9 @@ func (Local) LookPath(_ context.Context, name string) (string, error) { return e
 
 // lastLines keeps the end of a long tool message, where the reason usually is.
 func lastLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) <= n {
+	lines, dropped := logtail.Lines(s, n)
+	if dropped == 0 {
 		return s
 	}
-	return "…" + strconv.Itoa(len(lines)-n) + " lines…\n" + strings.Join(lines[len(lines)-n:], "\n")
+	return "…" + strconv.Itoa(dropped) + " lines…\n" + strings.Join(lines, "\n")
 }

@@ -7,6 +7,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/logtail"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
 )
 
@@ -72,13 +73,9 @@ func vmmLogName(hypervisor string) string {
 
 // tail keeps the last lines of a console for an error message.
 func tail(b []byte) string {
-	s := strings.TrimRight(string(b), "\n")
-	if s == "" {
+	lines, _ := logtail.Lines(string(b), 15)
+	if len(lines) == 0 {
 		return ""
-	}
-	lines := strings.Split(s, "\n")
-	if len(lines) > 15 {
-		lines = lines[len(lines)-15:]
 	}
 	return "\nlast console lines:\n  " + strings.Join(lines, "\n  ")
 }

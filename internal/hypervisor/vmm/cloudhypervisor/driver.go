@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/logtail"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -256,11 +257,8 @@ func logTail(ctx context.Context, h host.Host, cfg vmm.Config) string {
 	if err != nil {
 		return "no output (" + err.Error() + ")"
 	}
-	const keep = 2048
-	if len(data) > keep {
-		data = data[len(data)-keep:]
-	}
-	return strings.TrimSpace(string(data))
+	lines, _ := logtail.Lines(strings.TrimSpace(string(data)), 20)
+	return strings.Join(lines, "\n")
 }
 
 // checkVersion ties the VMM that answered to the binary whose version was read, and refuses

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/logtail"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -127,10 +128,7 @@ func (p *process) output(ctx context.Context) string {
 	if p.logOffset <= int64(len(b)) {
 		b = b[p.logOffset:]
 	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
+	lines, _ := logtail.Lines(strings.TrimSpace(string(b)), 20)
 	return strings.Join(lines, "\n")
 }
 

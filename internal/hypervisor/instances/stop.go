@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -84,19 +86,10 @@ func (m *Manager) killVMM(ctx context.Context, md *metadata) error {
 	return fmt.Errorf("the %s process %d of %s did not exit after SIGKILL", md.Hypervisor, md.PID, md.Name)
 }
 
-// waitGone waits up to d for the VMM process to exit.
+// waitGone waits up to d for the VMM process to exit; a look that fails is asked again.
 func (m *Manager) waitGone(ctx context.Context, md *metadata, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		alive, err := m.host.ProcessAlive(ctx, md.PID, m.layout.dir(md.ID))
-		if err == nil && !alive {
-			return true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	gone := host.Exited(m.host, md.PID, m.layout.dir(md.ID))
+	return poll.Within(ctx, d, 50*time.Millisecond, poll.IgnoreErrors(gone)) == nil
 }
 
 // clearPID records that no VMM runs, and removes its socket and its TAP device.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/logtail"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -292,28 +293,24 @@ func (d *Driver) abandon(ctx context.Context, h host.Host, cfg vmm.Config, pid i
 // waitGone waits until process pid (0: unknown) has exited and its socket is gone; a socket left
 // by a process that died is removed.
 func waitGone(ctx context.Context, h host.Host, pid int, sock string) error {
-	for {
-		alive := false
-		if pid > 0 {
-			var err error
-			if alive, err = h.ProcessAlive(ctx, pid, sock); err != nil {
-				return err
-			}
-		}
-		_, statErr := h.Stat(ctx, sock)
-		socketGone := errors.Is(statErr, fs.ErrNotExist)
-		switch {
-		case !alive && socketGone:
-			return nil
-		case !alive && pid > 0:
-			return h.Remove(ctx, sock)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cloud-hypervisor (pid %d) is still running: %w", pid, ctx.Err())
-		case <-time.After(pollInterval):
-		}
+	gone := func(ctx context.Context) (bool, error) { // without a pid, the socket tells
+		_, err := h.Stat(ctx, sock)
+		return errors.Is(err, fs.ErrNotExist), nil
 	}
+	if pid > 0 {
+		gone = host.Exited(h, pid, sock)
+	}
+	err := poll.Until(ctx, pollInterval, gone)
+	if poll.Stopped(err) {
+		return fmt.Errorf("cloud-hypervisor (pid %d) is still running: %w", pid, err)
+	}
+	if err != nil || pid == 0 {
+		return err
+	}
+	if err := h.Remove(ctx, sock); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // checkConfig refuses a Config Cloud Hypervisor cannot run, naming the value and what is allowed.

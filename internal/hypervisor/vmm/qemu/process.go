@@ -12,6 +12,7 @@ import (
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/logtail"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -134,20 +135,11 @@ func (p *process) output(ctx context.Context) string {
 
 // waitExit waits until pid, a QEMU for the instance directory dir, has gone.
 func waitExit(ctx context.Context, h host.Host, pid int, dir string) error {
-	for {
-		alive, err := h.ProcessAlive(ctx, pid, dir)
-		if err != nil {
-			return err
-		}
-		if !alive {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for QEMU (pid %d) to exit: %w", pid, ctx.Err())
-		case <-time.After(pollInterval):
-		}
+	err := poll.Until(ctx, pollInterval, host.Exited(h, pid, dir))
+	if poll.Stopped(err) {
+		return fmt.Errorf("waiting for QEMU (pid %d) to exit: %w", pid, err)
 	}
+	return err
 }
 
 // readPID is the pid of the live QEMU for cfg from its pid file, or 0 when there is none.

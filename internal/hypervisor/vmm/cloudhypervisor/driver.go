@@ -234,22 +234,27 @@ func (d *Driver) start(ctx context.Context, h host.Host, cfg vmm.Config) (int, *
 func (d *Driver) waitForAPI(ctx context.Context, h host.Host, c *client, pid int, cfg vmm.Config) (vmmPing, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.startTimeout())
 	defer cancel()
-	for {
+	var ping vmmPing
+	var pingErr error
+	err := poll.Until(ctx, pollInterval, func(ctx context.Context) (bool, error) {
 		pingCtx, pingCancel := context.WithTimeout(ctx, time.Second)
-		ping, err := c.ping(pingCtx)
+		ping, pingErr = c.ping(pingCtx)
 		pingCancel()
-		if err == nil {
-			return ping, nil
+		if pingErr == nil {
+			return true, nil
 		}
 		if alive, aliveErr := h.ProcessAlive(ctx, pid, c.socket); aliveErr == nil && !alive {
-			return vmmPing{}, fmt.Errorf("cloud-hypervisor (pid %d) exited before answering on %s: %s", pid, c.socket, logTail(ctx, h, cfg))
+			return false, fmt.Errorf("cloud-hypervisor (pid %d) exited before answering on %s: %s", pid, c.socket, logTail(ctx, h, cfg))
 		}
-		select {
-		case <-ctx.Done():
-			return vmmPing{}, fmt.Errorf("cloud-hypervisor (pid %d) did not answer on %s within %v: %w", pid, c.socket, d.startTimeout(), err)
-		case <-time.After(pollInterval):
-		}
+		return false, nil
+	})
+	if poll.Stopped(err) {
+		return vmmPing{}, fmt.Errorf("cloud-hypervisor (pid %d) did not answer on %s within %v: %w", pid, c.socket, d.startTimeout(), pingErr)
 	}
+	if err != nil {
+		return vmmPing{}, err
+	}
+	return ping, nil
 }
 
 // logTail is the end of the VMM's output, where the reason it exited is.

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/logtail"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 )
 
 var _ Host = Local{}
@@ -192,22 +193,18 @@ func (Local) Lock(ctx context.Context, path string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	for {
+	err = poll.Until(ctx, 20*time.Millisecond, func(context.Context) (bool, error) {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return false, nil
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+		return true, err
+	})
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
+	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
 }
 
 func (Local) LookPath(_ context.Context, name string) (string, error) { return exec.LookPath(name) }

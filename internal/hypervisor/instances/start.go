@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/images"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
@@ -126,29 +127,30 @@ func (m *Manager) waitStarted(ctx context.Context, md *metadata, offset int64) e
 		ctx, cancel = context.WithTimeout(ctx, BootTimeout)
 		defer cancel()
 	}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		console := m.consoleSince(ctx, md.ID, offset)
+	var console []byte
+	looks := 0
+	err := poll.Until(ctx, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+		console = m.consoleSince(ctx, md.ID, offset)
 		if bytes.Contains(console, []byte(system.MarkerStarted)) {
-			return nil
+			return true, nil
 		}
 		if i := bytes.Index(console, []byte(system.MarkerError)); i >= 0 {
 			line, _, _ := bytes.Cut(console[i+len(system.MarkerError):], []byte("\n"))
-			return fmt.Errorf("the guest could not start the program: %s%s", strings.TrimSpace(string(line)), tail(console))
+			return false, fmt.Errorf("the guest could not start the program: %s%s", strings.TrimSpace(string(line)), tail(console))
 		}
-		if i%5 == 0 {
+		if looks%5 == 0 {
 			alive, err := m.host.ProcessAlive(ctx, md.PID, m.layout.dir(md.ID))
 			if err == nil && !alive {
-				return fmt.Errorf("the %s process exited before the guest started the program%s%s", md.Hypervisor, tail(console), m.vmmOutputTail(ctx, md))
+				return false, fmt.Errorf("the %s process exited before the guest started the program%s%s", md.Hypervisor, tail(console), m.vmmOutputTail(ctx, md))
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the guest did not start the program in time (%w)%s", ctx.Err(), tail(console))
-		case <-tick.C:
-		}
+		looks++
+		return false, nil
+	})
+	if poll.Stopped(err) {
+		return fmt.Errorf("the guest did not start the program in time (%w)%s", err, tail(console))
 	}
+	return err
 }
 
 func (m *Manager) growMemory(ctx context.Context, md *metadata) {

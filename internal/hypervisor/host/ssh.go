@@ -22,7 +22,8 @@ var _ Host = (*SSH)(nil)
 type SSH struct {
 	c         *sshConn
 	closeOnce sync.Once
-	lz4Once   sync.Once
+	lz4Mu     sync.Mutex
+	lz4Known  bool   // the host answered where its lz4 is
 	lz4Path   string // the host's lz4, "" when it has none
 }
 

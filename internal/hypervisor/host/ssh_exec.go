@@ -211,15 +211,24 @@ func (s *SSH) Signal(ctx context.Context, pid int, sig syscall.Signal) error {
 }
 
 func (s *SSH) LookPath(ctx context.Context, name string) (string, error) {
+	p, _, err := s.lookPath(ctx, name)
+	return p, err
+}
+
+// lookPath is LookPath, and whether the host's shell answered: it said where name is, or ran and
+// said there is none. A lookup that was cancelled, refused or cut off has no answer.
+func (s *SSH) lookPath(ctx context.Context, name string) (p string, answered bool, err error) {
 	out, err := s.Run(ctx, nil, "sh", "-c", `command -v "$1"`, "sh", name)
-	p := strings.TrimSpace(string(out))
+	p = strings.TrimSpace(string(out))
 	if errors.Is(err, ErrConnectionLost) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return "", err
+		return "", false, err
 	}
 	if err != nil || !strings.HasPrefix(p, "/") {
-		return "", &exec.Error{Name: name, Err: exec.ErrNotFound}
+		var exit *ssh.ExitError
+		answered = err == nil || errors.As(err, &exit) && exit.Signal() == ""
+		return "", answered, &exec.Error{Name: name, Err: exec.ErrNotFound}
 	}
-	return p, nil
+	return p, true, nil
 }
 
 // shellJoin makes a command line that a POSIX shell splits back into exactly argv: every item is
@@ -237,17 +246,32 @@ var _ LZ4er = (*SSH)(nil)
 // LZ4 runs the host's own lz4 (frame format, level 1, as the provider writes it), so a snapshot's
 // memory never crosses the network. Without lz4 on the host it reports handled = false.
 func (s *SSH) LZ4(ctx context.Context, src, dst string, decompress bool) (bool, error) {
-	s.lz4Once.Do(func() { s.lz4Path, _ = s.LookPath(ctx, "lz4") })
-	if s.lz4Path == "" {
+	lz4 := s.lz4(ctx)
+	if lz4 == "" {
 		return false, nil
 	}
 	mode := "-1"
 	if decompress {
 		mode = "-d"
 	}
-	if _, err := s.Run(ctx, nil, s.lz4Path, mode, "-q", "-f", src, dst); err != nil {
+	if _, err := s.Run(ctx, nil, lz4, mode, "-q", "-f", src, dst); err != nil {
 		_ = s.Remove(context.WithoutCancel(ctx), dst)
 		return true, err
 	}
 	return true, nil
+}
+
+// lz4 is the host's lz4, "" when it has none or the lookup got no answer. Only an answer is
+// remembered: a lookup that was cancelled or lost its connection is made again next time.
+func (s *SSH) lz4(ctx context.Context) string {
+	s.lz4Mu.Lock()
+	defer s.lz4Mu.Unlock()
+	if !s.lz4Known {
+		p, answered, _ := s.lookPath(ctx, "lz4")
+		if !answered {
+			return ""
+		}
+		s.lz4Known, s.lz4Path = true, p
+	}
+	return s.lz4Path
 }

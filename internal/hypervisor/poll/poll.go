@@ -16,8 +16,8 @@ type Cond func(ctx context.Context) (done bool, err error)
 // ErrTimeout is why Within stopped when its timeout passed before its condition held.
 var ErrTimeout = errors.New("timed out")
 
-// Until tries cond at once and then again after every pause of every, until cond is done (Until
-// returns nil) or fails (its error, as it is). When ctx ends first, Until returns ctx's error,
+// Until tries cond at once and then again after each pause of length every, until cond is done
+// (Until returns nil) or fails (its error, as it is). When ctx ends first, Until returns ctx's error,
 // which Stopped tells from a failure of cond. The first try is made even when ctx has ended
 // already, so that a look that needs no context still gets its answer.
 func Until(ctx context.Context, every time.Duration, cond Cond) error {
@@ -31,9 +31,9 @@ func Within(ctx context.Context, timeout, every time.Duration, cond Cond) error 
 	return wait(ctx, every, every, time.Now().Add(timeout), cond)
 }
 
-// Backoff is Until with a pause that starts at first and doubles after every try, up to max.
-func Backoff(ctx context.Context, first, max time.Duration, cond Cond) error {
-	return wait(ctx, first, max, time.Time{}, cond)
+// Backoff is Until with a pause that starts at first and doubles after every try, up to longest.
+func Backoff(ctx context.Context, first, longest time.Duration, cond Cond) error {
+	return wait(ctx, first, longest, time.Time{}, cond)
 }
 
 // IgnoreErrors is cond with its errors taken as "not yet": a look that fails is asked again.
@@ -58,7 +58,7 @@ type stopped struct{ cause error }
 func (s stopped) Error() string { return s.cause.Error() }
 func (s stopped) Unwrap() error { return s.cause }
 
-func wait(ctx context.Context, pause, max time.Duration, deadline time.Time, cond Cond) error {
+func wait(ctx context.Context, pause, longest time.Duration, deadline time.Time, cond Cond) error {
 	for {
 		done, err := cond(ctx)
 		if s, ok := err.(stopped); ok {
@@ -73,7 +73,7 @@ func wait(ctx context.Context, pause, max time.Duration, deadline time.Time, con
 		if err := sleep(ctx, pause); err != nil {
 			return stopped{err}
 		}
-		pause = min(pause*2, max)
+		pause = min(pause*2, longest)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"net"
 	"syscall"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 )
 
 // Host is one machine that runs VMs. Every path is a path on that machine.
@@ -57,4 +59,13 @@ type Host interface {
 // the host cannot do it, and the caller streams instead.
 type LZ4er interface {
 	LZ4(ctx context.Context, src, dst string, decompress bool) (handled bool, err error)
+}
+
+// Exited is the condition that process pid, which ProcessAlive knows by marker, has exited. Every
+// wait for a process to end is poll.Until or poll.Within on it.
+func Exited(h Host, pid int, marker string) poll.Cond {
+	return func(ctx context.Context) (bool, error) {
+		alive, err := h.ProcessAlive(ctx, pid, marker)
+		return err == nil && !alive, err
+	}
 }

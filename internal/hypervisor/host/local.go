@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/logtail"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 )
 
 var _ Host = Local{}
@@ -190,31 +193,27 @@ func (Local) Lock(ctx context.Context, path string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	for {
+	err = poll.Until(ctx, 20*time.Millisecond, func(context.Context) (bool, error) {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return false, nil
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+		return true, err
+	})
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
+	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
 }
 
 func (Local) LookPath(_ context.Context, name string) (string, error) { return exec.LookPath(name) }
 
 // lastLines keeps the end of a long tool message, where the reason usually is.
 func lastLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) <= n {
+	lines, dropped := logtail.Lines(s, n)
+	if dropped == 0 {
 		return s
 	}
-	return "…" + strconv.Itoa(len(lines)-n) + " lines…\n" + strings.Join(lines[len(lines)-n:], "\n")
+	return "…" + strconv.Itoa(dropped) + " lines…\n" + strings.Join(lines, "\n")
 }

@@ -634,3 +634,61 @@ func TestLZ4RunsOnTheHostAndReadsBackAsFrames(t *testing.T) {
 		t.Fatalf("a failed decompression left its output: %v", err)
 	}
 }
+
+func TestLZ4AsksAgainAfterALookupThatGotNoAnswer(t *testing.T) {
+	testutil.RequireTool(t, "lz4")
+	d := testutil.StartSSHD(t)
+	ctx := ctxT(t)
+	src := filepath.Join(t.TempDir(), "memory-ranges")
+	if err := os.WriteFile(src, bytes.Repeat([]byte("page\n"), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	compress := func(t *testing.T, s *SSH, ctx context.Context) bool {
+		t.Helper()
+		handled, err := s.LZ4(ctx, src, src+".lz4", false)
+		if handled && err != nil {
+			t.Fatalf("LZ4 compress: %v", err)
+		}
+		return handled
+	}
+
+	t.Run("cancelled", func(t *testing.T) {
+		// One session for commands: while a command holds it, the lookup waits until its
+		// context ends.
+		s := dialFixture(t, d, SSHConfig{MaxSessions: 3})
+		busyCtx, stopBusy := context.WithCancel(ctx)
+		busy := make(chan struct{})
+		go func() { defer close(busy); _, _ = s.Run(busyCtx, nil, "sleep", "30") }()
+		waitFor(t, func() bool { return len(s.c.execSlots) == cap(s.c.execSlots) }, "the command to hold the only session")
+		lctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		if compress(t, s, lctx) {
+			t.Fatal("LZ4 ran with no session to look lz4 up in")
+		}
+		stopBusy()
+		<-busy
+		if !compress(t, s, ctx) {
+			t.Fatal("a lookup cut off by its context is remembered as \"no lz4 on this host\"")
+		}
+	})
+
+	t.Run("a tool that is not there is an answer", func(t *testing.T) {
+		s := dialFixture(t, d, SSHConfig{})
+		_, answered, err := s.lookPath(ctx, "no-such-tool-hypeman")
+		if !answered || !errors.Is(err, exec.ErrNotFound) {
+			t.Fatalf("looking up a missing tool: answered=%v err=%v, want an answer with exec.ErrNotFound", answered, err)
+		}
+	})
+
+	t.Run("connection lost", func(t *testing.T) {
+		s := dialFixture(t, d, SSHConfig{})
+		d.Stop(t)
+		if compress(t, s, ctx) {
+			t.Fatal("LZ4 ran with the server down")
+		}
+		d.Start(t)
+		if !compress(t, s, ctx) {
+			t.Fatal("a lookup that lost its connection is remembered as \"no lz4 on this host\"")
+		}
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -71,18 +72,10 @@ func waitRelay(ctx context.Context, h host.Host, cfg vmm.Config) error {
 	}
 	graceCtx, cancel := context.WithTimeout(ctx, relayGrace)
 	defer cancel()
-	for {
-		// The serial file's path tells the relay from a process that reuses its pid.
-		alive, err := h.ProcessAlive(graceCtx, pid, SerialPath(cfg))
-		if err == nil && !alive {
-			break
-		}
-		select {
-		case <-graceCtx.Done():
-			_ = h.Signal(ctx, pid, syscall.SIGKILL)
-			return fmt.Errorf("the console relay (pid %d) did not finish within %v after its VMM exited", pid, relayGrace)
-		case <-time.After(pollInterval):
-		}
+	// The serial file's path tells the relay from a process that reuses its pid.
+	if err := poll.Until(graceCtx, pollInterval, poll.IgnoreErrors(host.Exited(h, pid, SerialPath(cfg)))); err != nil {
+		_ = h.Signal(ctx, pid, syscall.SIGKILL)
+		return fmt.Errorf("the console relay (pid %d) did not finish within %v after its VMM exited", pid, relayGrace)
 	}
 	if err := h.Remove(ctx, relayPidPath(cfg)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("console relay: %w", err)

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/logtail"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -232,22 +234,27 @@ func (d *Driver) start(ctx context.Context, h host.Host, cfg vmm.Config) (int, *
 func (d *Driver) waitForAPI(ctx context.Context, h host.Host, c *client, pid int, cfg vmm.Config) (vmmPing, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.startTimeout())
 	defer cancel()
-	for {
+	var ping vmmPing
+	var pingErr error
+	err := poll.Until(ctx, pollInterval, func(ctx context.Context) (bool, error) {
 		pingCtx, pingCancel := context.WithTimeout(ctx, time.Second)
-		ping, err := c.ping(pingCtx)
+		ping, pingErr = c.ping(pingCtx)
 		pingCancel()
-		if err == nil {
-			return ping, nil
+		if pingErr == nil {
+			return true, nil
 		}
 		if alive, aliveErr := h.ProcessAlive(ctx, pid, c.socket); aliveErr == nil && !alive {
-			return vmmPing{}, fmt.Errorf("cloud-hypervisor (pid %d) exited before answering on %s: %s", pid, c.socket, logTail(ctx, h, cfg))
+			return false, fmt.Errorf("cloud-hypervisor (pid %d) exited before answering on %s: %s", pid, c.socket, logTail(ctx, h, cfg))
 		}
-		select {
-		case <-ctx.Done():
-			return vmmPing{}, fmt.Errorf("cloud-hypervisor (pid %d) did not answer on %s within %v: %w", pid, c.socket, d.startTimeout(), err)
-		case <-time.After(pollInterval):
-		}
+		return false, nil
+	})
+	if poll.Stopped(err) {
+		return vmmPing{}, fmt.Errorf("cloud-hypervisor (pid %d) did not answer on %s within %v: %w", pid, c.socket, d.startTimeout(), pingErr)
 	}
+	if err != nil {
+		return vmmPing{}, err
+	}
+	return ping, nil
 }
 
 // logTail is the end of the VMM's output, where the reason it exited is.
@@ -256,11 +263,8 @@ func logTail(ctx context.Context, h host.Host, cfg vmm.Config) string {
 	if err != nil {
 		return "no output (" + err.Error() + ")"
 	}
-	const keep = 2048
-	if len(data) > keep {
-		data = data[len(data)-keep:]
-	}
-	return strings.TrimSpace(string(data))
+	lines, _ := logtail.Lines(strings.TrimSpace(string(data)), 20)
+	return strings.Join(lines, "\n")
 }
 
 // checkVersion ties the VMM that answered to the binary whose version was read, and refuses
@@ -294,28 +298,24 @@ func (d *Driver) abandon(ctx context.Context, h host.Host, cfg vmm.Config, pid i
 // waitGone waits until process pid (0: unknown) has exited and its socket is gone; a socket left
 // by a process that died is removed.
 func waitGone(ctx context.Context, h host.Host, pid int, sock string) error {
-	for {
-		alive := false
-		if pid > 0 {
-			var err error
-			if alive, err = h.ProcessAlive(ctx, pid, sock); err != nil {
-				return err
-			}
-		}
-		_, statErr := h.Stat(ctx, sock)
-		socketGone := errors.Is(statErr, fs.ErrNotExist)
-		switch {
-		case !alive && socketGone:
-			return nil
-		case !alive && pid > 0:
-			return h.Remove(ctx, sock)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cloud-hypervisor (pid %d) is still running: %w", pid, ctx.Err())
-		case <-time.After(pollInterval):
-		}
+	gone := func(ctx context.Context) (bool, error) { // without a pid, the socket tells
+		_, err := h.Stat(ctx, sock)
+		return errors.Is(err, fs.ErrNotExist), nil
 	}
+	if pid > 0 {
+		gone = host.Exited(h, pid, sock)
+	}
+	err := poll.Until(ctx, pollInterval, gone)
+	if poll.Stopped(err) {
+		return fmt.Errorf("cloud-hypervisor (pid %d) is still running: %w", pid, err)
+	}
+	if err != nil || pid == 0 {
+		return err
+	}
+	if err := h.Remove(ctx, sock); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // checkConfig refuses a Config Cloud Hypervisor cannot run, naming the value and what is allowed.

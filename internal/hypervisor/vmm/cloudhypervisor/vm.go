@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -136,24 +137,23 @@ const memoryResizeTimeout = 15 * time.Second
 func (v *VM) waitMemory(ctx context.Context, bytes int64) error {
 	ctx, cancel := context.WithTimeout(ctx, memoryResizeTimeout)
 	defer cancel()
-	for {
+	var actual int64
+	err := poll.Until(ctx, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
 		info, err := v.c.info(ctx)
 		if err != nil {
-			return fmt.Errorf("set memory to %d bytes: %w", bytes, err)
+			return false, fmt.Errorf("set memory to %d bytes: %w", bytes, err)
 		}
 		want := bytes
 		if b := info.Config.Balloon; b != nil {
 			want -= b.Size
 		}
-		if info.MemoryActualSize == want {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("set memory to %d bytes: the guest has %d bytes after waiting: %w", bytes, info.MemoryActualSize, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+		actual = info.MemoryActualSize
+		return actual == want, nil
+	})
+	if poll.Stopped(err) {
+		return fmt.Errorf("set memory to %d bytes: the guest has %d bytes after waiting: %w", bytes, actual, err)
 	}
+	return err
 }
 
 // Quit shuts the VMM down and returns once its process and socket are gone and the console log

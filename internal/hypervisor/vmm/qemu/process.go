@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/logtail"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -65,41 +67,41 @@ func start(ctx context.Context, h host.Host, cfg vmm.Config, argv []string) (*pr
 // withMonitor waits until QEMU answers on its QMP socket and runs fn over that connection.
 func (p *process) withMonitor(ctx context.Context, fn func(*monitor) error) error {
 	sock := socketPath(p.cfg)
-	for {
+	var m *monitor
+	var dialErr error
+	err := poll.Until(ctx, pollInterval, func(ctx context.Context) (bool, error) {
 		alive, err := p.alive(ctx)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !alive {
-			return fmt.Errorf("%w (pid %d) before its QMP socket answered", errExited, p.pid)
+			return false, fmt.Errorf("%w (pid %d) before its QMP socket answered", errExited, p.pid)
 		}
-		m, err := dialMonitor(ctx, p.h, sock)
-		if err == nil {
-			defer m.Close()
-			return fn(m)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("QEMU (pid %d) did not answer on %s: %w (last error: %v)", p.pid, sock, ctx.Err(), err)
-		case <-time.After(pollInterval):
-		}
+		m, dialErr = dialMonitor(ctx, p.h, sock)
+		return dialErr == nil, nil
+	})
+	if poll.Stopped(err) {
+		return fmt.Errorf("QEMU (pid %d) did not answer on %s: %w (last error: %v)", p.pid, sock, err, dialErr)
 	}
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return fn(m)
 }
 
 // alive reports whether the process still runs. A process in the middle of exec shows no
 // command line yet, so "gone" is only believed when a second look agrees.
 func (p *process) alive(ctx context.Context) (bool, error) {
-	for look := 0; ; look++ {
-		alive, err := p.h.ProcessAlive(ctx, p.pid, p.cfg.Dir)
-		if err != nil || alive || look == 1 {
-			return alive, err
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(pollInterval):
-		}
-	}
+	var alive bool
+	looks := 0
+	err := poll.Until(ctx, pollInterval, func(ctx context.Context) (bool, error) {
+		looks++
+		var err error
+		alive, err = p.h.ProcessAlive(ctx, p.pid, p.cfg.Dir)
+		return alive || looks == 2, err
+	})
+	return alive, err
 }
 
 // fail kills the process (a failed start leaves no QEMU behind) and returns err with the end of
@@ -127,29 +129,17 @@ func (p *process) output(ctx context.Context) string {
 	if p.logOffset <= int64(len(b)) {
 		b = b[p.logOffset:]
 	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
+	lines, _ := logtail.Lines(strings.TrimSpace(string(b)), 20)
 	return strings.Join(lines, "\n")
 }
 
 // waitExit waits until pid, a QEMU for the instance directory dir, has gone.
 func waitExit(ctx context.Context, h host.Host, pid int, dir string) error {
-	for {
-		alive, err := h.ProcessAlive(ctx, pid, dir)
-		if err != nil {
-			return err
-		}
-		if !alive {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for QEMU (pid %d) to exit: %w", pid, ctx.Err())
-		case <-time.After(pollInterval):
-		}
+	err := poll.Until(ctx, pollInterval, host.Exited(h, pid, dir))
+	if poll.Stopped(err) {
+		return fmt.Errorf("waiting for QEMU (pid %d) to exit: %w", pid, err)
 	}
+	return err
 }
 
 // readPID is the pid of the live QEMU for cfg from its pid file, or 0 when there is none.

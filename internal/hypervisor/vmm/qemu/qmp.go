@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 )
 
 // errClosed means the QMP connection ended: QEMU closed it (it quit or died) or Close was called.
@@ -98,17 +99,34 @@ func dialMonitor(ctx context.Context, h host.Host, socket string) (*monitor, err
 // backlog of one, so while two others talk to it a connect fails with EAGAIN: that means "busy",
 // not "gone", and is retried until ctx ends (a refused connection is not retried: nobody listens).
 func dialBusy(ctx context.Context, h host.Host, socket string) (net.Conn, error) {
-	for delay := 5 * time.Millisecond; ; delay = min(delay*2, 200*time.Millisecond) {
-		conn, err := h.DialUnix(ctx, socket)
-		if err == nil || !errors.Is(err, syscall.EAGAIN) {
-			return conn, err
+	var conn net.Conn
+	var busy error
+	err := poll.Backoff(ctx, 5*time.Millisecond, 200*time.Millisecond, func(ctx context.Context) (bool, error) {
+		var err error
+		conn, err = h.DialUnix(ctx, socket)
+		if errors.Is(err, syscall.EAGAIN) {
+			busy = err
+			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (QEMU's monitor stayed busy with other clients)", err)
-		case <-time.After(delay):
-		}
+		return true, err
+	})
+	if poll.Stopped(err) {
+		return nil, fmt.Errorf("%w (QEMU's monitor stayed busy with other clients)", busy)
 	}
+	return conn, err
+}
+
+// whileOpen is ctx, ended also when QEMU closes the connection; stop releases it.
+func (m *monitor) whileOpen(ctx context.Context) (_ context.Context, stop context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-m.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // newMonitor takes over conn: it waits for QEMU's greeting and leaves command mode negotiated.

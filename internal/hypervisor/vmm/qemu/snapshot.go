@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -102,49 +103,54 @@ func (v *vm) Snapshot(ctx context.Context, dir string) error {
 
 // waitFile waits for the migration command to rename its output into place.
 func (v *vm) waitFile(ctx context.Context, p string) error {
-	for {
+	err := poll.Until(ctx, pollInterval, func(ctx context.Context) (bool, error) {
 		info, err := v.h.Stat(ctx, p)
-		if err == nil {
-			if info.Size() == 0 {
-				return fmt.Errorf("snapshot: QEMU wrote an empty memory image %s", p)
-			}
-			return nil
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return false, nil
+		case err != nil:
+			return false, err
+		case info.Size() == 0:
+			return false, fmt.Errorf("snapshot: QEMU wrote an empty memory image %s", p)
 		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("snapshot: waiting for the memory image %s: %w", p, ctx.Err())
-		case <-time.After(pollInterval):
-		}
+		return true, nil
+	})
+	if poll.Stopped(err) {
+		return fmt.Errorf("snapshot: waiting for the memory image %s: %w", p, err)
 	}
+	return err
 }
 
 // waitMigration polls query-migrate until the migration (outgoing or incoming) has completed.
 func waitMigration(ctx context.Context, m *monitor) error {
-	for {
+	var status string
+	open, stop := m.whileOpen(ctx)
+	defer stop()
+	// Each query runs under ctx itself: a monitor that closes mid-query says so in its own error.
+	err := poll.Until(open, pollInterval, func(context.Context) (bool, error) {
 		var info struct {
 			Status    string `json:"status"`
 			ErrorDesc string `json:"error-desc"`
 		}
 		if err := m.execute(ctx, "query-migrate", nil, &info); err != nil {
-			return err
+			return false, err
 		}
+		status = info.Status
 		switch info.Status {
 		case "completed":
-			return nil
+			return true, nil
 		case "failed", "cancelled":
-			return fmt.Errorf("migration %s: %s", info.Status, info.ErrorDesc)
+			return false, fmt.Errorf("migration %s: %s", info.Status, info.ErrorDesc)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for the migration (status %q): %w", info.Status, ctx.Err())
-		case <-m.done:
+		return false, nil
+	})
+	if poll.Stopped(err) {
+		if ctx.Err() == nil {
 			return fmt.Errorf("waiting for the migration: %w", m.err)
-		case <-time.After(pollInterval):
 		}
+		return fmt.Errorf("waiting for the migration (status %q): %w", status, ctx.Err())
 	}
+	return err
 }
 
 // shellQuote quotes a path for the shell that runs exec: migration commands. A path holding a

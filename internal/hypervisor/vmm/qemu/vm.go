@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
@@ -101,24 +102,15 @@ func (v *vm) SetMemory(ctx context.Context, bytes int64) error {
 		}
 		// virtio-mem plugs and unplugs asynchronously; wait until the guest has done it, so that a
 		// snapshot taken next holds only what was asked for.
-		deadline := time.Now().Add(memoryResizeTimeout)
-		for {
-			var size int64
-			if err := m.execute(ctx, "qom-get", qomArgs{Path: hotplugDevice, Property: "size"}, &size); err != nil {
-				return err
-			}
-			if size == want {
-				return nil
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("the guest holds %d bytes of hotplug memory after %s; %d were asked for", size, memoryResizeTimeout, want)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
+		var size int64
+		err := poll.Within(ctx, memoryResizeTimeout, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
+			err := m.execute(ctx, "qom-get", qomArgs{Path: hotplugDevice, Property: "size"}, &size)
+			return err == nil && size == want, err
+		})
+		if errors.Is(err, poll.ErrTimeout) {
+			return fmt.Errorf("the guest holds %d bytes of hotplug memory after %s; %d were asked for", size, memoryResizeTimeout, want)
 		}
+		return err
 	})
 }
 

@@ -172,14 +172,10 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 			s.KernelModules = defaultKernelModules
 		}
 	}
-	byName := make(map[string]vmm.Driver, len(drivers))
-	for _, d := range drivers {
-		byName[d.Name()] = d
-	}
 	m, err := instances.New(instances.Options{
 		Host:              h,
 		DataDir:           s.DataDir,
-		Drivers:           byName,
+		Drivers:           drivers,
 		DefaultHypervisor: hypervisor,
 		Accelerator:       s.Accelerator,
 		System:            system.Config{Kernel: s.Kernel, Modules: s.KernelModules, Busybox: s.Busybox},

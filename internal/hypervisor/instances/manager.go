@@ -27,8 +27,9 @@ type Logger func(ctx context.Context, msg string, fields map[string]any)
 type Options struct {
 	Host    host.Host
 	DataDir string // default /var/lib/hypeman
-	// Drivers by name ("qemu", "cloud-hypervisor"); DefaultHypervisor picks one when a Spec does not.
-	Drivers           map[string]vmm.Driver
+	// Drivers are the VMMs instances can run under, in order of preference; DefaultHypervisor
+	// (default: the first driver's name) picks one when a Spec does not.
+	Drivers           []vmm.Driver
 	DefaultHypervisor string
 	// Accelerator is "kvm", "tcg" or "auto" (kvm when the driver finds it usable).
 	Accelerator string
@@ -88,12 +89,15 @@ func New(opts Options) (*Manager, error) {
 	if len(opts.Drivers) == 0 {
 		return nil, errors.New("instance manager: no VMM driver configured")
 	}
-	if opts.DefaultHypervisor == "" {
-		for name := range opts.Drivers {
-			opts.DefaultHypervisor = name
+	for i, d := range opts.Drivers {
+		if driverNamed(opts.Drivers[:i], d.Name()) != nil {
+			return nil, fmt.Errorf("instance manager: two VMM drivers are named %q", d.Name())
 		}
 	}
-	if _, ok := opts.Drivers[opts.DefaultHypervisor]; !ok {
+	if opts.DefaultHypervisor == "" {
+		opts.DefaultHypervisor = opts.Drivers[0].Name()
+	}
+	if driverNamed(opts.Drivers, opts.DefaultHypervisor) == nil {
 		return nil, fmt.Errorf("instance manager: default hypervisor %q has no driver", opts.DefaultHypervisor)
 	}
 	l := layout{opts.DataDir}
@@ -121,11 +125,21 @@ func (m *Manager) log(ctx context.Context, msg string, fields map[string]any) {
 }
 
 func (m *Manager) driver(name string) (vmm.Driver, error) {
-	d, ok := m.opts.Drivers[name]
-	if !ok {
+	d := driverNamed(m.opts.Drivers, name)
+	if d == nil {
 		return nil, fmt.Errorf("%w: hypervisor %q is not configured on this provider", ErrInvalidConfig, name)
 	}
 	return d, nil
+}
+
+// driverNamed is the driver of the hypervisor name; nil when drivers has none.
+func driverNamed(drivers []vmm.Driver, name string) vmm.Driver {
+	for _, d := range drivers {
+		if d.Name() == name {
+			return d
+		}
+	}
+	return nil
 }
 
 // vmmVersion is the installed version of drv's VMM. Asking runs the binary, so it is asked once

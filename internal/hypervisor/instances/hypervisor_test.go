@@ -16,10 +16,12 @@ type namedDriver struct {
 	vmm.Driver
 	name      string
 	installed bool
+	socket    string
 }
 
 func (d namedDriver) Name() string                              { return d.name }
 func (d namedDriver) Available(context.Context, host.Host) bool { return d.installed }
+func (d namedDriver) SocketName() string                        { return d.socket }
 
 func TestDefaultHypervisorIsTheFirstDriver(t *testing.T) {
 	for _, first := range []string{"cloud-hypervisor", "qemu"} {
@@ -52,5 +54,18 @@ func TestNewRefusesAmbiguousOrMissingDrivers(t *testing.T) {
 				t.Fatalf("New: %v, want an error saying %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestDataDirLeavesRoomForTheLongestSocketName(t *testing.T) {
+	drivers := []vmm.Driver{namedDriver{name: "a", socket: "a.sock"}, namedDriver{name: "b", socket: "long-name.sock"}}
+	// /guests/ + a 26-character id + / + the socket + ".lock" within 107 bytes.
+	room := 107 - len("/guests/") - 26 - 1 - len("long-name.sock") - len(".lock")
+	for _, n := range []int{room, room + 1} {
+		dir := "/" + strings.Repeat("d", n-1)
+		_, err := New(Options{DataDir: dir, Drivers: drivers})
+		if fits := n <= room; fits != (err == nil) {
+			t.Errorf("data_dir of %d characters: %v, want fits = %v", n, err, fits)
+		}
 	}
 }

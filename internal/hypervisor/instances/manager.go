@@ -83,7 +83,7 @@ func New(opts Options) (*Manager, error) {
 	if opts.Log == nil {
 		opts.Log = func(context.Context, string, map[string]any) {}
 	}
-	if max := maxDataDirLen(); len(opts.DataDir) > max {
+	if max := maxDataDirLen(opts.Drivers); len(opts.DataDir) > max {
 		return nil, fmt.Errorf("%w: data_dir %q is %d characters long; VMM control sockets live under it and a unix socket path must stay under 108 bytes, so data_dir can have at most %d characters", ErrInvalidConfig, opts.DataDir, len(opts.DataDir), max)
 	}
 	if len(opts.Drivers) == 0 {
@@ -114,8 +114,15 @@ func New(opts Options) (*Manager, error) {
 }
 
 // maxDataDirLen keeps {data_dir}/guests/{ulid}/{socket} within a unix socket path (107 bytes and
-// a NUL), with room for the longest socket name.
-func maxDataDirLen() int { return 107 - len("/guests/") - 26 - len("/qmp.sock.lock") }
+// a NUL) for the longest socket name of drivers, plus a margin as long as ".lock" (a lock file
+// beside a socket is a plain file, which sun_path does not limit).
+func maxDataDirLen(drivers []vmm.Driver) int {
+	longest := 0
+	for _, d := range drivers {
+		longest = max(longest, len(d.SocketName()))
+	}
+	return 107 - len("/guests/") - 26 - len("/") - longest - len(".lock")
+}
 
 // DataDir is where this manager keeps its instances on the host.
 func (m *Manager) DataDir() string { return m.opts.DataDir }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"path"
 	"strings"
 	"syscall"
 	"time"
@@ -78,7 +77,7 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 	}
 	offset := m.consoleSize(ctx, md.ID)
 
-	_ = m.host.Remove(ctx, drv.SocketPath(cfg)) // a stale socket from a VMM that died
+	_ = m.host.Remove(ctx, vmm.SocketPath(drv, cfg)) // a stale socket from a VMM that died
 	if err := m.plugTap(ctx, md, cfg.Net); err != nil {
 		return err
 	}
@@ -201,19 +200,15 @@ func (m *Manager) consoleTail(ctx context.Context, id string, offset int64) stri
 }
 
 func (m *Manager) vmmOutputTail(ctx context.Context, md *metadata) string {
-	b, err := m.host.ReadFile(ctx, path.Join(m.layout.dir(md.ID), vmmLogName(md.Hypervisor)))
+	drv, err := m.driver(md.Hypervisor)
+	if err != nil {
+		return ""
+	}
+	b, err := m.host.ReadFile(ctx, vmm.LogPath(drv, md.VMM))
 	if err != nil || len(b) == 0 {
 		return ""
 	}
 	return "\n" + md.Hypervisor + " output:" + tail(b)
-}
-
-// vmmLogName is the VMM's own output file in the instance directory (DESIGN.md §3).
-func vmmLogName(hypervisor string) string {
-	if hypervisor == "cloud-hypervisor" {
-		return "ch-stdout.log"
-	}
-	return hypervisor + "-stdout.log"
 }
 
 // tail keeps the last lines of a console for an error message.
@@ -369,7 +364,7 @@ func (m *Manager) waitGone(ctx context.Context, md *metadata, d time.Duration) b
 // clearPID records that no VMM runs, and removes its socket and its TAP device.
 func (m *Manager) clearPID(ctx context.Context, md *metadata) error {
 	if drv, err := m.driver(md.Hypervisor); err == nil && md.VMM.Dir != "" {
-		if err := m.host.Remove(ctx, drv.SocketPath(md.VMM)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := m.host.Remove(ctx, vmm.SocketPath(drv, md.VMM)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}

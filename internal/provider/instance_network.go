@@ -185,7 +185,8 @@ func (r *InstanceResource) planNetwork(ctx context.Context, plan *instanceResour
 	if diags.HasError() || plan.Network.IsUnknown() {
 		return
 	}
-	if n != nil && !n.Enabled.IsUnknown() && n.wantsInterface() && r.network == nil {
+	addrs := r.manager.Addresses() // nil when the provider has no network block
+	if n != nil && !n.Enabled.IsUnknown() && n.wantsInterface() && addrs == nil {
 		action, left := "Update", "nothing was changed"
 		if creating {
 			action, left = "Create", "nothing: the instance was not created"
@@ -200,14 +201,14 @@ func (r *InstanceResource) planNetwork(ctx context.Context, plan *instanceResour
 	if !creating {
 		return
 	}
-	noInterface := (n == nil && r.network == nil) || (n != nil && !n.Enabled.IsUnknown() && !n.wantsInterface())
+	noInterface := (n == nil && addrs == nil) || (n != nil && !n.Enabled.IsUnknown() && !n.wantsInterface())
 	planned := map[string]attr.Value{}
 	switch {
 	case noInterface:
 		planned["ip_address"], planned["mac_address"], planned["tap_device"] = types.StringNull(), types.StringNull(), types.StringNull()
-	case n != nil && r.network != nil:
+	case n != nil && addrs != nil:
 		if ip, err := netip.ParseAddr(n.IP.ValueString()); err == nil && !n.IP.IsUnknown() {
-			if err := r.network.checkIP(ip); err != nil {
+			if err := checkIP(addrs, ip); err != nil {
 				resp.Diagnostics.AddAttributeError(path.Root("network").AtName("ip"), "Invalid Instance Network", err.Error())
 				return
 			}

@@ -183,11 +183,6 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		resp.Diagnostics.AddError("Unable to Configure Provider", err.Error())
 		return
 	}
-	hn, err := newHostNetwork(s.Network)
-	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("network"), "Unable to Configure Provider", err.Error())
-		return
-	}
 	where := "this machine"
 	if sh, ok := h.(fmt.Stringer); ok {
 		where = sh.String()
@@ -197,7 +192,7 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		"kernel_modules": s.KernelModules, "busybox": s.Busybox, "compress_snapshots": s.CompressSnapshots,
 		"network": s.Network.Enabled, "bridge": s.Network.Bridge, "subnet": s.Network.Subnet, "uplink": s.Network.Uplink,
 	})
-	data := &providerData{manager: m, network: hn}
+	data := &providerData{manager: m}
 	resp.ResourceData = data
 	resp.DataSourceData = data
 }
@@ -205,8 +200,6 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 // providerData is what a configured provider shares with its resources and data sources.
 type providerData struct {
 	manager *instances.Manager
-	// network is the host network instances join; nil when the provider has no network block.
-	network *hostNetwork
 }
 
 // providerDataFrom takes the configured provider's data out of ProviderData. Nil ProviderData

@@ -120,6 +120,16 @@ func (m *Manager) guestNetwork(md *metadata) (*guestNetwork, error) {
 	return g, nil
 }
 
+// Addresses is which addresses instances can have on the host network; nil when they get no
+// network.
+func (m *Manager) Addresses() *network.Addresses {
+	if m.net == nil {
+		return nil
+	}
+	a := m.net.Addresses()
+	return &a
+}
+
 func (m *Manager) errNoHostNetwork(md *metadata) error {
 	return fmt.Errorf("%w: instance %s has the network address %s, but this provider has no host network configured; configure it again, or recreate the instance without a network",
 		ErrInvalidConfig, md.Name, md.IPAddress)

@@ -67,21 +67,11 @@ func instanceNetworkAttribute() schema.Attribute {
 }
 
 func validInstanceIP() validator.String {
-	return checkString{"Invalid Instance Network", "must be an IPv4 address", func(s string) error {
-		if a, err := netip.ParseAddr(s); err != nil || !a.Is4() {
-			return &instances.FieldError{Field: "network.ip", Value: s, Allowed: "an IPv4 address inside the provider's network subnet; leave ip out for the next free one"}
-		}
-		return nil
-	}}
+	return checkString{"Invalid Instance Network", "must be an IPv4 address", instances.ValidateIP}
 }
 
 func validMAC() validator.String {
-	return checkString{"Invalid Instance Network", "must be a unicast MAC address", func(s string) error {
-		if _, err := network.ParseMAC(s); err != nil {
-			return &instances.FieldError{Field: "network.mac", Value: s, Allowed: "a unicast MAC address such as 02:00:00:00:00:01 (six bytes, the first one even); leave mac out for one derived from the ip"}
-		}
-		return nil
-	}}
+	return checkString{"Invalid Instance Network", "must be a unicast MAC address", instances.ValidateMAC}
 }
 
 // networkConsistent refuses addresses for an instance that is to have no network interface.

@@ -126,23 +126,11 @@ func (n *instanceNetworkModel) unknown() bool {
 }
 
 // differsFrom reports whether an instance with the addresses ip and mac (null: no interface)
-// lacks what n asks for. It is the manager's own rule for a network change: what n leaves unset
-// asks for nothing.
+// lacks what n asks for, by the manager's own rule for a network change (instances.NetworkDiff):
+// what n leaves unset asks for nothing.
 func (n *instanceNetworkModel) differsFrom(ip, mac types.String) bool {
-	if n.unknown() || n.wantsInterface() == ip.IsNull() {
-		return true
-	}
-	if !n.IP.IsNull() {
-		if want, err := netip.ParseAddr(n.IP.ValueString()); err != nil || want.String() != ip.ValueString() {
-			return true
-		}
-	}
-	if !n.MAC.IsNull() {
-		if want, err := network.ParseMAC(n.MAC.ValueString()); err != nil || want != mac.ValueString() {
-			return true
-		}
-	}
-	return false
+	have := &instances.NetworkSpec{Disabled: ip.IsNull(), IP: ip.ValueString(), MAC: mac.ValueString()}
+	return n.unknown() || len(instances.NetworkDiff(have, n.spec())) > 0
 }
 
 // replaceForNetwork replaces the instance when the network it is planned with differs from the

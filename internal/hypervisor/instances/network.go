@@ -66,9 +66,9 @@ func ValidateMAC(mac string) error {
 	return nil
 }
 
-// networkDiff names the network settings of want that differ from the instance's; unset ones
-// ask for nothing.
-func networkDiff(have, want *NetworkSpec) []string {
+// NetworkDiff names the network settings of want that differ from have, an instance's; unset
+// ones ask for nothing.
+func NetworkDiff(have, want *NetworkSpec) []string {
 	if want == nil || have == nil {
 		return nil
 	}

@@ -63,8 +63,8 @@ func TestChangedNetworkSettingsNeedANewInstance(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := networkDiff(tt.have, tt.want); !slices.Equal(got, tt.diff) {
-				t.Fatalf("networkDiff = %q, want %q", got, tt.diff)
+			if got := NetworkDiff(tt.have, tt.want); !slices.Equal(got, tt.diff) {
+				t.Fatalf("NetworkDiff = %q, want %q", got, tt.diff)
 			}
 		})
 	}

@@ -17,11 +17,9 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/builtin"
 )
 
-const defaultAccelerator = "auto"
-
 var (
 	hypervisorNames  = builtin.Names()
-	acceleratorNames = []string{"auto", "kvm", "tcg"}
+	acceleratorNames = instances.Accelerators
 )
 
 // providerModel is the provider block.
@@ -78,7 +76,7 @@ func resolveSettings(cfg providerModel, getenv func(string) string) (settings, d
 	s := settings{
 		DataDir:       pick(cfg.DataDir, "HYPEMAN_DATA_DIR", instances.DefaultDataDir),
 		Hypervisor:    pick(cfg.Hypervisor, "HYPEMAN_HYPERVISOR", ""),
-		Accelerator:   pick(cfg.Accelerator, "HYPEMAN_ACCELERATOR", defaultAccelerator),
+		Accelerator:   pick(cfg.Accelerator, "HYPEMAN_ACCELERATOR", instances.DefaultAccelerator),
 		Kernel:        pick(cfg.Kernel, "HYPEMAN_KERNEL", instances.DefaultKernel),
 		KernelModules: pick(cfg.KernelModules, "HYPEMAN_KERNEL_MODULES", ""),
 		Busybox:       pick(cfg.Busybox, "HYPEMAN_BUSYBOX", system.DefaultBusybox),

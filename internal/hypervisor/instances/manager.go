@@ -78,7 +78,7 @@ func New(opts Options) (*Manager, error) {
 		opts.StopTimeout = 30 * time.Second
 	}
 	if opts.Accelerator == "" {
-		opts.Accelerator = "auto"
+		opts.Accelerator = DefaultAccelerator
 	}
 	if opts.Log == nil {
 		opts.Log = func(context.Context, string, map[string]any) {}

@@ -14,18 +14,12 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
-)
-
-// Defaults where scripts/install-deps.sh and Debian's busybox-static put things.
-const (
-	defaultKernel        = "/var/cache/hypeman/kernel/vmlinuz"
-	defaultKernelModules = "/var/cache/hypeman/kernel/modules"
-	defaultAccelerator   = "auto"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/builtin"
 )
 
 var (
-	hypervisorNames  = []string{"cloud-hypervisor", "qemu"}
-	acceleratorNames = []string{"auto", "kvm", "tcg"}
+	hypervisorNames  = builtin.Names()
+	acceleratorNames = instances.Accelerators
 )
 
 // providerModel is the provider block.
@@ -54,7 +48,7 @@ type settings struct {
 	Hypervisor        string // "" = the first installed
 	Accelerator       string
 	Kernel            string
-	KernelModules     string // "" = defaultKernelModules when it exists on the host
+	KernelModules     string // "" = instances.DefaultKernelModules when it exists on the host
 	Busybox           string
 	CompressSnapshots bool
 	Network           network.Config
@@ -82,8 +76,8 @@ func resolveSettings(cfg providerModel, getenv func(string) string) (settings, d
 	s := settings{
 		DataDir:       pick(cfg.DataDir, "HYPEMAN_DATA_DIR", instances.DefaultDataDir),
 		Hypervisor:    pick(cfg.Hypervisor, "HYPEMAN_HYPERVISOR", ""),
-		Accelerator:   pick(cfg.Accelerator, "HYPEMAN_ACCELERATOR", defaultAccelerator),
-		Kernel:        pick(cfg.Kernel, "HYPEMAN_KERNEL", defaultKernel),
+		Accelerator:   pick(cfg.Accelerator, "HYPEMAN_ACCELERATOR", instances.DefaultAccelerator),
+		Kernel:        pick(cfg.Kernel, "HYPEMAN_KERNEL", instances.DefaultKernel),
 		KernelModules: pick(cfg.KernelModules, "HYPEMAN_KERNEL_MODULES", ""),
 		Busybox:       pick(cfg.Busybox, "HYPEMAN_BUSYBOX", system.DefaultBusybox),
 	}
@@ -113,4 +107,25 @@ func resolveSettings(cfg providerModel, getenv func(string) string) (settings, d
 	s.Host, s.SSH, d = resolveHost(cfg, getenv)
 	diags.Append(d...)
 	return s, diags
+}
+
+// codeList is names as Markdown code, "`a`, `b` or `c`".
+func codeList(names []string) string {
+	code := make([]string, len(names))
+	for i, n := range names {
+		code[i] = "`" + n + "`"
+	}
+	if len(code) < 2 {
+		return strings.Join(code, "")
+	}
+	return strings.Join(code[:len(code)-1], ", ") + " or " + code[len(code)-1]
+}
+
+// firstInstalled describes instances.ChooseHypervisor's default over names, in their order.
+func firstInstalled(names []string) string {
+	var b strings.Builder
+	for _, n := range names[:len(names)-1] {
+		b.WriteString("`" + n + "` when its binary is installed on the host, else ")
+	}
+	return b.String() + "`" + names[len(names)-1] + "`"
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 )
 
 func TestSettingsComeFromConfigThenEnvironmentThenDefaults(t *testing.T) {
@@ -36,7 +38,7 @@ func TestSettingsDefaultsWithNothingSet(t *testing.T) {
 	if diags.HasError() {
 		t.Fatal(diags)
 	}
-	want := settings{DataDir: "/var/lib/hypeman", Accelerator: "auto", Kernel: defaultKernel, Busybox: "/bin/busybox", CompressSnapshots: true}
+	want := settings{DataDir: "/var/lib/hypeman", Accelerator: "auto", Kernel: instances.DefaultKernel, Busybox: "/bin/busybox", CompressSnapshots: true}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("settings = %+v\nwant       %+v", s, want)
 	}
@@ -78,5 +80,19 @@ func nullProviderModel() providerModel {
 		Host: types.StringNull(), DataDir: types.StringNull(), Hypervisor: types.StringNull(), Accelerator: types.StringNull(),
 		Kernel: types.StringNull(), KernelModules: types.StringNull(), Busybox: types.StringNull(),
 		CompressSnapshots: types.BoolNull(),
+	}
+}
+
+func TestHypervisorDescriptionsListEveryBuiltInVMMInOrder(t *testing.T) {
+	names := []string{"a", "b", "c"}
+	if got, want := codeList(names), "`a`, `b` or `c`"; got != want {
+		t.Errorf("codeList = %q, want %q", got, want)
+	}
+	want := "`a` when its binary is installed on the host, else `b` when its binary is installed on the host, else `c`"
+	if got := firstInstalled(names); got != want {
+		t.Errorf("firstInstalled = %q, want %q", got, want)
+	}
+	if got := codeList(hypervisorNames); got != "`cloud-hypervisor` or `qemu`" {
+		t.Errorf("the built-in VMMs read %q", got)
 	}
 }

@@ -81,7 +81,7 @@ func (d *InstanceDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 			"workdir":            computed("The configured working directory; null when the image's own is used."),
 			"state":              computed("The observed state: `Running`, `Paused`, `Standby`, `Stopped`, or `Created`, `Shutdown`, `Unknown` (see `state_reason`)."),
 			"image_digest":       computed("The manifest digest of the image the instance was created from."),
-			"hypervisor":         computed("The VMM running the instance: `cloud-hypervisor` or `qemu`."),
+			"hypervisor":         computed("The VMM running the instance: " + codeList(hypervisorNames) + "."),
 			"hypervisor_version": computed("The VMM version that last booted the instance."),
 			"accelerator":        computed("`kvm` or `tcg` at the last boot."),
 			"kernel_release":     computed("The guest kernel release at the last boot."),

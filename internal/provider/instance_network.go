@@ -67,21 +67,11 @@ func instanceNetworkAttribute() schema.Attribute {
 }
 
 func validInstanceIP() validator.String {
-	return checkString{"Invalid Instance Network", "must be an IPv4 address", func(s string) error {
-		if a, err := netip.ParseAddr(s); err != nil || !a.Is4() {
-			return &instances.FieldError{Field: "network.ip", Value: s, Allowed: "an IPv4 address inside the provider's network subnet; leave ip out for the next free one"}
-		}
-		return nil
-	}}
+	return checkString{"Invalid Instance Network", "must be an IPv4 address", instances.ValidateIP}
 }
 
 func validMAC() validator.String {
-	return checkString{"Invalid Instance Network", "must be a unicast MAC address", func(s string) error {
-		if _, err := network.ParseMAC(s); err != nil {
-			return &instances.FieldError{Field: "network.mac", Value: s, Allowed: "a unicast MAC address such as 02:00:00:00:00:01 (six bytes, the first one even); leave mac out for one derived from the ip"}
-		}
-		return nil
-	}}
+	return checkString{"Invalid Instance Network", "must be a unicast MAC address", instances.ValidateMAC}
 }
 
 // networkConsistent refuses addresses for an instance that is to have no network interface.
@@ -136,23 +126,11 @@ func (n *instanceNetworkModel) unknown() bool {
 }
 
 // differsFrom reports whether an instance with the addresses ip and mac (null: no interface)
-// lacks what n asks for. It is the manager's own rule for a network change: what n leaves unset
-// asks for nothing.
+// lacks what n asks for, by the manager's own rule for a network change (instances.NetworkDiff):
+// what n leaves unset asks for nothing.
 func (n *instanceNetworkModel) differsFrom(ip, mac types.String) bool {
-	if n.unknown() || n.wantsInterface() == ip.IsNull() {
-		return true
-	}
-	if !n.IP.IsNull() {
-		if want, err := netip.ParseAddr(n.IP.ValueString()); err != nil || want.String() != ip.ValueString() {
-			return true
-		}
-	}
-	if !n.MAC.IsNull() {
-		if want, err := network.ParseMAC(n.MAC.ValueString()); err != nil || want != mac.ValueString() {
-			return true
-		}
-	}
-	return false
+	have := &instances.NetworkSpec{Disabled: ip.IsNull(), IP: ip.ValueString(), MAC: mac.ValueString()}
+	return n.unknown() || len(instances.NetworkDiff(have, n.spec())) > 0
 }
 
 // replaceForNetwork replaces the instance when the network it is planned with differs from the
@@ -185,7 +163,8 @@ func (r *InstanceResource) planNetwork(ctx context.Context, plan *instanceResour
 	if diags.HasError() || plan.Network.IsUnknown() {
 		return
 	}
-	if n != nil && !n.Enabled.IsUnknown() && n.wantsInterface() && r.network == nil {
+	addrs := r.manager.Addresses() // nil when the provider has no network block
+	if n != nil && !n.Enabled.IsUnknown() && n.wantsInterface() && addrs == nil {
 		action, left := "Update", "nothing was changed"
 		if creating {
 			action, left = "Create", "nothing: the instance was not created"
@@ -200,14 +179,14 @@ func (r *InstanceResource) planNetwork(ctx context.Context, plan *instanceResour
 	if !creating {
 		return
 	}
-	noInterface := (n == nil && r.network == nil) || (n != nil && !n.Enabled.IsUnknown() && !n.wantsInterface())
+	noInterface := (n == nil && addrs == nil) || (n != nil && !n.Enabled.IsUnknown() && !n.wantsInterface())
 	planned := map[string]attr.Value{}
 	switch {
 	case noInterface:
 		planned["ip_address"], planned["mac_address"], planned["tap_device"] = types.StringNull(), types.StringNull(), types.StringNull()
-	case n != nil && r.network != nil:
+	case n != nil && addrs != nil:
 		if ip, err := netip.ParseAddr(n.IP.ValueString()); err == nil && !n.IP.IsUnknown() {
-			if err := r.network.checkIP(ip); err != nil {
+			if err := checkIP(addrs, ip); err != nil {
 				resp.Diagnostics.AddAttributeError(path.Root("network").AtName("ip"), "Invalid Instance Network", err.Error())
 				return
 			}

@@ -28,7 +28,6 @@ var (
 // InstanceResource is hypeman_instance: thin CRUD over the instance manager.
 type InstanceResource struct {
 	manager *instances.Manager
-	network *hostNetwork // nil when the provider has no network block
 }
 
 // NewInstanceResource is the resource's factory for the provider.
@@ -40,7 +39,7 @@ func (r *InstanceResource) Metadata(_ context.Context, req resource.MetadataRequ
 
 func (r *InstanceResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
 	pd := providerDataFrom(req.ProviderData, &resp.Diagnostics)
-	r.manager, r.network = pd.manager, pd.network
+	r.manager = pd.manager
 }
 
 // read fills m with the instance as the host reports it. exists is false only when the manager

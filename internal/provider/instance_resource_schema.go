@@ -161,7 +161,7 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				PlanModifiers:       stable,
 			},
 			"hypervisor": schema.StringAttribute{
-				MarkdownDescription: "The VMM running the instance, `cloud-hypervisor` or `qemu`, chosen by the provider's `hypervisor` when the instance was created.",
+				MarkdownDescription: "The VMM running the instance, " + codeList(hypervisorNames) + ", chosen by the provider's `hypervisor` when the instance was created.",
 				Computed:            true,
 				PlanModifiers:       stable,
 			},

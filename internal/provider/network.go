@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -15,7 +14,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
-	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network"
 )
@@ -91,7 +89,7 @@ func networkBlock() schema.Block {
 // validator. The gateway depends on the subnet and is checked in Configure.
 func validNetworkSetting(setting string, cfg func(string) network.Config) validator.String {
 	return checkString{"Invalid Provider Setting", "must be a valid network " + setting, func(s string) error {
-		for _, err := range networkErrors(cfg(s)) {
+		for _, err := range cfg(s).Check() {
 			var se *network.SettingError
 			if errors.As(err, &se) && se.Setting == setting {
 				return err
@@ -99,27 +97,6 @@ func validNetworkSetting(setting string, cfg func(string) network.Config) valida
 		}
 		return nil
 	}}
-}
-
-// networkErrors runs the manager's own check of a host network configuration (it touches
-// nothing on the host) and returns each complaint on its own.
-func networkErrors(cfg network.Config) []error {
-	_, err := network.New(host.Local{}, cfg, "")
-	var out []error
-	var walk func(error)
-	walk = func(err error) {
-		if joined, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range joined.Unwrap() {
-				walk(e)
-			}
-			return
-		}
-		if err != nil {
-			out = append(out, err)
-		}
-	}
-	walk(err)
-	return out
 }
 
 // resolveNetwork turns the network block into the manager's configuration: each setting from the
@@ -155,7 +132,7 @@ func resolveNetwork(m *networkModel, getenv func(string) string) (network.Config
 	} else if e := getenv(networkEnv["dns"]); e != "" {
 		cfg.DNS, fromEnv["dns"] = strings.FieldsFunc(e, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }), true
 	}
-	for _, err := range networkErrors(cfg) {
+	for _, err := range cfg.Check() {
 		var se *network.SettingError
 		if !errors.As(err, &se) {
 			diags.AddAttributeError(path.Root("network"), "Invalid Provider Setting", err.Error())
@@ -179,38 +156,11 @@ func resolveNetwork(m *networkModel, getenv func(string) string) (network.Config
 	return cfg, diags
 }
 
-// hostNetwork is what a plan checks an instance's fixed address against.
-type hostNetwork struct {
-	subnet  netip.Prefix
-	gateway netip.Addr
-}
-
-// newHostNetwork describes cfg's network, or returns nil when networking is off.
-func newHostNetwork(cfg network.Config) (*hostNetwork, error) {
-	if !cfg.Enabled {
-		return nil, nil
+// checkIP accepts what the manager can lease to an instance on the provider's network a.
+func checkIP(a *network.Addresses, ip netip.Addr) error {
+	if a.Leasable(ip) {
+		return nil
 	}
-	n, err := network.New(host.Local{}, cfg, "")
-	if err != nil {
-		return nil, err
-	}
-	return &hostNetwork{subnet: n.Subnet(), gateway: n.Gateway()}, nil
-}
-
-// checkIP accepts what the manager can lease: an address of the subnet other than its network,
-// broadcast and gateway addresses.
-func (n *hostNetwork) checkIP(ip netip.Addr) error {
-	first, last := n.subnet.Addr().Next(), lastAddr(n.subnet).Prev()
-	if !ip.Is4() || !n.subnet.Contains(ip) || ip.Less(first) || last.Less(ip) || ip == n.gateway {
-		return &instances.FieldError{Field: "network.ip", Value: ip.String(), Allowed: fmt.Sprintf(
-			"an address of the provider's subnet %s that an instance can have: from %s to %s, except the gateway %s", n.subnet, first, last, n.gateway)}
-	}
-	return nil
-}
-
-// lastAddr is the broadcast address of an IPv4 prefix.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().As4()
-	binary.BigEndian.PutUint32(b[:], binary.BigEndian.Uint32(b[:])|(1<<(32-p.Bits())-1))
-	return netip.AddrFrom4(b)
+	return &instances.FieldError{Field: "network.ip", Value: ip.String(), Allowed: fmt.Sprintf(
+		"an address of the provider's subnet %s that an instance can have: from %s to %s, except the gateway %s", a.Subnet, a.First(), a.Last(), a.Gateway)}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/builtin"
 )
 
 func emptyNetworkBlock() *networkModel {
@@ -63,12 +64,13 @@ func TestEmptyNetworkBlockTakesTheManagerDefaults(t *testing.T) {
 	if diags.HasError() {
 		t.Fatal(diags)
 	}
-	hn, err := newHostNetwork(s.Network)
+	m, err := instances.New(instances.Options{Drivers: builtin.Drivers(), Network: s.Network})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.Network.Enabled || hn.subnet.String() != network.DefaultSubnet || hn.gateway.String() != "10.100.0.1" {
-		t.Errorf("network %+v: subnet %s, gateway %s", s.Network, hn.subnet, hn.gateway)
+	a := m.Addresses()
+	if !s.Network.Enabled || a == nil || a.Subnet.String() != network.DefaultSubnet || a.Gateway.String() != "10.100.0.1" {
+		t.Errorf("network %+v: addresses %+v", s.Network, a)
 	}
 }
 

@@ -22,12 +22,9 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
-	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
-	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
-	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor"
-	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/qemu"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/builtin"
 )
 
 var _ provider.Provider = &HypemanProvider{}
@@ -67,9 +64,9 @@ func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 				Optional: true,
 			},
 			"hypervisor": schema.StringAttribute{
-				MarkdownDescription: "The VMM new instances run under: `cloud-hypervisor` or `qemu`. Defaults to `$HYPEMAN_HYPERVISOR`, " +
-					"else `cloud-hypervisor` when its binary is installed on the host, else `qemu`. Existing instances keep the one " +
-					"they were created with.",
+				MarkdownDescription: "The VMM new instances run under: " + codeList(hypervisorNames) + ". Defaults to " +
+					"`$HYPEMAN_HYPERVISOR`, else " + firstInstalled(hypervisorNames) + ". Existing instances keep the one they were " +
+					"created with.",
 				Optional:   true,
 				Validators: []validator.String{stringvalidator.OneOf(hypervisorNames...)},
 			},
@@ -82,13 +79,13 @@ func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 			},
 			"kernel": schema.StringAttribute{
 				MarkdownDescription: "The guest kernel, a path " + onHost + ": an uncompressed PVH `vmlinux` or a distribution `bzImage` " +
-					"(its vmlinux is extracted once and cached). Defaults to `$HYPEMAN_KERNEL`, else `" + defaultKernel + "`.",
+					"(its vmlinux is extracted once and cached). Defaults to `$HYPEMAN_KERNEL`, else `" + instances.DefaultKernel + "`.",
 				Optional: true,
 			},
 			"kernel_modules": schema.StringAttribute{
 				MarkdownDescription: "The kernel's module directory (`lib/modules/<release>`), a path " + onHost + "; the drivers the kernel " +
 					"lacks (virtio, erofs, ext4, overlay) are copied into the initrd. Defaults to `$HYPEMAN_KERNEL_MODULES`, else `" +
-					defaultKernelModules + "` when it exists, else none (everything built into the kernel).",
+					instances.DefaultKernelModules + "` when it exists, else none (everything built into the kernel).",
 				Optional: true,
 			},
 			"busybox": schema.StringAttribute{
@@ -161,25 +158,20 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		return
 	}
 	p.hold(release)
-	drivers := builtinDrivers()
-	hypervisor, diags := chooseHypervisor(ctx, h, drivers, s.Hypervisor)
-	resp.Diagnostics.Append(diags...)
-	if resp.Diagnostics.HasError() {
+	drivers := builtin.Drivers()
+	hypervisor, warning, err := instances.ChooseHypervisor(ctx, h, drivers, s.Hypervisor)
+	if err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("hypervisor"), "Invalid Provider Setting", err.Error())
 		return
 	}
-	if s.KernelModules == "" {
-		if _, err := h.Stat(ctx, defaultKernelModules); err == nil {
-			s.KernelModules = defaultKernelModules
-		}
+	if warning != "" {
+		resp.Diagnostics.AddWarning("No Hypervisor Installed", warning)
 	}
-	byName := make(map[string]vmm.Driver, len(drivers))
-	for _, d := range drivers {
-		byName[d.Name()] = d
-	}
+	s.KernelModules = instances.ChooseKernelModules(ctx, h, s.KernelModules)
 	m, err := instances.New(instances.Options{
 		Host:              h,
 		DataDir:           s.DataDir,
-		Drivers:           byName,
+		Drivers:           drivers,
 		DefaultHypervisor: hypervisor,
 		Accelerator:       s.Accelerator,
 		System:            system.Config{Kernel: s.Kernel, Modules: s.KernelModules, Busybox: s.Busybox},
@@ -191,11 +183,6 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		resp.Diagnostics.AddError("Unable to Configure Provider", err.Error())
 		return
 	}
-	hn, err := newHostNetwork(s.Network)
-	if err != nil {
-		resp.Diagnostics.AddAttributeError(path.Root("network"), "Unable to Configure Provider", err.Error())
-		return
-	}
 	where := "this machine"
 	if sh, ok := h.(fmt.Stringer); ok {
 		where = sh.String()
@@ -205,7 +192,7 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		"kernel_modules": s.KernelModules, "busybox": s.Busybox, "compress_snapshots": s.CompressSnapshots,
 		"network": s.Network.Enabled, "bridge": s.Network.Bridge, "subnet": s.Network.Subnet, "uplink": s.Network.Uplink,
 	})
-	data := &providerData{manager: m, network: hn}
+	data := &providerData{manager: m}
 	resp.ResourceData = data
 	resp.DataSourceData = data
 }
@@ -213,8 +200,6 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 // providerData is what a configured provider shares with its resources and data sources.
 type providerData struct {
 	manager *instances.Manager
-	// network is the host network instances join; nil when the provider has no network block.
-	network *hostNetwork
 }
 
 // providerDataFrom takes the configured provider's data out of ProviderData. Nil ProviderData
@@ -243,50 +228,6 @@ func (p *HypemanProvider) hold(release func()) {
 	if prev != nil {
 		prev()
 	}
-}
-
-// builtinDrivers are the VMM drivers compiled into the provider, in order of preference: without
-// a configured hypervisor, the first one installed on the host is the default.
-func builtinDrivers() []vmm.Driver {
-	return []vmm.Driver{cloudhypervisor.New(), qemu.New()}
-}
-
-// chooseHypervisor returns the configured hypervisor when it is built in and installed, or the
-// first installed one when none is configured.
-func chooseHypervisor(ctx context.Context, h host.Host, drivers []vmm.Driver, want string) (string, diag.Diagnostics) {
-	var diags diag.Diagnostics
-	var names, installed []string
-	for _, d := range drivers {
-		names = append(names, d.Name())
-		if d.Available(ctx, h) {
-			installed = append(installed, d.Name())
-		}
-	}
-	if want != "" {
-		switch {
-		case !slices.Contains(names, want):
-			diags.AddAttributeError(path.Root("hypervisor"), "Invalid Provider Setting",
-				fmt.Sprintf("hypervisor %q is not built into this provider: use one of %s", want, strings.Join(names, ", ")))
-		case !slices.Contains(installed, want):
-			diags.AddAttributeError(path.Root("hypervisor"), "Invalid Provider Setting",
-				fmt.Sprintf("hypervisor %q is not installed on the host (installed: %s). Install it, or choose an installed one.", want, listOrNone(installed)))
-		}
-		return want, diags
-	}
-	if len(installed) > 0 {
-		return installed[0], diags
-	}
-	fallback := names[len(names)-1]
-	diags.AddWarning("No Hypervisor Installed",
-		fmt.Sprintf("None of %s is installed on the host, so creating or starting instances will fail until one is installed. Reading and deleting instances works.", strings.Join(names, ", ")))
-	return fallback, diags
-}
-
-func listOrNone(s []string) string {
-	if len(s) == 0 {
-		return "none"
-	}
-	return strings.Join(s, ", ")
 }
 
 func (p *HypemanProvider) Resources(context.Context) []func() resource.Resource {

@@ -52,12 +52,7 @@ func validState() validator.String {
 }
 
 func validWorkdir() validator.String {
-	return checkString{"Invalid Working Directory", "must be an absolute path", func(s string) error {
-		if !strings.HasPrefix(s, "/") || strings.ContainsRune(s, 0) {
-			return &instances.FieldError{Field: "workdir", Value: s, Allowed: "an absolute path inside the image; leave workdir out for the image's own"}
-		}
-		return nil
-	}}
+	return checkString{"Invalid Working Directory", "must be an absolute path", instances.ValidateWorkdir}
 }
 
 // checkState accepts the settable states in their canonical spelling only: Read reports "Running",

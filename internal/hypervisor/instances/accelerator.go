@@ -10,6 +10,12 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
+// Accelerators are the values Options.Accelerator takes.
+var Accelerators = []string{DefaultAccelerator, "kvm", "tcg"}
+
+// DefaultAccelerator runs guests under KVM unless a probe finds they hang under it.
+const DefaultAccelerator = "auto"
+
 // accelerator resolves the configured accelerator for drv. "auto" is kvm unless the driver can
 // probe KVM and finds guests do not run under it; the probe's verdict is cached on the host per
 // driver, VMM version and kernel, since it costs a guest boot.
@@ -19,7 +25,7 @@ func (m *Manager) accelerator(ctx context.Context, drv vmm.Driver, sys *system.A
 		return m.opts.Accelerator, nil
 	case "auto":
 	default:
-		return "", fmt.Errorf("%w: accelerator %q is not one of auto, kvm, tcg", ErrInvalidConfig, m.opts.Accelerator)
+		return "", fmt.Errorf("%w: accelerator %q is not one of %s", ErrInvalidConfig, m.opts.Accelerator, strings.Join(Accelerators, ", "))
 	}
 	prober, ok := drv.(vmm.KVMProber)
 	if !ok {

@@ -30,7 +30,7 @@ func chManager(t *testing.T, env *testEnv, mode, faults string) *Manager {
 	t.Setenv(chstandin.FaultsEnv, faults)
 	bin := chstandin.BuildBinary(t)
 	m := env.manager(t, func(o *Options) {
-		o.Drivers = map[string]vmm.Driver{"cloud-hypervisor": &faultDriver{Driver: &cloudhypervisor.Driver{Binary: bin}, faults: env.faults}}
+		o.Drivers = []vmm.Driver{&faultDriver{Driver: &cloudhypervisor.Driver{Binary: bin}, faults: env.faults}}
 		o.DefaultHypervisor, o.Accelerator, o.StopTimeout = "cloud-hypervisor", "auto", 5*time.Second
 	})
 	t.Cleanup(func() {

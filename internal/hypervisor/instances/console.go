@@ -56,19 +56,15 @@ func (m *Manager) consoleTail(ctx context.Context, id string, offset int64) stri
 }
 
 func (m *Manager) vmmOutputTail(ctx context.Context, md *metadata) string {
-	b, err := m.host.ReadFile(ctx, path.Join(m.layout.dir(md.ID), vmmLogName(md.Hypervisor)))
+	drv, err := m.driver(md.Hypervisor)
+	if err != nil {
+		return ""
+	}
+	b, err := m.host.ReadFile(ctx, path.Join(m.layout.dir(md.ID), drv.LogName()))
 	if err != nil || len(b) == 0 {
 		return ""
 	}
 	return "\n" + md.Hypervisor + " output:" + tail(b)
-}
-
-// vmmLogName is the VMM's own output file in the instance directory (DESIGN.md §3).
-func vmmLogName(hypervisor string) string {
-	if hypervisor == "cloud-hypervisor" {
-		return "ch-stdout.log"
-	}
-	return hypervisor + "-stdout.log"
 }
 
 // tail keeps the last lines of a console for an error message.

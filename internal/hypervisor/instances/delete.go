@@ -47,7 +47,7 @@ func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 // name and address that point at the id are freed.
 func (m *Manager) deleteDamaged(ctx context.Context, id string, cause error) error {
 	dir := m.layout.dir(id)
-	for name, drv := range m.opts.Drivers {
+	for _, drv := range m.opts.Drivers {
 		vm, err := drv.Connect(ctx, m.host, vmm.Config{Dir: dir})
 		if err != nil {
 			continue // nothing of this kind answers
@@ -57,7 +57,7 @@ func (m *Manager) deleteDamaged(ctx context.Context, id string, cause error) err
 		cancel()
 		vm.Close()
 		if err != nil {
-			return fmt.Errorf("delete %s (%v): stop its %s: %w", id, cause, name, err)
+			return fmt.Errorf("delete %s (%v): stop its %s: %w", id, cause, drv.Name(), err)
 		}
 	}
 	if err := m.host.RemoveAll(ctx, dir); err != nil {

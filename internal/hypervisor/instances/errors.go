@@ -29,3 +29,10 @@ func (e *FieldError) Error() string {
 }
 
 func (e *FieldError) Unwrap() error { return ErrInvalidConfig }
+
+// configError is an ErrInvalidConfig that reads as its message alone.
+type configError string
+
+func (e configError) Error() string { return string(e) }
+
+func (e configError) Unwrap() error { return ErrInvalidConfig }

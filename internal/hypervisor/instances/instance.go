@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/images"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/builtin"
 )
 
 // Instance is what the manager reports about one VM: its desired config and its observed state.
@@ -65,7 +67,7 @@ type Spec struct {
 	Cmd         []string // nil: the image's (cleared when Entrypoint is set, as in Docker)
 	Env         map[string]string
 	Workdir     string
-	// Hypervisor is "qemu" or "cloud-hypervisor"; "" picks the manager's default.
+	// Hypervisor is the name of a built-in VMM (vmm/builtin); "" picks the manager's default.
 	Hypervisor string
 	// Network nil: an interface with the next free address when the manager has a host network.
 	Network *NetworkSpec
@@ -128,6 +130,40 @@ func ValidateEnvKey(key string) error {
 	return nil
 }
 
+// ValidateWorkdir checks a working directory set for the program (unset is the image's own).
+func ValidateWorkdir(dir string) error {
+	if !strings.HasPrefix(dir, "/") || strings.ContainsRune(dir, 0) {
+		return &FieldError{Field: "workdir", Value: dir, Allowed: "an absolute path inside the image; leave workdir out for the image's own"}
+	}
+	return nil
+}
+
+// noNUL refuses a NUL byte in an argument or env value: the guest passes them on as C strings.
+// shown is how the value appears in the error.
+func noNUL(field, value, shown string) error {
+	if strings.ContainsRune(value, 0) {
+		return &FieldError{Field: field, Value: shown, Allowed: "any text without NUL bytes"}
+	}
+	return nil
+}
+
+// validHypervisor checks a Spec's hypervisor against the built-in VMMs; "" is the manager's default.
+func validHypervisor(name string) error {
+	names := builtin.Names()
+	if name == "" || slices.Contains(names, name) {
+		return nil
+	}
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = fmt.Sprintf("%q", n)
+	}
+	allowed := quoted[len(quoted)-1]
+	if len(quoted) > 1 {
+		allowed = strings.Join(quoted[:len(quoted)-1], ", ") + " or " + allowed
+	}
+	return &FieldError{Field: "hypervisor", Value: name, Allowed: allowed}
+}
+
 // Validate checks every field and reports all that are wrong at once.
 func (s *Spec) Validate() error {
 	var errs []error
@@ -149,28 +185,30 @@ func (s *Spec) Validate() error {
 		}
 	}
 	for i, a := range s.Entrypoint {
-		if strings.ContainsRune(a, 0) {
-			errs = append(errs, &FieldError{Field: fmt.Sprintf("entrypoint[%d]", i), Value: a, Allowed: "any text without NUL bytes"})
+		if err := noNUL(fmt.Sprintf("entrypoint[%d]", i), a, a); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for i, a := range s.Cmd {
-		if strings.ContainsRune(a, 0) {
-			errs = append(errs, &FieldError{Field: fmt.Sprintf("cmd[%d]", i), Value: a, Allowed: "any text without NUL bytes"})
+		if err := noNUL(fmt.Sprintf("cmd[%d]", i), a, a); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for k, v := range s.Env {
 		if err := ValidateEnvKey(k); err != nil {
 			errs = append(errs, err)
 		}
-		if strings.ContainsRune(v, 0) {
-			errs = append(errs, &FieldError{Field: "env[" + k + "]", Value: "(value)", Allowed: "any text without NUL bytes"})
+		if err := noNUL("env["+k+"]", v, "(value)"); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	if s.Workdir != "" && (!strings.HasPrefix(s.Workdir, "/") || strings.ContainsRune(s.Workdir, 0)) {
-		errs = append(errs, &FieldError{Field: "workdir", Value: s.Workdir, Allowed: "an absolute path inside the image, or empty for the image's own"})
+	if s.Workdir != "" {
+		if err := ValidateWorkdir(s.Workdir); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if s.Hypervisor != "" && s.Hypervisor != "qemu" && s.Hypervisor != "cloud-hypervisor" {
-		errs = append(errs, &FieldError{Field: "hypervisor", Value: s.Hypervisor, Allowed: `"cloud-hypervisor" or "qemu"`})
+	if err := validHypervisor(s.Hypervisor); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, s.Network.validate()...)
 	return errors.Join(errs...)

@@ -23,8 +23,9 @@ type Logger func(ctx context.Context, msg string, fields map[string]any)
 type Options struct {
 	Host    host.Host
 	DataDir string // default /var/lib/hypeman
-	// Drivers by name ("qemu", "cloud-hypervisor"); DefaultHypervisor picks one when a Spec does not.
-	Drivers           map[string]vmm.Driver
+	// Drivers are the VMMs instances can run under, in order of preference; DefaultHypervisor
+	// (default: the first driver's name) picks one when a Spec does not.
+	Drivers           []vmm.Driver
 	DefaultHypervisor string
 	// Accelerator is "kvm", "tcg" or "auto" (kvm when the driver finds it usable).
 	Accelerator string
@@ -73,23 +74,26 @@ func New(opts Options) (*Manager, error) {
 		opts.StopTimeout = 30 * time.Second
 	}
 	if opts.Accelerator == "" {
-		opts.Accelerator = "auto"
+		opts.Accelerator = DefaultAccelerator
 	}
 	if opts.Log == nil {
 		opts.Log = func(context.Context, string, map[string]any) {}
 	}
-	if max := maxDataDirLen(); len(opts.DataDir) > max {
+	if max := maxDataDirLen(opts.Drivers); len(opts.DataDir) > max {
 		return nil, fmt.Errorf("%w: data_dir %q is %d characters long; VMM control sockets live under it and a unix socket path must stay under 108 bytes, so data_dir can have at most %d characters", ErrInvalidConfig, opts.DataDir, len(opts.DataDir), max)
 	}
 	if len(opts.Drivers) == 0 {
 		return nil, errors.New("instance manager: no VMM driver configured")
 	}
-	if opts.DefaultHypervisor == "" {
-		for name := range opts.Drivers {
-			opts.DefaultHypervisor = name
+	for i, d := range opts.Drivers {
+		if driverNamed(opts.Drivers[:i], d.Name()) != nil {
+			return nil, fmt.Errorf("instance manager: two VMM drivers are named %q", d.Name())
 		}
 	}
-	if _, ok := opts.Drivers[opts.DefaultHypervisor]; !ok {
+	if opts.DefaultHypervisor == "" {
+		opts.DefaultHypervisor = opts.Drivers[0].Name()
+	}
+	if driverNamed(opts.Drivers, opts.DefaultHypervisor) == nil {
 		return nil, fmt.Errorf("instance manager: default hypervisor %q has no driver", opts.DefaultHypervisor)
 	}
 	l := layout{opts.DataDir}
@@ -106,8 +110,15 @@ func New(opts Options) (*Manager, error) {
 }
 
 // maxDataDirLen keeps {data_dir}/guests/{ulid}/{socket} within a unix socket path (107 bytes and
-// a NUL), with room for the longest socket name.
-func maxDataDirLen() int { return 107 - len("/guests/") - 26 - len("/qmp.sock.lock") }
+// a NUL) for the longest socket name of drivers, plus a margin as long as ".lock" (a lock file
+// beside a socket is a plain file, which sun_path does not limit).
+func maxDataDirLen(drivers []vmm.Driver) int {
+	longest := 0
+	for _, d := range drivers {
+		longest = max(longest, len(d.SocketName()))
+	}
+	return 107 - len("/guests/") - 26 - len("/") - longest - len(".lock")
+}
 
 // DataDir is where this manager keeps its instances on the host.
 func (m *Manager) DataDir() string { return m.opts.DataDir }
@@ -117,11 +128,21 @@ func (m *Manager) log(ctx context.Context, msg string, fields map[string]any) {
 }
 
 func (m *Manager) driver(name string) (vmm.Driver, error) {
-	d, ok := m.opts.Drivers[name]
-	if !ok {
+	d := driverNamed(m.opts.Drivers, name)
+	if d == nil {
 		return nil, fmt.Errorf("%w: hypervisor %q is not configured on this provider", ErrInvalidConfig, name)
 	}
 	return d, nil
+}
+
+// driverNamed is the driver of the hypervisor name; nil when drivers has none.
+func driverNamed(drivers []vmm.Driver, name string) vmm.Driver {
+	for _, d := range drivers {
+		if d.Name() == name {
+			return d
+		}
+	}
+	return nil
 }
 
 // vmmVersion is the installed version of drv's VMM. Asking runs the binary, so it is asked once

@@ -37,21 +37,38 @@ func (ns *NetworkSpec) validate() []error {
 		errs = append(errs, &FieldError{Field: "network", Value: "disabled", Allowed: "no ip or mac for an instance without a network"})
 	}
 	if ns.IP != "" {
-		if a, err := netip.ParseAddr(ns.IP); err != nil || !a.Is4() {
-			errs = append(errs, &FieldError{Field: "network.ip", Value: ns.IP, Allowed: "an IPv4 address inside the host network's subnet, or empty for the next free one"})
+		if err := ValidateIP(ns.IP); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if ns.MAC != "" {
-		if _, err := network.ParseMAC(ns.MAC); err != nil {
-			errs = append(errs, &FieldError{Field: "network.mac", Value: ns.MAC, Allowed: "a unicast MAC address such as 02:00:00:00:00:01 (six bytes, the first one even), or empty for one derived from the ip"})
+		if err := ValidateMAC(ns.MAC); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errs
 }
 
-// networkDiff names the network settings of want that differ from the instance's; unset ones
-// ask for nothing.
-func networkDiff(have, want *NetworkSpec) []string {
+// ValidateIP checks a fixed instance address; which addresses the host network can lease is
+// network.Addresses' rule, checked once the host network is known.
+func ValidateIP(ip string) error {
+	if a, err := netip.ParseAddr(ip); err != nil || !a.Is4() {
+		return &FieldError{Field: "network.ip", Value: ip, Allowed: "an IPv4 address inside the provider's network subnet; leave ip out for the next free one"}
+	}
+	return nil
+}
+
+// ValidateMAC checks a fixed instance MAC address.
+func ValidateMAC(mac string) error {
+	if _, err := network.ParseMAC(mac); err != nil {
+		return &FieldError{Field: "network.mac", Value: mac, Allowed: "a unicast MAC address such as 02:00:00:00:00:01 (six bytes, the first one even); leave mac out for one derived from the ip"}
+	}
+	return nil
+}
+
+// NetworkDiff names the network settings of want that differ from have, an instance's; unset
+// ones ask for nothing.
+func NetworkDiff(have, want *NetworkSpec) []string {
 	if want == nil || have == nil {
 		return nil
 	}
@@ -118,6 +135,16 @@ func (m *Manager) guestNetwork(md *metadata) (*guestNetwork, error) {
 		g.DNS = append(g.DNS, d.String())
 	}
 	return g, nil
+}
+
+// Addresses is which addresses instances can have on the host network; nil when they get no
+// network.
+func (m *Manager) Addresses() *network.Addresses {
+	if m.net == nil {
+		return nil
+	}
+	a := m.net.Addresses()
+	return &a
 }
 
 func (m *Manager) errNoHostNetwork(md *metadata) error {

@@ -55,7 +55,7 @@ func (env *testEnv) networkManager(t *testing.T, cfg network.Config, wrap func(v
 	return env.manager(t, func(o *Options) {
 		o.Network = cfg
 		if wrap != nil {
-			o.Drivers["qemu"] = wrap(o.Drivers["qemu"])
+			o.Drivers[0] = wrap(o.Drivers[0])
 		}
 	})
 }
@@ -504,7 +504,7 @@ func TestCreateHelperProcess(t *testing.T) {
 	}
 	m, err := New(Options{
 		Host: host.Local{}, DataDir: job.DataDir, Network: job.Network,
-		Drivers: map[string]vmm.Driver{"qemu": qemu.New()}, DefaultHypervisor: "qemu",
+		Drivers: []vmm.Driver{qemu.New()}, DefaultHypervisor: "qemu",
 	})
 	if err != nil {
 		t.Fatal(err)

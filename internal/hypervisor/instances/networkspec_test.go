@@ -63,8 +63,8 @@ func TestChangedNetworkSettingsNeedANewInstance(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := networkDiff(tt.have, tt.want); !slices.Equal(got, tt.diff) {
-				t.Fatalf("networkDiff = %q, want %q", got, tt.diff)
+			if got := NetworkDiff(tt.have, tt.want); !slices.Equal(got, tt.diff) {
+				t.Fatalf("NetworkDiff = %q, want %q", got, tt.diff)
 			}
 		})
 	}
@@ -115,7 +115,7 @@ func tarFiles(t *testing.T, prog guestProgram, gnet *guestNetwork) map[string]st
 
 func TestNewRejectsABadHostNetworkNamingTheSetting(t *testing.T) {
 	_, err := New(Options{
-		DataDir: "/var/lib/hypeman", Drivers: map[string]vmm.Driver{"qemu": qemu.New()},
+		DataDir: "/var/lib/hypeman", Drivers: []vmm.Driver{qemu.New()},
 		Network: network.Config{Enabled: true, Subnet: "10.100.0.0/33"},
 	})
 	if !errors.Is(err, ErrInvalidConfig) || !errors.Is(err, network.ErrInvalidConfig) || !strings.Contains(err.Error(), `network subnet "10.100.0.0/33" is not allowed`) {

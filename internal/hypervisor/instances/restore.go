@@ -36,7 +36,7 @@ func (m *Manager) restore(ctx context.Context, md *metadata) error {
 		return err
 	}
 	t1 := time.Now()
-	_ = m.host.Remove(ctx, drv.SocketPath(md.VMM))
+	_ = m.host.Remove(ctx, vmm.SocketPath(drv, md.VMM))
 	// The snapshot's device names the TAP it was taken with: the same one comes back.
 	pid := 0
 	err = m.plugTap(ctx, md, md.VMM.Net)

@@ -74,7 +74,7 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 	}
 	offset := m.consoleSize(ctx, md.ID)
 
-	_ = m.host.Remove(ctx, drv.SocketPath(cfg)) // a stale socket from a VMM that died
+	_ = m.host.Remove(ctx, vmm.SocketPath(drv, cfg)) // a stale socket from a VMM that died
 	if err := m.plugTap(ctx, md, cfg.Net); err != nil {
 		return err
 	}

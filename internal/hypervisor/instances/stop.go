@@ -95,7 +95,7 @@ func (m *Manager) waitGone(ctx context.Context, md *metadata, d time.Duration) b
 // clearPID records that no VMM runs, and removes its socket and its TAP device.
 func (m *Manager) clearPID(ctx context.Context, md *metadata) error {
 	if drv, err := m.driver(md.Hypervisor); err == nil && md.VMM.Dir != "" {
-		if err := m.host.Remove(ctx, drv.SocketPath(md.VMM)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := m.host.Remove(ctx, vmm.SocketPath(drv, md.VMM)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}

@@ -103,7 +103,7 @@ func (env *testEnv) manager(t testing.TB, configure ...func(*Options)) *Manager 
 	var drv vmm.Driver = &faultDriver{Driver: qemu.New(), faults: env.faults}
 	opts := Options{
 		Host: host.Local{}, DataDir: shortTempDir(t),
-		Drivers: map[string]vmm.Driver{"qemu": drv}, DefaultHypervisor: "qemu", Accelerator: "tcg",
+		Drivers: []vmm.Driver{drv}, DefaultHypervisor: "qemu", Accelerator: "tcg",
 		System:            system.Config{Kernel: env.vmlinuz, Modules: env.modules, Busybox: "/bin/busybox", CacheDir: shared.sysCache},
 		CompressSnapshots: true, StopTimeout: 20 * time.Second,
 		Log: func(_ context.Context, msg string, f map[string]any) { t.Logf("%s %v", msg, f) },

@@ -89,5 +89,5 @@ func immutableDiff(have, want Spec) []string {
 	if have.Hypervisor != want.Hypervisor {
 		diff = append(diff, "hypervisor")
 	}
-	return append(diff, networkDiff(have.Network, want.Network)...)
+	return append(diff, NetworkDiff(have.Network, want.Network)...)
 }

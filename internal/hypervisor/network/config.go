@@ -1,7 +1,6 @@
 package network
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -46,8 +45,15 @@ type settings struct {
 	uplink  string // "" = the default route's interface
 }
 
+// Check applies the defaults and checks every setting of c as New does, without a host: one
+// *SettingError for each setting that is not allowed, none when c is good.
+func (c Config) Check() []error {
+	_, errs := c.resolve()
+	return errs
+}
+
 // resolve applies the defaults and checks every setting, reporting all that are wrong at once.
-func (c Config) resolve() (settings, error) {
+func (c Config) resolve() (settings, []error) {
 	s := settings{bridge: c.Bridge, uplink: c.Uplink}
 	if s.bridge == "" {
 		s.bridge = DefaultBridge
@@ -94,7 +100,7 @@ func (c Config) resolve() (settings, error) {
 		}
 		s.dns = append(s.dns, a)
 	}
-	return s, errors.Join(errs...)
+	return s, errs
 }
 
 // checkIfName says what is wrong with a Linux interface name, or "" when nothing is.

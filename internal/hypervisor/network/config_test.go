@@ -9,9 +9,9 @@ import (
 )
 
 func TestConfigDefaults(t *testing.T) {
-	s, err := Config{Enabled: true}.resolve()
-	if err != nil {
-		t.Fatal(err)
+	s, errs := Config{Enabled: true}.resolve()
+	if errs != nil {
+		t.Fatal(errs)
 	}
 	if s.bridge != "vmbr0" || s.subnet != netip.MustParsePrefix("10.100.0.0/16") || s.gateway != netip.MustParseAddr("10.100.0.1") || s.uplink != "" || len(s.dns) != 0 {
 		t.Fatalf("defaults: %+v", s)
@@ -19,9 +19,9 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestConfigKeepsExplicitSettings(t *testing.T) {
-	s, err := Config{Bridge: "br-test", Subnet: "192.168.50.0/24", Gateway: "192.168.50.254", DNS: []string{"192.168.50.53", "2001:db8::53"}, Uplink: "none"}.resolve()
-	if err != nil {
-		t.Fatal(err)
+	s, errs := Config{Bridge: "br-test", Subnet: "192.168.50.0/24", Gateway: "192.168.50.254", DNS: []string{"192.168.50.53", "2001:db8::53"}, Uplink: "none"}.resolve()
+	if errs != nil {
+		t.Fatal(errs)
 	}
 	want := []netip.Addr{netip.MustParseAddr("192.168.50.53"), netip.MustParseAddr("2001:db8::53")}
 	if s.bridge != "br-test" || s.gateway != netip.MustParseAddr("192.168.50.254") || !slices.Equal(s.dns, want) || s.uplink != UplinkNone {
@@ -49,10 +49,17 @@ func TestConfigRejectsBadSettingsNamingEach(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := tt.cfg.resolve()
-			if !errors.Is(err, ErrInvalidConfig) {
-				t.Fatalf("err = %v, want ErrInvalidConfig", err)
+			errs := tt.cfg.Check()
+			for _, err := range errs {
+				var se *SettingError
+				if !errors.As(err, &se) || !errors.Is(err, ErrInvalidConfig) {
+					t.Errorf("%v is not a *SettingError and ErrInvalidConfig", err)
+				}
 			}
+			if len(errs) == 0 {
+				t.Fatal("no error")
+			}
+			err := errors.Join(errs...)
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not say %q", err, w)
@@ -103,5 +110,24 @@ func TestParseMAC(t *testing.T) {
 func TestDerivedMACNamesTheAddress(t *testing.T) {
 	if got := macFor(netip.MustParseAddr("10.100.1.2")); got != "02:68:0a:64:01:02" {
 		t.Fatalf("macFor = %s", got)
+	}
+}
+
+func TestAddressesAnInstanceCanHave(t *testing.T) {
+	a := Addresses{Subnet: netip.MustParsePrefix("10.1.2.0/24"), Gateway: netip.MustParseAddr("10.1.2.254")}
+	if a.First() != netip.MustParseAddr("10.1.2.1") || a.Last() != netip.MustParseAddr("10.1.2.254") {
+		t.Fatalf("range %s to %s", a.First(), a.Last())
+	}
+	for addr, want := range map[string]bool{
+		"10.1.2.0": false, "10.1.2.1": true, "10.1.2.253": true, "10.1.2.254": false, "10.1.2.255": false,
+		"10.1.3.1": false, "::ffff:10.1.2.5": false, "fd00::5": false,
+	} {
+		if got := a.Leasable(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Leasable(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	n, err := New(nil, Config{Subnet: "10.1.2.0/24", Gateway: "10.1.2.254"}, "")
+	if err != nil || n.Addresses() != a {
+		t.Fatalf("New: %v, addresses %+v, want %+v", err, n.Addresses(), a)
 	}
 }

@@ -81,10 +81,11 @@ func (n *Network) Allocate(ctx context.Context, owner string, req Request) (Leas
 	}
 	var wantIP netip.Addr
 	if req.IP != "" {
+		a := n.Addresses()
 		ip, err := netip.ParseAddr(req.IP)
-		if err != nil || !hostAddress(n.s.subnet, ip) || ip == n.s.gateway {
+		if err != nil || !a.Leasable(ip) {
 			return Lease{}, fmt.Errorf("%w: ip %q is not an address of the subnet %s that an instance can have (from %s to %s, except the gateway %s)",
-				ErrInvalidAddress, req.IP, n.s.subnet, n.s.subnet.Addr().Next(), broadcast(n.s.subnet).Prev(), n.s.gateway)
+				ErrInvalidAddress, req.IP, a.Subnet, a.First(), a.Last(), a.Gateway)
 		}
 		wantIP = ip
 	}
@@ -160,17 +161,36 @@ func (n *Network) Leases(ctx context.Context) ([]Lease, error) {
 	return out, err
 }
 
-// firstFree is the lowest address of the subnet that is neither the gateway nor used; invalid
-// when there is none.
+// firstFree is the lowest address an instance can have that is not used; invalid when there is
+// none.
 func (n *Network) firstFree(used map[netip.Addr]string) netip.Addr {
-	last := broadcast(n.s.subnet)
-	for a := n.s.subnet.Addr().Next(); a.IsValid() && a.Less(last); a = a.Next() {
-		if _, taken := used[a]; !taken && a != n.s.gateway {
-			return a
+	a := n.Addresses()
+	for ip, last := a.First(), a.Last(); ip.IsValid() && !last.Less(ip); ip = ip.Next() {
+		if _, taken := used[ip]; !taken && a.Leasable(ip) {
+			return ip
 		}
 	}
 	return netip.Addr{}
 }
+
+// Addresses is which addresses of a host network an instance can have: those of the subnet other
+// than its network and broadcast addresses and the gateway.
+type Addresses struct {
+	Subnet  netip.Prefix
+	Gateway netip.Addr
+}
+
+// Addresses is which addresses the instances of this network can have.
+func (n *Network) Addresses() Addresses { return Addresses{Subnet: n.s.subnet, Gateway: n.s.gateway} }
+
+// Leasable reports whether an instance can have ip.
+func (a Addresses) Leasable(ip netip.Addr) bool { return hostAddress(a.Subnet, ip) && ip != a.Gateway }
+
+// First is the lowest address an instance can have, unless it is the gateway.
+func (a Addresses) First() netip.Addr { return a.Subnet.Addr().Next() }
+
+// Last is the highest address an instance can have, unless it is the gateway.
+func (a Addresses) Last() netip.Addr { return broadcast(a.Subnet).Prev() }
 
 // macPrefix starts every MAC this package makes: locally administered, unicast, and "h" in its
 // second byte. The four bytes after it are the instance's IPv4 address, so a MAC names its IP at

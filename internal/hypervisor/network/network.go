@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"path"
@@ -27,9 +28,9 @@ type Network struct {
 // New checks cfg and returns the host network it describes, keeping its state in dir on h. It
 // touches nothing on the host; Setup does.
 func New(h host.Host, cfg Config, dir string) (*Network, error) {
-	s, err := cfg.resolve()
-	if err != nil {
-		return nil, err
+	s, errs := cfg.resolve()
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return &Network{h: h, s: s, dir: dir}, nil
 }

@@ -5,6 +5,7 @@ package vmm
 import (
 	"context"
 	"errors"
+	"path"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 )
@@ -65,6 +66,11 @@ type Config struct {
 type Driver interface {
 	// Name is the hypervisor's name as users write it: "qemu" or "cloud-hypervisor".
 	Name() string
+	// SocketName is the file name of the VMM's control socket in cfg.Dir (see SocketPath).
+	SocketName() string
+	// LogName is the file name in cfg.Dir that the VMM's own standard output and error are
+	// appended to (see LogPath).
+	LogName() string
 	// Available reports whether the VMM binary is installed on h.
 	Available(ctx context.Context, h host.Host) bool
 	// Version is the VMM's version string; snapshots are only restored by the same version.
@@ -77,10 +83,14 @@ type Driver interface {
 	Restore(ctx context.Context, h host.Host, cfg Config, snapshotDir string) (pid int, err error)
 	// Connect opens a control connection to the VMM running for cfg.
 	Connect(ctx context.Context, h host.Host, cfg Config) (VM, error)
-	// SocketPath is the control socket of the VMM running for cfg. The VMM's command line always
-	// contains cfg.Dir, which tells it from a recycled pid.
-	SocketPath(cfg Config) string
 }
+
+// SocketPath is the control socket of the VMM that d runs for cfg. The VMM's command line always
+// contains cfg.Dir, which tells it from a recycled pid.
+func SocketPath(d Driver, cfg Config) string { return path.Join(cfg.Dir, d.SocketName()) }
+
+// LogPath is the file the VMM that d runs for cfg appends its own output to.
+func LogPath(d Driver, cfg Config) string { return path.Join(cfg.Dir, d.LogName()) }
 
 // VM is a control connection to one running VMM.
 type VM interface {

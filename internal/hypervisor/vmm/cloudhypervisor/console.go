@@ -44,7 +44,7 @@ func relayPidPath(cfg vmm.Config) string { return filepath.Join(cfg.Dir, relayPi
 
 // startRelay starts the relay that appends the serial file of the VMM vmmPid to the console log.
 func startRelay(ctx context.Context, h host.Host, cfg vmm.Config, vmmPid int) error {
-	argv := []string{"sh", "-c", relayScript, "ch-console-relay", strconv.Itoa(vmmPid), SerialPath(cfg), LogPath(cfg)}
+	argv := []string{"sh", "-c", relayScript, "ch-console-relay", strconv.Itoa(vmmPid), SerialPath(cfg), logPath(cfg)}
 	pid, err := h.StartDetached(ctx, argv, cfg.ConsoleLog)
 	if err != nil {
 		return fmt.Errorf("start the console relay: %w", err)

@@ -112,10 +112,14 @@ func majorVersion(version string) (int, error) {
 	return strconv.Atoi(m[1])
 }
 
-func (d *Driver) SocketPath(cfg vmm.Config) string { return filepath.Join(cfg.Dir, socketName) }
+func (d *Driver) SocketName() string { return socketName }
 
-// LogPath is where the VMM's standard output and error are appended.
-func LogPath(cfg vmm.Config) string { return filepath.Join(cfg.Dir, logName) }
+func (d *Driver) LogName() string { return logName }
+
+func socketPath(cfg vmm.Config) string { return filepath.Join(cfg.Dir, socketName) }
+
+// logPath is where the VMM's standard output and error are appended.
+func logPath(cfg vmm.Config) string { return filepath.Join(cfg.Dir, logName) }
 
 // Boot starts a VMM, creates the VM from cfg and boots it.
 func (d *Driver) Boot(ctx context.Context, h host.Host, cfg vmm.Config) (int, error) {
@@ -178,7 +182,7 @@ func expectState(ctx context.Context, c *client, want string) error {
 
 // Connect opens a control connection to the VMM running for cfg.
 func (d *Driver) Connect(ctx context.Context, h host.Host, cfg vmm.Config) (vmm.VM, error) {
-	sock := d.SocketPath(cfg)
+	sock := socketPath(cfg)
 	c := newClient(h, sock)
 	ping, err := c.ping(ctx)
 	if err != nil {
@@ -194,7 +198,7 @@ func (d *Driver) start(ctx context.Context, h host.Host, cfg vmm.Config) (int, *
 	if err != nil {
 		return 0, nil, err
 	}
-	sock := d.SocketPath(cfg)
+	sock := socketPath(cfg)
 	c := newClient(h, sock)
 	// A VMM that still answers owns the socket; anything else there is stale, and up to v52 a
 	// stale socket makes the new VMM fail with "address in use".
@@ -212,7 +216,7 @@ func (d *Driver) start(ctx context.Context, h host.Host, cfg vmm.Config) (int, *
 		return 0, nil, fmt.Errorf("remove the old serial file: %w", err)
 	}
 	argv := []string{d.binary(), "--api-socket", "path=" + sock}
-	pid, err := h.StartDetached(ctx, argv, LogPath(cfg))
+	pid, err := h.StartDetached(ctx, argv, logPath(cfg))
 	if err != nil {
 		return 0, nil, fmt.Errorf("start cloud-hypervisor: %w", err)
 	}
@@ -259,7 +263,7 @@ func (d *Driver) waitForAPI(ctx context.Context, h host.Host, c *client, pid int
 
 // logTail is the end of the VMM's output, where the reason it exited is.
 func logTail(ctx context.Context, h host.Host, cfg vmm.Config) string {
-	data, err := h.ReadFile(ctx, LogPath(cfg))
+	data, err := h.ReadFile(ctx, logPath(cfg))
 	if err != nil {
 		return "no output (" + err.Error() + ")"
 	}
@@ -287,7 +291,7 @@ func checkVersion(binaryVersion string, ping vmmPing) error {
 func (d *Driver) abandon(ctx context.Context, h host.Host, cfg vmm.Config, pid int) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	sock := d.SocketPath(cfg)
+	sock := socketPath(cfg)
 	_ = h.Signal(ctx, pid, syscall.SIGKILL)
 	_ = waitGone(ctx, h, pid, sock)
 	// A killed VMM leaves its socket behind.
@@ -323,7 +327,7 @@ func checkConfig(cfg vmm.Config) error {
 	switch {
 	case !filepath.IsAbs(cfg.Dir):
 		return fmt.Errorf("instance directory %q is not an absolute path", cfg.Dir)
-	case len(filepath.Join(cfg.Dir, socketName)) > maxSocketPath:
+	case len(socketPath(cfg)) > maxSocketPath:
 		return fmt.Errorf("instance directory %q is too long: the API socket path must fit in %d bytes", cfg.Dir, maxSocketPath)
 	case cfg.Accelerator != "" && cfg.Accelerator != "kvm":
 		return fmt.Errorf("accelerator %q is not supported by cloud-hypervisor: it runs on kvm only", cfg.Accelerator)

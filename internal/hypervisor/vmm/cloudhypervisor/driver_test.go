@@ -83,7 +83,7 @@ func waitConsole(t *testing.T, path, want string) {
 // wantGone checks that neither a VMM nor a console relay runs for inst and its socket is gone.
 func wantGone(t *testing.T, hn harness, inst instance) {
 	t.Helper()
-	sock := hn.driver().SocketPath(inst.cfg)
+	sock := socketPath(inst.cfg)
 	if hn.alive(sock) {
 		t.Errorf("a VMM still runs for %s", sock)
 	}
@@ -106,14 +106,14 @@ func TestBootRunsTheGuestAndQuitStopsTheVMM(t *testing.T) {
 		}
 		wantState(t, vm, vmm.Running)
 		waitConsole(t, inst.cfg.ConsoleLog, started)
-		if _, err := os.Stat(LogPath(inst.cfg)); err != nil {
+		if _, err := os.Stat(logPath(inst.cfg)); err != nil {
 			t.Errorf("VMM output: %v", err)
 		}
 		if err := vm.Quit(testContext(t)); err != nil {
 			t.Fatalf("Quit: %v", err)
 		}
 		wantGone(t, hn, inst)
-		if alive, _ := hn.host().ProcessAlive(testContext(t), pid, hn.driver().SocketPath(inst.cfg)); alive {
+		if alive, _ := hn.host().ProcessAlive(testContext(t), pid, socketPath(inst.cfg)); alive {
 			t.Errorf("pid %d alive after Quit", pid)
 		}
 		if _, err := os.Stat(relayPidPath(inst.cfg)); !errors.Is(err, fs.ErrNotExist) {
@@ -531,7 +531,7 @@ func TestVMMDeathIsNoticed(t *testing.T) {
 		inst := newInstance(t, hn, 0)
 		pid, vm := boot(t, hn, inst)
 		ctx := testContext(t)
-		sock := hn.driver().SocketPath(inst.cfg)
+		sock := socketPath(inst.cfg)
 		for hn.alive(sock) && ctx.Err() == nil {
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -591,7 +591,7 @@ func TestBootOverAStaleSocket(t *testing.T) {
 	forEachHarness(t, func(t *testing.T, hn harness) {
 		inst := newInstance(t, hn, 0)
 		// Left by a VMM that was killed; v52 would refuse to bind over it.
-		if err := os.WriteFile(hn.driver().SocketPath(inst.cfg), nil, 0o600); err != nil {
+		if err := os.WriteFile(socketPath(inst.cfg), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		_, vm := boot(t, hn, inst)

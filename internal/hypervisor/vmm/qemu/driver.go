@@ -46,7 +46,9 @@ func (*Driver) Version(ctx context.Context, h host.Host) (string, error) {
 	return string(m[1]), nil
 }
 
-func (*Driver) SocketPath(cfg vmm.Config) string { return socketPath(cfg) }
+func (*Driver) SocketName() string { return socketName }
+
+func (*Driver) LogName() string { return logName }
 
 // Boot starts QEMU for cfg and returns its pid once QMP answers and the guest runs. On failure no
 // QEMU process is left.

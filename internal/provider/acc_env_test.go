@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
+	"github.com/hypeman/terraform-provider-hypeman/internal/ociimage"
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
@@ -88,7 +89,7 @@ provider "hypeman" {
   kernel_modules = %q
   busybox        = %q
 %s}
-`, e.dataDir, e.kernel, e.modules, testutil.BusyboxPath, strings.Join(extra, ""))
+`, e.dataDir, e.kernel, e.modules, ociimage.BusyboxPath, strings.Join(extra, ""))
 }
 
 // counterProgram prints "<GREETING> count=N" once a second, so tests can tell a resumed guest

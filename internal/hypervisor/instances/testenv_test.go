@@ -23,6 +23,7 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/qemu"
+	"github.com/hypeman/terraform-provider-hypeman/internal/ociimage"
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
@@ -52,7 +53,7 @@ func TestMain(m *testing.M) {
 func setupShared() error {
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	shared.registry = strings.TrimPrefix(srv.URL, "http://")
-	img, err := testutil.BuildBusyboxImage("/bin/busybox", testutil.ImageOptions{})
+	img, err := ociimage.Busybox(ociimage.BusyboxPath, ociimage.Options{})
 	if err != nil {
 		return err
 	}

@@ -61,21 +61,9 @@ func newAccEnv(t *testing.T) *accEnv {
 	kernel, modules := testutil.Kernel(t)
 	ref := testutil.Registry(t) + "/test/busybox:latest"
 	testutil.Push(t, ref, testutil.BusyboxImage(t))
-	env := &accEnv{dataDir: shortTempDir(t), kernel: kernel, modules: modules, image: ref}
+	env := &accEnv{dataDir: testutil.ShortTempDir(t), kernel: kernel, modules: modules, image: ref}
 	t.Cleanup(func() { env.killVMMs(t) })
 	return env
-}
-
-// shortTempDir is a temporary data_dir short enough for the VMM sockets under it (t.TempDir
-// paths carry the test name and are too long for a unix socket path).
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "hm-acc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 // providerBlock configures the provider for this environment; extra is added inside the block.

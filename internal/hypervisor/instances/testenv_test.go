@@ -103,7 +103,7 @@ func (env *testEnv) manager(t testing.TB, configure ...func(*Options)) *Manager 
 	t.Helper()
 	var drv vmm.Driver = &faultDriver{Driver: qemu.New(), faults: env.faults}
 	opts := Options{
-		Host: host.Local{}, DataDir: shortTempDir(t),
+		Host: host.Local{}, DataDir: testutil.ShortTempDir(t),
 		Drivers: map[string]vmm.Driver{"qemu": drv}, DefaultHypervisor: "qemu", Accelerator: "tcg",
 		System:            system.Config{Kernel: env.vmlinuz, Modules: env.modules, Busybox: "/bin/busybox", CacheDir: shared.sysCache},
 		CompressSnapshots: true, StopTimeout: 20 * time.Second,
@@ -118,17 +118,6 @@ func (env *testEnv) manager(t testing.TB, configure ...func(*Options)) *Manager 
 	}
 	t.Cleanup(func() { killVMMs(t, opts.DataDir) })
 	return m
-}
-
-// shortTempDir is a temporary directory with a short path: VMM sockets live below it, and a unix
-// socket path must stay under 108 bytes.
-func shortTempDir(t testing.TB) string {
-	dir, err := os.MkdirTemp("", "hm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 func (env *testEnv) spec(name string) Spec {

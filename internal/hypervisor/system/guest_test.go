@@ -157,13 +157,7 @@ func bootGuest(t *testing.T, a *Artifacts, disks guestDisks, whileRunning func(q
 	t.Helper()
 	dir := t.TempDir()
 	consoleLog := filepath.Join(dir, "console.log")
-	// A short directory: unix socket paths are limited to 108 bytes.
-	sockDir, err := os.MkdirTemp("", "qmp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(sockDir)
-	qmpSock := filepath.Join(sockDir, "qmp.sock")
+	qmpSock := filepath.Join(testutil.ShortTempDir(t), "qmp.sock")
 
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()

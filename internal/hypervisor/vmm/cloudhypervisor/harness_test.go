@@ -17,6 +17,7 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor/chstandin"
+	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 // A harness runs the driver against the stand-in, either as real processes (the stand-in binary
@@ -381,11 +382,7 @@ type instance struct {
 
 func newInstance(t *testing.T, hn harness, hotplug int64) instance {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "ch")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortTempDir(t)
 	if b, ok := hn.(*binaryHarness); ok {
 		*b.dirs = append(*b.dirs, dir)
 		// VMMs run detached: a test that does not quit its VMM must not leave it running.

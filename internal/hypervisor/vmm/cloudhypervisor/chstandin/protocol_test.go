@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 func TestPingReportsTheModesVersion(t *testing.T) {
@@ -154,7 +156,7 @@ func TestRoutesAndMethods(t *testing.T) {
 }
 
 func TestRequestsOutsideTheSpecAreRefusedAndReported(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := testutil.ShortTempDir(t)
 	g := makeGuestFiles(t, dir)
 	// Each body is something the real server's serde accepts but the spec does not.
 	bodies := map[string]string{

@@ -11,7 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -310,8 +310,8 @@ func TestDetachedProcessesBehaveTheSameOnEveryHost(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
 		waitFor(t, func() bool {
-			b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-			return string(b) == strings.Join(argv, "\x00")+"\x00"
+			p, ok := testutil.ReadProcess(pid)
+			return ok && slices.Equal(p.Args, argv)
 		}, "the returned pid to be the program itself, not a wrapper")
 		if sid, _ := unix.Getsid(pid); sid != pid {
 			t.Errorf("the program is not in its own session: sid %d", sid)

@@ -1,7 +1,6 @@
 package cloudhypervisor
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -83,32 +82,16 @@ func (b *binaryHarness) violations() []string {
 
 // alive looks for a live process whose command line contains marker.
 func (b *binaryHarness) alive(marker string) bool {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		cmdline, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(cmdline, []byte(marker)) {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join(filepath.Dir(p), "stat"))
-		if i := bytes.LastIndexByte(stat, ')'); err == nil && i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' {
-			return true
-		}
-	}
-	return false
+	return len(testutil.ProcessesMentioning(marker)) > 0
 }
 
 // killProcessesOf kills the processes this test started for an instance directory: those whose
 // command line names it.
 func killProcessesOf(t *testing.T, dir string) {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		cmdline, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(cmdline, []byte(dir+"/")) {
-			continue
-		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-			t.Logf("killing pid %d left running: %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+	for _, p := range testutil.Processes() {
+		if p.Mentions(dir + "/") {
+			t.Logf("killing pid %d left running: %s", p.PID, p)
+			_ = syscall.Kill(p.PID, syscall.SIGKILL)
 		}
 	}
 }

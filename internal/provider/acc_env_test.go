@@ -37,9 +37,10 @@ type accEnv struct {
 }
 
 // requireAcc skips unless TF_ACC is set, as resource.Test would, before any setup is done, and
-// unless Terraform is there; in CI both are failures.
+// unless Terraform is there; in CI both are failures. Under -short it skips, in CI too.
 func requireAcc(t *testing.T) {
 	t.Helper()
+	testutil.SkipShort(t, "Terraform (an acceptance test)")
 	testutil.Require(t, os.Getenv("TF_ACC") != "", "acceptance test: run with TF_ACC=1 TF_ACC_TERRAFORM_PATH=$(command -v terraform)")
 	if p := os.Getenv("TF_ACC_TERRAFORM_PATH"); p != "" {
 		_, err := os.Stat(p)

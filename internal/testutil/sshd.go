@@ -43,9 +43,10 @@ type SSHD struct {
 }
 
 // StartSSHD starts /usr/sbin/sshd -D -e -f CONFIG and waits until it accepts connections; it is
-// stopped, with every connection it serves, when the test ends.
+// stopped, with every connection it serves, when the test ends. It skips under -short.
 func StartSSHD(t testing.TB) *SSHD {
 	t.Helper()
+	SkipShort(t, "a real sshd")
 	bin := "/usr/sbin/sshd"
 	_, err := os.Stat(bin)
 	Require(t, err == nil, "sshd is not installed (openssh-server)")

@@ -24,9 +24,13 @@ import (
 
 // hostsUnderTest are the implementations every behaviour test runs against: this machine
 // directly, and this machine through a real OpenSSH server. Both see the same files, so each
-// test checks its results with the os package.
+// test checks its results with the os package. Under -short only the local host runs: the SSH
+// host needs a real sshd.
 func hostsUnderTest(t *testing.T) map[string]Host {
 	t.Helper()
+	if testing.Short() {
+		return map[string]Host{"local": Local{}}
+	}
 	d := testutil.StartSSHD(t)
 	s := dialFixture(t, d, SSHConfig{})
 	return map[string]Host{"local": Local{}, "ssh": s}

@@ -84,6 +84,7 @@ type testEnv struct {
 
 func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
+	testutil.SkipShort(t, "VMs under QEMU")
 	testutil.RequireTool(t, "qemu-system-x86_64")
 	testutil.RequireTool(t, "mkfs.erofs")
 	testutil.RequireTool(t, "mkfs.ext4")

@@ -38,9 +38,11 @@ printf 'hostname=%s\n' "$(hostname)"
 exit "${SHOW_EXIT:-0}"
 `
 
-// requireGuestTools skips (fails in CI) unless QEMU, the erofs and ext4 tools and busybox exist.
+// requireGuestTools skips (fails in CI) unless QEMU, the erofs and ext4 tools and busybox exist;
+// it skips under -short.
 func requireGuestTools(t *testing.T) {
 	t.Helper()
+	testutil.SkipShort(t, "a VM under QEMU")
 	for _, tool := range []string{"qemu-system-x86_64", "mkfs.erofs", "mkfs.ext4"} {
 		testutil.RequireTool(t, tool)
 	}

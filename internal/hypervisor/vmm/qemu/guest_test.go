@@ -55,9 +55,10 @@ func TestMain(m *testing.M) {
 }
 
 // requireGuest skips (fails in CI) when the tools a real guest needs are missing, and prepares
-// the kernel, initrd and image once.
+// the kernel, initrd and image once. It skips under -short.
 func requireGuest(t *testing.T) {
 	t.Helper()
+	testutil.SkipShort(t, "a VM under QEMU")
 	testutil.RequireTool(t, Binary)
 	testutil.RequireTool(t, "mkfs.erofs")
 	testutil.RequireTool(t, "mkfs.ext4")

@@ -32,9 +32,11 @@ var cmdPackage = reflect.TypeFor[Server]().PkgPath() + "/cmd/cloud-hypervisor"
 // binary and the command's source, so that later runs of the same code reuse it.
 //
 // It is built from the source tree with the go tool, found by import path from the working
-// directory: go test runs every test in its package's directory, inside this module.
+// directory: go test runs every test in its package's directory, inside this module. Tests that
+// run the binary start real processes: they skip under -short.
 func BuildBinary(t testing.TB) string {
 	t.Helper()
+	testutil.SkipShort(t, "the stand-in binary, built with go build and run as processes")
 	goTool := testutil.RequireTool(t, "go")
 	built.once.Do(func() { built.path, built.err = buildBinary(goTool) })
 	if built.err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
+	"github.com/hypeman/terraform-provider-hypeman/internal/ociimage"
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
@@ -36,9 +37,10 @@ type accEnv struct {
 }
 
 // requireAcc skips unless TF_ACC is set, as resource.Test would, before any setup is done, and
-// unless Terraform is there; in CI both are failures.
+// unless Terraform is there; in CI both are failures. Under -short it skips, in CI too.
 func requireAcc(t *testing.T) {
 	t.Helper()
+	testutil.SkipShort(t, "Terraform (an acceptance test)")
 	testutil.Require(t, os.Getenv("TF_ACC") != "", "acceptance test: run with TF_ACC=1 TF_ACC_TERRAFORM_PATH=$(command -v terraform)")
 	if p := os.Getenv("TF_ACC_TERRAFORM_PATH"); p != "" {
 		_, err := os.Stat(p)
@@ -60,21 +62,9 @@ func newAccEnv(t *testing.T) *accEnv {
 	kernel, modules := testutil.Kernel(t)
 	ref := testutil.Registry(t) + "/test/busybox:latest"
 	testutil.Push(t, ref, testutil.BusyboxImage(t))
-	env := &accEnv{dataDir: shortTempDir(t), kernel: kernel, modules: modules, image: ref}
+	env := &accEnv{dataDir: testutil.ShortTempDir(t), kernel: kernel, modules: modules, image: ref}
 	t.Cleanup(func() { env.killVMMs(t) })
 	return env
-}
-
-// shortTempDir is a temporary data_dir short enough for the VMM sockets under it (t.TempDir
-// paths carry the test name and are too long for a unix socket path).
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "hm-acc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 // providerBlock configures the provider for this environment; extra is added inside the block.
@@ -88,7 +78,7 @@ provider "hypeman" {
   kernel_modules = %q
   busybox        = %q
 %s}
-`, e.dataDir, e.kernel, e.modules, testutil.BusyboxPath, strings.Join(extra, ""))
+`, e.dataDir, e.kernel, e.modules, ociimage.BusyboxPath, strings.Join(extra, ""))
 }
 
 // counterProgram prints "<GREETING> count=N" once a second, so tests can tell a resumed guest

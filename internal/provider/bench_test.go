@@ -35,12 +35,8 @@ func newStandbyBench(b *testing.B) *standbyBench {
 	s := &standbyBench{b: b, tf: testutil.RequireTool(b, "terraform"), work: b.TempDir()}
 	testutil.RequireTool(b, "qemu-system-x86_64")
 	s.kernel, s.modules = testutil.Kernel(b)
-	dataDir, err := os.MkdirTemp("", "hm-bench-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	s.dataDir = dataDir
-	b.Cleanup(func() { killAll(dataDir); os.RemoveAll(dataDir) })
+	s.dataDir = testutil.ShortTempDir(b)
+	b.Cleanup(func() { killAll(s.dataDir) })
 	s.image = testutil.Registry(b) + "/test/busybox:latest"
 	testutil.Push(b, s.image, testutil.BusyboxImage(b))
 

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor/chstandin"
+	"github.com/hypeman/terraform-provider-hypeman/internal/ociimage"
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
@@ -36,7 +37,7 @@ provider "hypeman" {
   kernel_modules = %q
   busybox        = %q
 }
-`, env.dataDir, env.kernel, env.modules, testutil.BusyboxPath) + env.instanceResource("ch", "acc-ch", state, "one")
+`, env.dataDir, env.kernel, env.modules, ociimage.BusyboxPath) + env.instanceResource("ch", "acc-ch", state, "one")
 	}
 	const addr = "hypeman_instance.ch"
 	var id string

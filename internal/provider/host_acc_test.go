@@ -100,7 +100,7 @@ resource "hypeman_instance" "x" {
   name  = "acc-ssh-login"
   image = "alpine:3.20"
 }
-`, shortTempDir(t), sshSettings(d, keyFile, knownHosts))
+`, testutil.ShortTempDir(t), sshSettings(d, keyFile, knownHosts))
 	}
 	port := strconv.Itoa(d.Port)
 	resource.Test(t, resource.TestCase{
@@ -141,7 +141,7 @@ resource "hypeman_instance" "x" {
   name  = "acc-host"
   image = "alpine:3.20"
 }
-`, shortTempDir(t), settings)
+`, testutil.ShortTempDir(t), settings)
 	}
 	tests := []struct {
 		settings string

@@ -155,7 +155,7 @@ func TestReconfigureKeepsOneSSHConnection(t *testing.T) {
 	}
 	typ := schema.Provider.ValueType().(tftypes.Object)
 	sshType := typ.AttributeTypes["ssh"].(tftypes.Object)
-	dataDir := shortTempDir(t)
+	dataDir := testutil.ShortTempDir(t)
 	configure := func(keepalive string) {
 		t.Helper()
 		config := object(typ, map[string]tftypes.Value{

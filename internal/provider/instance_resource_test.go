@@ -20,6 +20,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/statecheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 // instanceConfig is the provider and one counter instance with the given state and greeting.
@@ -436,7 +438,7 @@ provider "hypeman" {
   data_dir    = %q
   accelerator = "tcg"
 }
-`, shortTempDir(t))
+`, testutil.ShortTempDir(t))
 	// instance is a valid configuration with one attribute replaced or added.
 	instance := func(attr, value string) string {
 		attrs := map[string]string{"name": `"acc-bad"`, "image": `"alpine:3.20"`, attr: value}

@@ -12,7 +12,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -44,9 +43,10 @@ type SSHD struct {
 }
 
 // StartSSHD starts /usr/sbin/sshd -D -e -f CONFIG and waits until it accepts connections; it is
-// stopped, with every connection it serves, when the test ends.
+// stopped, with every connection it serves, when the test ends. It skips under -short.
 func StartSSHD(t testing.TB) *SSHD {
 	t.Helper()
+	SkipShort(t, "a real sshd")
 	bin := "/usr/sbin/sshd"
 	_, err := os.Stat(bin)
 	Require(t, err == nil, "sshd is not installed (openssh-server)")
@@ -214,56 +214,28 @@ func (d *SSHD) ConnectionPIDs() []int {
 
 // connectionPIDs walks the process tree below the listener and keeps the sshd processes.
 func (d *SSHD) connectionPIDs() []int {
-	children := map[int][]int{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ppid := parentPID(pid); ppid > 0 {
-			children[ppid] = append(children[ppid], pid)
-		}
+	children := map[int][]Process{}
+	for _, p := range Processes() {
+		children[p.PPID] = append(children[p.PPID], p)
 	}
 	var out []int
 	queue := []int{d.cmd.Process.Pid}
 	for len(queue) > 0 {
-		p := queue[0]
+		pid := queue[0]
 		queue = queue[1:]
-		for _, c := range children[p] {
-			if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", c)); exe == "/usr/sbin/sshd" {
-				out = append(out, c)
-				queue = append(queue, c)
+		for _, c := range children[pid] {
+			if c.Exe == "/usr/sbin/sshd" {
+				out = append(out, c.PID)
+				queue = append(queue, c.PID)
 			}
 		}
 	}
 	return out
 }
 
-func parentPID(pid int) int {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
-}
-
 func processExists(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z'
+	_, ok := ReadProcess(pid)
+	return ok
 }
 
 // banner reports whether an SSH server answers on addr.

@@ -20,6 +20,7 @@ import (
 	"testing"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/ociimage"
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
@@ -55,10 +56,10 @@ func otherArch() string {
 
 func TestPullFromRegistryFlattensLayersIntoErofs(t *testing.T) {
 	s, conversions := newStore(t, host.Local{})
-	opts := testutil.ImageOptions{
+	opts := ociimage.Options{
 		Entrypoint: []string{"/bin/busybox", "echo"},
 		Cmd:        []string{"hello", "world"},
-		Env:        []string{testutil.DefaultPath, "GREETING=it's $(not) code"},
+		Env:        []string{ociimage.DefaultPath, "GREETING=it's $(not) code"},
 		WorkingDir: "/work",
 	}
 	ref := testutil.Registry(t) + "/app/busybox:v1"
@@ -108,25 +109,25 @@ func TestPullFromRegistryFlattensLayersIntoErofs(t *testing.T) {
 	}
 
 	root := unpackErofs(t, want.Rootfs)
-	if _, err := os.Lstat(filepath.Join(root, testutil.RemovedPath)); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("%s survived its whiteout (lstat: %v)", testutil.RemovedPath, err)
+	if _, err := os.Lstat(filepath.Join(root, ociimage.RemovedPath)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s survived its whiteout (lstat: %v)", ociimage.RemovedPath, err)
 	}
-	hello := filepath.Join(root, testutil.HelloPath)
-	if b, err := os.ReadFile(hello); err != nil || string(b) != testutil.HelloContent {
-		t.Errorf("%s = %q, %v; want %q", testutil.HelloPath, b, err, testutil.HelloContent)
+	hello := filepath.Join(root, ociimage.HelloPath)
+	if b, err := os.ReadFile(hello); err != nil || string(b) != ociimage.HelloContent {
+		t.Errorf("%s = %q, %v; want %q", ociimage.HelloPath, b, err, ociimage.HelloContent)
 	}
-	assertOwnerMode(t, hello, testutil.HelloUID, 0o640)
+	assertOwnerMode(t, hello, ociimage.HelloUID, 0o640)
 	assertOwnerMode(t, filepath.Join(root, "bin/busybox"), 0, 0o755)
 	assertOwnerMode(t, filepath.Join(root, "tmp"), 0, fs.ModeDir|fs.ModeSticky|0o777)
 	if target, err := os.Readlink(filepath.Join(root, "bin/sh")); err != nil || target != "busybox" {
 		t.Errorf("/bin/sh -> %q, %v; want busybox", target, err)
 	}
-	bb, err := os.ReadFile(testutil.BusyboxPath)
+	bb, err := os.ReadFile(ociimage.BusyboxPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, err := os.ReadFile(filepath.Join(root, "bin/busybox")); err != nil || !slices.Equal(got, bb) {
-		t.Errorf("/bin/busybox differs from %s (%v)", testutil.BusyboxPath, err)
+		t.Errorf("/bin/busybox differs from %s (%v)", ociimage.BusyboxPath, err)
 	}
 }
 
@@ -268,8 +269,8 @@ func TestPullsInSeparateProcessesConvertOnce(t *testing.T) {
 }
 
 func TestPullFromLocalSources(t *testing.T) {
-	img := testutil.BusyboxImage(t, testutil.ImageOptions{Cmd: []string{"/bin/echo", "local"}})
-	other := testutil.BusyboxImage(t, testutil.ImageOptions{Cmd: []string{"/bin/echo", "other"}})
+	img := testutil.BusyboxImage(t, ociimage.Options{Cmd: []string{"/bin/echo", "local"}})
+	other := testutil.BusyboxImage(t, ociimage.Options{Cmd: []string{"/bin/echo", "other"}})
 	dir := t.TempDir()
 
 	single := filepath.Join(dir, "single")
@@ -303,8 +304,8 @@ func TestPullFromLocalSources(t *testing.T) {
 				t.Errorf("Pull(%s) = cmd %q ref %q, want cmd %q", tt.ref, got.Cmd, got.Ref, tt.wantCmd)
 			}
 			root := unpackErofs(t, got.Rootfs)
-			if _, err := os.Stat(filepath.Join(root, testutil.HelloPath)); err != nil {
-				t.Errorf("rootfs lacks %s: %v", testutil.HelloPath, err)
+			if _, err := os.Stat(filepath.Join(root, ociimage.HelloPath)); err != nil {
+				t.Errorf("rootfs lacks %s: %v", ociimage.HelloPath, err)
 			}
 		})
 	}
@@ -314,9 +315,9 @@ func TestPinnedCachedRefNeedsNoRegistry(t *testing.T) {
 	s, conversions := newStore(t, host.Local{})
 	reg, stop := testutil.StartRegistry(t)
 	native := testutil.BusyboxImage(t)
-	foreign := testutil.BusyboxImage(t, testutil.ImageOptions{Architecture: otherArch()})
+	foreign := testutil.BusyboxImage(t, ociimage.Options{Architecture: otherArch()})
 	manifest := testutil.Push(t, reg+"/single:latest", native)
-	idx, err := testutil.BuildIndex(foreign, native)
+	idx, err := ociimage.Index(foreign, native)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,9 +356,9 @@ func TestPinnedCachedRefNeedsNoRegistry(t *testing.T) {
 func TestPullRejectsImagesForAnotherPlatform(t *testing.T) {
 	s, conversions := newStore(t, host.Local{})
 	reg := testutil.Registry(t)
-	foreign := testutil.BusyboxImage(t, testutil.ImageOptions{Architecture: otherArch()})
+	foreign := testutil.BusyboxImage(t, ociimage.Options{Architecture: otherArch()})
 	testutil.Push(t, reg+"/foreign:latest", foreign)
-	idx, err := testutil.BuildIndex(foreign)
+	idx, err := ociimage.Index(foreign)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/ociimage"
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
@@ -82,7 +83,7 @@ func TestPullErrorsSayWhatIsWrong(t *testing.T) {
 	dir := t.TempDir()
 	twoUntagged := filepath.Join(dir, "two")
 	testutil.WriteOCILayout(t, twoUntagged, img, "v1")
-	testutil.WriteOCILayout(t, twoUntagged, testutil.BusyboxImage(t, testutil.ImageOptions{Cmd: []string{"/bin/true"}}), "v2")
+	testutil.WriteOCILayout(t, twoUntagged, testutil.BusyboxImage(t, ociimage.Options{Cmd: []string{"/bin/true"}}), "v2")
 	notALayout := filepath.Join(dir, "empty")
 	if err := os.Mkdir(notALayout, 0o755); err != nil {
 		t.Fatal(err)

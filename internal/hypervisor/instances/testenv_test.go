@@ -23,6 +23,7 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/qemu"
+	"github.com/hypeman/terraform-provider-hypeman/internal/ociimage"
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
@@ -52,7 +53,7 @@ func TestMain(m *testing.M) {
 func setupShared() error {
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	shared.registry = strings.TrimPrefix(srv.URL, "http://")
-	img, err := testutil.BuildBusyboxImage("/bin/busybox", testutil.ImageOptions{})
+	img, err := ociimage.Busybox(ociimage.BusyboxPath, ociimage.Options{})
 	if err != nil {
 		return err
 	}
@@ -83,6 +84,7 @@ type testEnv struct {
 
 func newTestEnv(t testing.TB) *testEnv {
 	t.Helper()
+	testutil.SkipShort(t, "VMs under QEMU")
 	testutil.RequireTool(t, "qemu-system-x86_64")
 	testutil.RequireTool(t, "mkfs.erofs")
 	testutil.RequireTool(t, "mkfs.ext4")
@@ -102,7 +104,7 @@ func (env *testEnv) manager(t testing.TB, configure ...func(*Options)) *Manager 
 	t.Helper()
 	var drv vmm.Driver = &faultDriver{Driver: qemu.New(), faults: env.faults}
 	opts := Options{
-		Host: host.Local{}, DataDir: shortTempDir(t),
+		Host: host.Local{}, DataDir: testutil.ShortTempDir(t),
 		Drivers: []vmm.Driver{drv}, DefaultHypervisor: "qemu", Accelerator: "tcg",
 		System:            system.Config{Kernel: env.vmlinuz, Modules: env.modules, Busybox: "/bin/busybox", CacheDir: shared.sysCache},
 		CompressSnapshots: true, StopTimeout: 20 * time.Second,
@@ -117,17 +119,6 @@ func (env *testEnv) manager(t testing.TB, configure ...func(*Options)) *Manager 
 	}
 	t.Cleanup(func() { killVMMs(t, opts.DataDir) })
 	return m
-}
-
-// shortTempDir is a temporary directory with a short path: VMM sockets live below it, and a unix
-// socket path must stay under 108 bytes.
-func shortTempDir(t testing.TB) string {
-	dir, err := os.MkdirTemp("", "hm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 func (env *testEnv) spec(name string) Spec {

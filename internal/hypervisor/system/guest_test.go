@@ -38,9 +38,11 @@ printf 'hostname=%s\n' "$(hostname)"
 exit "${SHOW_EXIT:-0}"
 `
 
-// requireGuestTools skips (fails in CI) unless QEMU, the erofs and ext4 tools and busybox exist.
+// requireGuestTools skips (fails in CI) unless QEMU, the erofs and ext4 tools and busybox exist;
+// it skips under -short.
 func requireGuestTools(t *testing.T) {
 	t.Helper()
+	testutil.SkipShort(t, "a VM under QEMU")
 	for _, tool := range []string{"qemu-system-x86_64", "mkfs.erofs", "mkfs.ext4"} {
 		testutil.RequireTool(t, tool)
 	}
@@ -157,13 +159,7 @@ func bootGuest(t *testing.T, a *Artifacts, disks guestDisks, whileRunning func(q
 	t.Helper()
 	dir := t.TempDir()
 	consoleLog := filepath.Join(dir, "console.log")
-	// A short directory: unix socket paths are limited to 108 bytes.
-	sockDir, err := os.MkdirTemp("", "qmp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(sockDir)
-	qmpSock := filepath.Join(sockDir, "qmp.sock")
+	qmpSock := filepath.Join(testutil.ShortTempDir(t), "qmp.sock")
 
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()

@@ -33,6 +33,7 @@ var unshareVariants = [][]string{
 // the test binary under `unshare --net` for this test alone, relays the output, passes on the
 // result and returns false: the caller must return at once. In the re-executed binary it checks
 // that the namespace is new and holds nothing but loopback, brings loopback up and returns true.
+// Under -short the test is skipped.
 //
 //	func TestBridge(t *testing.T) {
 //		if !netnstest.Enter(t) {
@@ -50,6 +51,7 @@ func Enter(t *testing.T) bool {
 		inside(t, outer)
 		return true
 	}
+	testutil.SkipShort(t, "a network namespace (the test binary re-executed under unshare)")
 	testutil.RequireTool(t, "ip")
 	unshare := testutil.RequireTool(t, "unshare")
 	outer, err := os.Readlink("/proc/self/ns/net")

@@ -1,9 +1,10 @@
 package cloudhypervisor
 
 // Request and response bodies of the Cloud Hypervisor REST API, written by hand after the
-// OpenAPI document in testdata/cloud-hypervisor.yaml; api_test.go checks every request body the
-// driver builds against it. Responses are decoded leniently: fields this package does not know
-// are ignored, and the nulls that servers up to v52 send for unset fields decode as zero values.
+// OpenAPI document in chstandin/openapi/cloud-hypervisor.yaml; api_test.go checks every request
+// body the driver builds against it. Responses are decoded leniently: fields this package does
+// not know are ignored, and the nulls that servers up to v52 send for unset fields decode as
+// zero values.
 
 // vmConfig is VmConfig, the body of vm.create.
 type vmConfig struct {

@@ -19,7 +19,8 @@ func loadSpec(t *testing.T) *chstandin.Spec {
 }
 
 // Every request body the driver can send, checked against the official OpenAPI document
-// (testdata/cloud-hypervisor.yaml): types, required fields, enums, and no field the spec lacks.
+// (chstandin/openapi/cloud-hypervisor.yaml): types, required fields, enums, and no field the
+// spec lacks.
 func TestRequestBodiesConformToTheSpec(t *testing.T) {
 	spec := loadSpec(t)
 	base := vmm.Config{

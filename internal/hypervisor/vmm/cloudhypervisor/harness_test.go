@@ -1,7 +1,6 @@
 package cloudhypervisor
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor/chstandin"
+	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 // A harness runs the driver against the stand-in, either as real processes (the stand-in binary
@@ -82,32 +82,16 @@ func (b *binaryHarness) violations() []string {
 
 // alive looks for a live process whose command line contains marker.
 func (b *binaryHarness) alive(marker string) bool {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		cmdline, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(cmdline, []byte(marker)) {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join(filepath.Dir(p), "stat"))
-		if i := bytes.LastIndexByte(stat, ')'); err == nil && i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' {
-			return true
-		}
-	}
-	return false
+	return len(testutil.ProcessesMentioning(marker)) > 0
 }
 
 // killProcessesOf kills the processes this test started for an instance directory: those whose
 // command line names it.
 func killProcessesOf(t *testing.T, dir string) {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		cmdline, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(cmdline, []byte(dir+"/")) {
-			continue
-		}
-		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
-			t.Logf("killing pid %d left running: %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+	for _, p := range testutil.Processes() {
+		if p.Mentions(dir + "/") {
+			t.Logf("killing pid %d left running: %s", p.PID, p)
+			_ = syscall.Kill(p.PID, syscall.SIGKILL)
 		}
 	}
 }
@@ -381,11 +365,7 @@ type instance struct {
 
 func newInstance(t *testing.T, hn harness, hotplug int64) instance {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "ch")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortTempDir(t)
 	if b, ok := hn.(*binaryHarness); ok {
 		*b.dirs = append(*b.dirs, dir)
 		// VMMs run detached: a test that does not quit its VMM must not leave it running.

@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -56,9 +55,10 @@ func TestMain(m *testing.M) {
 }
 
 // requireGuest skips (fails in CI) when the tools a real guest needs are missing, and prepares
-// the kernel, initrd and image once.
+// the kernel, initrd and image once. It skips under -short.
 func requireGuest(t *testing.T) {
 	t.Helper()
+	testutil.SkipShort(t, "a VM under QEMU")
 	testutil.RequireTool(t, Binary)
 	testutil.RequireTool(t, "mkfs.erofs")
 	testutil.RequireTool(t, "mkfs.ext4")
@@ -184,17 +184,9 @@ func testContext(t *testing.T) context.Context {
 // qemuPIDs are the live QEMU processes whose command line names dir.
 func qemuPIDs(dir string) []int {
 	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if alive, _ := (host.Local{}).ProcessAlive(context.Background(), pid, dir); !alive {
-			continue
-		}
-		if cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); bytes.HasPrefix(cmdline, []byte(Binary)) {
-			pids = append(pids, pid)
+	for _, p := range testutil.Processes() {
+		if len(p.Args) > 0 && strings.HasPrefix(p.Args[0], Binary) && p.Mentions(dir) {
+			pids = append(pids, p.PID)
 		}
 	}
 	return pids

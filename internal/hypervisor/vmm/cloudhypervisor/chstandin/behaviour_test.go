@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
+	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 func TestBootValidatesTheConfig(t *testing.T) {
@@ -516,7 +517,7 @@ func TestKillInterruptsASlowBoot(t *testing.T) {
 func TestListenHandlesStaleSockets(t *testing.T) {
 	for _, mode := range Modes {
 		t.Run(mode.String(), func(t *testing.T) {
-			sock := filepath.Join(shortTempDir(t), "ch.sock")
+			sock := filepath.Join(testutil.ShortTempDir(t), "ch.sock")
 			if err := os.WriteFile(sock, nil, 0o600); err != nil {
 				t.Fatal(err)
 			}

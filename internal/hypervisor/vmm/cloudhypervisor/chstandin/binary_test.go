@@ -11,13 +11,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 // startBinary runs the stand-in binary on a socket in a new directory.
 func startBinary(t *testing.T, env ...string) (*exec.Cmd, *testServer, *syncLog) {
 	t.Helper()
 	bin := BuildBinary(t)
-	dir := shortTempDir(t)
+	dir := testutil.ShortTempDir(t)
 	sock := filepath.Join(dir, "ch.sock")
 	cmd := exec.Command(bin, "--api-socket", "path="+sock)
 	cmd.Env = append(os.Environ(), env...)
@@ -126,7 +128,7 @@ func TestBinaryLogsSpecViolations(t *testing.T) {
 
 func TestBinaryV52RefusesAStaleSocket(t *testing.T) {
 	bin := BuildBinary(t)
-	sock := filepath.Join(shortTempDir(t), "ch.sock")
+	sock := filepath.Join(testutil.ShortTempDir(t), "ch.sock")
 	if err := os.WriteFile(sock, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +143,7 @@ func TestBinaryV52RefusesAStaleSocket(t *testing.T) {
 
 func TestBinaryServesAnInheritedSocket(t *testing.T) {
 	bin := BuildBinary(t)
-	sock := filepath.Join(shortTempDir(t), "ch.sock")
+	sock := filepath.Join(testutil.ShortTempDir(t), "ch.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)

@@ -3,12 +3,14 @@ package chstandin
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,11 +24,19 @@ var built struct {
 	err  error
 }
 
+// cmdPackage is the import path of the stand-in command, cmd/cloud-hypervisor below this package.
+var cmdPackage = reflect.TypeFor[Server]().PkgPath() + "/cmd/cloud-hypervisor"
+
 // BuildBinary builds the stand-in binary (cmd/cloud-hypervisor) once per test process and returns
 // its path. The binary is kept in the temporary directory under a name derived from the test
 // binary and the command's source, so that later runs of the same code reuse it.
+//
+// It is built from the source tree with the go tool, found by import path from the working
+// directory: go test runs every test in its package's directory, inside this module. Tests that
+// run the binary start real processes: they skip under -short.
 func BuildBinary(t testing.TB) string {
 	t.Helper()
+	testutil.SkipShort(t, "the stand-in binary, built with go build and run as processes")
 	goTool := testutil.RequireTool(t, "go")
 	built.once.Do(func() { built.path, built.err = buildBinary(goTool) })
 	if built.err != nil {
@@ -36,41 +46,38 @@ func BuildBinary(t testing.TB) string {
 }
 
 func buildBinary(goTool string) (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", fmt.Errorf("cannot locate the stand-in's source")
-	}
-	src := filepath.Dir(file)
-	cmdDir := filepath.Join(src, "cmd", "cloud-hypervisor")
-	root, err := moduleRoot(src)
+	out, err := exec.Command(goTool, "list", "-f", "{{.Dir}}", cmdPackage).Output()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("go list %s (run the tests inside the module): %w%s", cmdPackage, err, stderr(err))
 	}
+	cmdDir := strings.TrimSpace(string(out))
 	key, err := buildKey(cmdDir)
 	if err != nil {
 		return "", err
 	}
 	base := filepath.Join(os.TempDir(), "hypeman-chstandin")
-	out := filepath.Join(base, key, "cloud-hypervisor")
-	if _, err := os.Stat(out); err == nil {
-		return out, nil
+	bin := filepath.Join(base, key, "cloud-hypervisor")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
 	}
 	pruneBuilds(base, key)
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
 		return "", err
 	}
-	tmp := fmt.Sprintf("%s.tmp-%d", out, os.Getpid())
-	rel, err := filepath.Rel(root, cmdDir)
-	if err != nil {
-		return "", err
-	}
-	cmd := exec.Command(goTool, "build", "-o", tmp, "./"+filepath.ToSlash(rel))
-	cmd.Dir = root
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./%s: %w\n%s", rel, err, msg)
+	tmp := fmt.Sprintf("%s.tmp-%d", bin, os.Getpid())
+	if msg, err := exec.Command(goTool, "build", "-o", tmp, cmdPackage).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %w\n%s", cmdPackage, err, msg)
 	}
 	// Rename is atomic, so test processes building at the same time never see half a binary.
-	return out, os.Rename(tmp, out)
+	return bin, os.Rename(tmp, bin)
+}
+
+func stderr(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+		return ": " + strings.TrimSpace(string(ee.Stderr))
+	}
+	return ""
 }
 
 // buildKey changes whenever the code that goes into the binary may have: the test binary links
@@ -106,17 +113,6 @@ func pruneBuilds(base, keep string) {
 		info, err := e.Info()
 		if err == nil && e.Name() != keep && time.Since(info.ModTime()) > 24*time.Hour {
 			_ = os.RemoveAll(filepath.Join(base, e.Name()))
-		}
-	}
-}
-
-func moduleRoot(dir string) (string, error) {
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod above %s", dir)
 		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 // testServer is a stand-in serving on a socket in a temporary directory.
@@ -25,20 +27,9 @@ type testServer struct {
 	log    *syncLog
 }
 
-// shortTempDir keeps socket paths under the 108-byte limit of sun_path.
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "chs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 func startServer(t *testing.T, opts Options) *testServer {
 	t.Helper()
-	dir := shortTempDir(t)
+	dir := testutil.ShortTempDir(t)
 	ts := &testServer{t: t, dir: dir, sock: filepath.Join(dir, "ch.sock"), log: &syncLog{}}
 	opts.Log = ts.log
 	srv, err := New(opts)

@@ -2,17 +2,22 @@ package chstandin
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 func TestPingReportsTheModesVersion(t *testing.T) {
@@ -151,7 +156,7 @@ func TestRoutesAndMethods(t *testing.T) {
 }
 
 func TestRequestsOutsideTheSpecAreRefusedAndReported(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := testutil.ShortTempDir(t)
 	g := makeGuestFiles(t, dir)
 	// Each body is something the real server's serde accepts but the spec does not.
 	bodies := map[string]string{
@@ -290,8 +295,20 @@ func TestSpecCheckFindsAMissingOperation(t *testing.T) {
 	if err := spec.CheckBody("vm.nope", []byte(`{}`)); !errors.Is(err, ErrNotInSpec) {
 		t.Errorf("got %v, want ErrNotInSpec", err)
 	}
-	if _, err := os.Stat(SpecPath()); err != nil {
-		t.Errorf("the spec is not where SpecPath says: %v", err)
+}
+
+// The compiled-in document is the verbatim upstream copy whose checksum SOURCE.txt records.
+func TestEmbeddedSpecIsTheCopySOURCENames(t *testing.T) {
+	note, err := os.ReadFile(filepath.Join("openapi", "SOURCE.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^sha256:\s+([0-9a-f]{64})$`).FindSubmatch(note)
+	if m == nil {
+		t.Fatal("openapi/SOURCE.txt records no sha256")
+	}
+	if got := fmt.Sprintf("%x", sha256.Sum256(specDocument)); got != string(m[1]) {
+		t.Errorf("the embedded spec has sha256 %s, SOURCE.txt records %s", got, m[1])
 	}
 }
 

@@ -3,13 +3,11 @@ package chstandin
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -27,15 +25,11 @@ type Spec struct {
 	doc *openapi3.T
 }
 
-// SpecPath is the OpenAPI document kept beside the driver (testdata/cloud-hypervisor.yaml). It is
-// found from this source file's location, so the stand-in must be built from the source tree.
-func SpecPath() string {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return ""
-	}
-	return filepath.Join(filepath.Dir(file), "..", "testdata", "cloud-hypervisor.yaml")
-}
+// specDocument is the official OpenAPI document, copied verbatim from upstream (openapi/SOURCE.txt
+// says from where). It is compiled in, so the stand-in and its binary work wherever they run.
+//
+//go:embed openapi/cloud-hypervisor.yaml
+var specDocument []byte
 
 var loaded struct {
 	once sync.Once
@@ -43,17 +37,9 @@ var loaded struct {
 	err  error
 }
 
-// LoadSpec reads and checks the OpenAPI document at SpecPath once per process.
+// LoadSpec parses and checks the embedded OpenAPI document once per process.
 func LoadSpec() (*Spec, error) {
-	loaded.once.Do(func() {
-		path := SpecPath()
-		data, err := os.ReadFile(path)
-		if err != nil {
-			loaded.err = fmt.Errorf("read the Cloud Hypervisor API spec: %w", err)
-			return
-		}
-		loaded.spec, loaded.err = ParseSpec(data)
-	})
+	loaded.once.Do(func() { loaded.spec, loaded.err = ParseSpec(specDocument) })
 	return loaded.spec, loaded.err
 }
 

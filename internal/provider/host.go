@@ -212,7 +212,7 @@ func connectHost(ctx context.Context, addr string, sc *host.SSHConfig) (host.Hos
 		diags.AddAttributeError(path.Root("host"), "Unable to Connect to Host", detail)
 		return nil, nil, diags
 	}
-	return s, func() { s.Close() }, diags
+	return s, func() { _ = s.Close() }, diags
 }
 
 // connectHint says where the fix for a refused connection goes in the configuration.

@@ -81,7 +81,7 @@ func transform(ctx context.Context, h host.Host, src, dst string, fn func(io.Rea
 	if err != nil {
 		return 0, err
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }()
 	out, err := h.Create(ctx, dst)
 	if err != nil {
 		return 0, err

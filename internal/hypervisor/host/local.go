@@ -54,12 +54,12 @@ func (Local) StartDetached(_ context.Context, argv []string, logPath string) (in
 	if err != nil {
 		return 0, err
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	devNull, err := os.Open(os.DevNull)
 	if err != nil {
 		return 0, err
 	}
-	defer devNull.Close()
+	defer func() { _ = devNull.Close() }()
 	// Not CommandContext: the process must outlive the request that started it.
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin = devNull
@@ -118,17 +118,17 @@ func (Local) WriteFile(_ context.Context, path string, data []byte, perm fs.File
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer func() { _ = os.Remove(tmp.Name()) }()
 	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return err
 	}
 	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return err
 	}
 	if err := tmp.Close(); err != nil {
@@ -182,7 +182,7 @@ func (Local) Truncate(_ context.Context, path string, size int64) error {
 		return err
 	}
 	if err := f.Truncate(size); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	return f.Close()
@@ -201,10 +201,10 @@ func (Local) Lock(ctx context.Context, path string) (func(), error) {
 		return true, err
 	})
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); _ = f.Close() }, nil
 }
 
 func (Local) LookPath(_ context.Context, name string) (string, error) { return exec.LookPath(name) }

@@ -56,7 +56,7 @@ func DialSSH(ctx context.Context, cfg SSHConfig) (*SSH, error) {
 	registry.Unlock()
 	s := &SSH{c: c}
 	if _, err := c.get(ctx); err != nil {
-		s.Close()
+		_ = s.Close()
 		return nil, err
 	}
 	return s, nil

@@ -159,7 +159,7 @@ func (c *credentials) collect() *offer {
 
 func (o *offer) close() {
 	if o.agent != nil {
-		o.agent.Close()
+		_ = o.agent.Close()
 	}
 }
 

@@ -225,7 +225,7 @@ func loadSSHConfig(file string, warn func(string)) (sshConfigFile, error) {
 	if err != nil {
 		return sshConfigFile{}, fmt.Errorf("ssh: read the ssh config file: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	cfg, err := ssh_config.Decode(f)
 	if err != nil {
 		if explicit {

@@ -69,7 +69,7 @@ type generation struct {
 // connKey identifies a connection: same server, same login, same trust. Secrets are hashed.
 func connKey(cfg SSHConfig, t *target, creds *credentials) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s|%v|%q|%q|%q|%q|%q|%q|%v|%d|%d|%s", t.endpoint, t.jumps, cfg.PrivateKey, cfg.PrivateKeyFile, t.identityFiles,
+	_, _ = fmt.Fprintf(h, "%s|%v|%q|%q|%q|%q|%q|%q|%v|%d|%d|%s", t.endpoint, t.jumps, cfg.PrivateKey, cfg.PrivateKeyFile, t.identityFiles,
 		creds.agentSocket, t.knownHosts, cfg.HostKey, cfg.InsecureIgnoreHostKey, t.maxSessions, t.keepAlive, t.connectTimeout)
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -174,12 +174,12 @@ func (c *sshConn) handshake(ctx context.Context, via *ssh.Client, e endpoint) (*
 		return nil, fmt.Errorf("ssh: connect to %s: %w", addr, err)
 	}
 	// Abort a handshake that outlives ctx: x/crypto/ssh takes no context.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 
 	hostKeyCallback, algos, err := c.keys.callback(addr, conn.RemoteAddr())
 	if err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return nil, err
 	}
 	var hostKeyErr error
@@ -196,7 +196,7 @@ func (c *sshConn) handshake(ctx context.Context, via *ssh.Client, e endpoint) (*
 	}
 	sc, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
 	if err != nil {
-		conn.Close()
+		_ = conn.Close()
 		switch {
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ssh: log in to %s: %w", e, ctx.Err())
@@ -235,8 +235,8 @@ func (c *sshConn) presentedKey(ctx context.Context, via *ssh.Client, addr string
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer func() { _ = conn.Close() }()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 	var key ssh.PublicKey
 	errSeen := errors.New("host key seen")
@@ -264,7 +264,7 @@ func (g *generation) close() {
 		// The transport first: closing the SFTP client waits for its session to end, which a
 		// server that stopped answering never does.
 		if g.client != nil {
-			g.client.Close()
+			_ = g.client.Close()
 		}
 		g.closeJumps()
 		g.keeperMu.Lock()
@@ -273,14 +273,14 @@ func (g *generation) close() {
 		}
 		g.keeperMu.Unlock()
 		if g.sftp != nil {
-			g.sftp.Close()
+			_ = g.sftp.Close()
 		}
 	})
 }
 
 func (g *generation) closeJumps() {
 	for i := len(g.jumps) - 1; i >= 0; i-- {
-		g.jumps[i].Close()
+		_ = g.jumps[i].Close()
 	}
 }
 

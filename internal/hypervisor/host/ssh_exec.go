@@ -59,7 +59,7 @@ func (s *SSH) session(ctx context.Context) (*ssh.Session, *generation, func(), e
 		}
 		return nil, nil, nil, err
 	}
-	return sess, gen, func() { sess.Close(); <-s.c.execSlots }, nil
+	return sess, gen, func() { _ = sess.Close(); <-s.c.execSlots }, nil
 }
 
 // exec runs a command line in one session, streaming stdin, and waits for it or for ctx.

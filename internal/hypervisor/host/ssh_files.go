@@ -56,7 +56,9 @@ func readOpened(f *sftp.File, err error, p string, size int64) ([]byte, error) {
 		return nil, pathErr("open", p, err)
 	}
 	// Nothing waits on the close of a read-only handle; the server handles it in order.
-	defer func() { go f.Close() }()
+	defer func() {
+		go func() { _ = f.Close() }()
+	}()
 	head := make([]byte, max(size, 0))
 	var headLen int
 	var headErr error

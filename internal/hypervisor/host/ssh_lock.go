@@ -86,16 +86,16 @@ func startLockKeeper(client *ssh.Client) (*lockKeeper, error) {
 	k := &lockKeeper{sess: sess, reqs: map[int]*lockRequest{}, done: make(chan struct{})}
 	sess.Stderr = &k.stderr
 	if k.stdin, err = sess.StdinPipe(); err != nil {
-		sess.Close()
+		_ = sess.Close()
 		return nil, err
 	}
 	stdout, err := sess.StdoutPipe()
 	if err != nil {
-		sess.Close()
+		_ = sess.Close()
 		return nil, err
 	}
 	if err := sess.Start(shellJoin([]string{"sh", "-c", keeperScript})); err != nil {
-		sess.Close()
+		_ = sess.Close()
 		return nil, err
 	}
 	go k.read(stdout)

@@ -111,7 +111,7 @@ func (s *Store) extract(ctx context.Context, r resolved, dir string) error {
 	go func() {
 		rc := mutate.Extract(r.img)
 		_, err := io.Copy(pw, rc)
-		rc.Close()
+		_ = rc.Close()
 		pw.CloseWithError(err)
 		produced <- err
 	}()

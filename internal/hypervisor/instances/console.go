@@ -36,7 +36,7 @@ func (m *Manager) consoleSince(ctx context.Context, id string, offset int64) []b
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if s, ok := f.(io.Seeker); ok {
 		if _, err := s.Seek(offset, io.SeekStart); err != nil {
 			return nil

@@ -55,7 +55,7 @@ func (m *Manager) deleteDamaged(ctx context.Context, id string, cause error) err
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err = vm.Quit(qctx)
 		cancel()
-		vm.Close()
+		_ = vm.Close()
 		if err != nil {
 			return fmt.Errorf("delete %s (%v): stop its %s: %w", id, cause, drv.Name(), err)
 		}

@@ -139,7 +139,7 @@ func (m *Manager) askVMM(ctx context.Context, md *metadata) (State, string) {
 	if err != nil {
 		return Unknown, fmt.Sprintf("the %s process (pid %d) is alive but its control socket does not answer: %v", md.Hypervisor, md.PID, err)
 	}
-	defer vm.Close()
+	defer func() { _ = vm.Close() }()
 	vs, err := vm.State(qctx)
 	switch {
 	case errors.Is(err, vmm.ErrNoVM):

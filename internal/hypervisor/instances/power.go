@@ -11,7 +11,7 @@ func (m *Manager) pause(ctx context.Context, md *metadata) error {
 	if err != nil {
 		return err
 	}
-	defer vm.Close()
+	defer func() { _ = vm.Close() }()
 	if err := vm.Pause(ctx); err != nil {
 		return fmt.Errorf("pause %s: %w", md.Name, err)
 	}
@@ -25,7 +25,7 @@ func (m *Manager) resume(ctx context.Context, md *metadata) error {
 	if err != nil {
 		return err
 	}
-	defer vm.Close()
+	defer func() { _ = vm.Close() }()
 	if err := vm.Resume(ctx); err != nil {
 		return fmt.Errorf("resume %s: %w", md.Name, err)
 	}

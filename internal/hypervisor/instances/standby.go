@@ -20,7 +20,7 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 	if err != nil {
 		return err
 	}
-	defer vm.Close()
+	defer func() { _ = vm.Close() }()
 	partial := m.layout.partialSnapshot(md.ID)
 	published := false
 	defer func() {

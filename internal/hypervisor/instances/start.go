@@ -167,6 +167,6 @@ func (m *Manager) setMemory(ctx context.Context, md *metadata, bytes int64) erro
 	if err != nil {
 		return err
 	}
-	defer vm.Close()
+	defer func() { _ = vm.Close() }()
 	return vm.SetMemory(ctx, bytes)
 }

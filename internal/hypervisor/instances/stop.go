@@ -20,7 +20,7 @@ func (m *Manager) stop(ctx context.Context, md *metadata) error {
 	if err != nil {
 		return err
 	}
-	defer vm.Close()
+	defer func() { _ = vm.Close() }()
 	st, err := vm.State(ctx)
 	if err == nil && st == vmm.Paused {
 		err = m.resume(ctx, md) // a paused guest cannot react to the power button
@@ -58,7 +58,7 @@ func (m *Manager) quitVMM(ctx context.Context, md *metadata) error {
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err = vm.Quit(qctx)
 		cancel()
-		vm.Close()
+		_ = vm.Close()
 		if err == nil && m.waitGone(ctx, md, 5*time.Second) {
 			return m.clearPID(ctx, md)
 		}

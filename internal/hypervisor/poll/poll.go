@@ -48,7 +48,7 @@ func IgnoreErrors(cond Cond) Cond {
 // ended, or Within's timeout passed. It looks at err as the wait returned it, not at errors
 // inside it: to the wait around it, a wait inside a condition that stopped is a failed condition.
 func Stopped(err error) bool {
-	_, ok := err.(stopped) // not errors.As: only the wait's own end counts
+	_, ok := err.(stopped) //nolint:errorlint // not errors.As: only the wait's own end counts
 	return ok
 }
 
@@ -61,7 +61,7 @@ func (s stopped) Unwrap() error { return s.cause }
 func wait(ctx context.Context, pause, longest time.Duration, deadline time.Time, cond Cond) error {
 	for {
 		done, err := cond(ctx)
-		if s, ok := err.(stopped); ok {
+		if s, ok := err.(stopped); ok { //nolint:errorlint // only a wait's own end, not one wrapped by cond
 			return s.cause // a wait inside cond stopped: to this one, cond failed
 		}
 		if err != nil || done {

@@ -95,7 +95,7 @@ func decompress(c compression, data []byte, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
 	if rc, ok := r.(io.Closer); ok {
-		defer rc.Close()
+		defer func() { _ = rc.Close() }()
 	}
 	out, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {

@@ -112,10 +112,10 @@ func Prepare(ctx context.Context, h host.Host, cfg Config) (*Artifacts, error) {
 // key names cfg's index entry: the inputs' paths and what the builder adds to them.
 func (cfg Config) key() string {
 	sum := sha256.New()
-	fmt.Fprintf(sum, "%d\x00%s\x00%s\x00%s\x00%s\x00%s\x00%q\x00", cacheVersion, cfg.Kernel, cfg.Modules, cfg.Busybox,
+	_, _ = fmt.Fprintf(sum, "%d\x00%s\x00%s\x00%s\x00%s\x00%s\x00%q\x00", cacheVersion, cfg.Kernel, cfg.Modules, cfg.Busybox,
 		guestInit(), powerButtonHandler, initrdDirs)
 	for _, m := range guestModules {
-		fmt.Fprintf(sum, "%s:%t\x00", m.name, m.required)
+		_, _ = fmt.Fprintf(sum, "%s:%t\x00", m.name, m.required)
 	}
 	return hex.EncodeToString(sum.Sum(nil))
 }

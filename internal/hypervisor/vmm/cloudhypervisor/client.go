@@ -106,7 +106,7 @@ func (c *client) do(ctx context.Context, method, action string, in, out any) err
 	if err != nil {
 		return fmt.Errorf("cloud-hypervisor %s on %s: %w", action, c.socket, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
 		return fmt.Errorf("cloud-hypervisor %s on %s: read the answer: %w", action, c.socket, err)

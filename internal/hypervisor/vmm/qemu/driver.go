@@ -64,6 +64,6 @@ func (*Driver) Connect(ctx context.Context, h host.Host, cfg vmm.Config) (vmm.VM
 	if err != nil {
 		return nil, fmt.Errorf("connect to QEMU for %s: %w", cfg.Dir, err)
 	}
-	m.Close()
+	_ = m.Close()
 	return &vm{h: h, cfg: cfg, pid: readPID(ctx, h, cfg)}, nil
 }

@@ -86,7 +86,7 @@ func (p *process) withMonitor(ctx context.Context, fn func(*monitor) error) erro
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	defer func() { _ = m.Close() }()
 	return fn(m)
 }
 

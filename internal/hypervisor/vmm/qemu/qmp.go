@@ -140,11 +140,11 @@ func newMonitor(ctx context.Context, conn net.Conn) (*monitor, error) {
 	case <-m.done:
 		return nil, m.err
 	case <-ctx.Done():
-		m.Close()
+		_ = m.Close()
 		return nil, fmt.Errorf("waiting for the QMP greeting: %w", ctx.Err())
 	}
 	if err := m.execute(ctx, "qmp_capabilities", nil, nil); err != nil {
-		m.Close()
+		_ = m.Close()
 		return nil, err
 	}
 	return m, nil

@@ -101,7 +101,7 @@ func checkStream(ctx context.Context, h host.Host, p string) error {
 	if err != nil {
 		return fmt.Errorf("snapshot memory image: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	head := make([]byte, len(streamHeader))
 	n, err := io.ReadFull(f, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {

@@ -37,7 +37,7 @@ func (v *vm) session(ctx context.Context, fn func(*monitor) error) error {
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	defer func() { _ = m.Close() }()
 	return fn(m)
 }
 

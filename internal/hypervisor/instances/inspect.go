@@ -93,7 +93,7 @@ func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) 
 	return inst, nil
 }
 
-// deriveState follows DESIGN.md §4: no VMM → Standby when a complete snapshot exists, else Stopped;
+// deriveState follows docs/adr/0001-state-is-derived.md: no VMM → Standby when a complete snapshot exists, else Stopped;
 // a VMM that answers → its state; anything else → Unknown with the reason. Only an error reaching
 // the host is an error.
 func (m *Manager) deriveState(ctx context.Context, md *metadata) (State, string, error) {

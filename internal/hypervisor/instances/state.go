@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// State is an instance's lifecycle state (DESIGN.md §4).
+// State is an instance's lifecycle state; the legal hops are the table below.
 type State string
 
 const (

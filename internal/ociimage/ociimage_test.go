@@ -20,7 +20,7 @@ import (
 func flatten(t *testing.T, img v1.Image) map[string]*tar.Header {
 	t.Helper()
 	rc := mutate.Extract(img)
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	files := map[string]*tar.Header{}
 	tr := tar.NewReader(rc)
 	for {

@@ -116,7 +116,7 @@ func httpGet(ip string) (string, error) {
 		resp, err := client.Get("http://" + ip + "/")
 		if err == nil {
 			body, rerr := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if rerr == nil && resp.StatusCode == http.StatusOK {
 				return string(body), nil
 			}

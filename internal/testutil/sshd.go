@@ -125,8 +125,11 @@ func (d *SSHD) AuthorizeKey(t testing.TB, pub ssh.PublicKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	if _, err := f.Write(ssh.MarshalAuthorizedKey(pub)); err != nil {
+		_ = f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -143,7 +146,7 @@ func (d *SSHD) Start(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer log.Close()
+	defer func() { _ = log.Close() }()
 	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", d.config)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
@@ -244,7 +247,7 @@ func banner(addr string) bool {
 	if err != nil {
 		return false
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
 	buf := make([]byte, 8)
 	n, _ := conn.Read(buf)
@@ -257,8 +260,11 @@ func freePort(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil { // the port is sshd's only once this listener lets go of it
+		t.Fatal(err)
+	}
+	return port
 }
 
 // writeKey makes an ed25519 key and writes its private half to file in OpenSSH format.

@@ -61,7 +61,7 @@ func dialFixture(t *testing.T, d *testutil.SSHD, cfg SSHConfig) *SSH {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
@@ -216,7 +216,9 @@ func TestStreamsSymlinksAndSparseFilesBehaveTheSameOnEveryHost(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, err := io.ReadAll(r)
-		r.Close()
+		if cerr := r.Close(); cerr != nil {
+			t.Fatalf("closing what Open returned: %v", cerr)
+		}
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("Open read %d of %d bytes back, %v", len(got), len(data), err)
 		}
@@ -357,14 +359,14 @@ func TestUnixSocketsAndLocksBehaveTheSameOnEveryHost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer l.Close()
+		defer func() { _ = l.Close() }()
 		go func() {
 			for {
 				c, err := l.Accept()
 				if err != nil {
 					return
 				}
-				go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+				go func() { defer func() { _ = c.Close() }(); _, _ = io.Copy(c, c) }()
 			}
 		}()
 		conn, err := h.DialUnix(ctx, sock)
@@ -378,7 +380,7 @@ func TestUnixSocketsAndLocksBehaveTheSameOnEveryHost(t *testing.T) {
 		if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "ping\n" {
 			t.Fatalf("echo over the socket: %q, %v", buf, err)
 		}
-		conn.Close()
+		_ = conn.Close()
 		if _, err := h.DialUnix(ctx, filepath.Join(dir, "missing.sock")); !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("DialUnix of a missing socket: %v, want ErrNotExist", err)
 		}

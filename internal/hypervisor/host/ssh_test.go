@@ -27,7 +27,7 @@ func dialErr(t *testing.T, cfg SSHConfig) error {
 	defer cancel()
 	s, err := DialSSH(ctx, cfg)
 	if err == nil {
-		s.Close()
+		_ = s.Close()
 	}
 	return err
 }
@@ -192,7 +192,7 @@ func TestAgentKeysLogIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	if _, err := s.Run(ctx, nil, "true"); err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ Host myvm
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	if want := d.User + "@" + d.Addr(); s.String() != want {
 		t.Fatalf("connected to %s, want %s", s, want)
 	}
@@ -260,7 +260,7 @@ Host myvm
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2.Close()
+	_ = s2.Close()
 }
 
 func TestProxyJumpReachesTheHostThroughAnother(t *testing.T) {
@@ -302,7 +302,9 @@ func TestOneConnectionIsSharedByEveryUser(t *testing.T) {
 	if a.Handshakes() != 1 || a.c != b.c {
 		t.Fatalf("%d handshakes for two users of one host, want 1", a.Handshakes())
 	}
-	a.Close()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.Run(ctx, nil, "true"); err != nil {
 		t.Fatalf("the connection closed while another user still has it: %v", err)
 	}
@@ -436,7 +438,9 @@ func TestStartDetachedOutlivesTheConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
-	s.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	d.Stop(t) // and every sshd process, as if the host's sshd died
 	time.Sleep(300 * time.Millisecond)
 	if alive, err := (Local{}).ProcessAlive(context.Background(), pid, dir); err != nil || !alive {
@@ -567,7 +571,7 @@ Host *
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.endpoint.String() != tc.want || fmt.Sprint(got.jumps) != tc.jumps {
+			if got.String() != tc.want || fmt.Sprint(got.jumps) != tc.jumps {
 				t.Fatalf("resolved to %s via %v, want %s via %s", got.endpoint, got.jumps, tc.want, tc.jumps)
 			}
 		})

@@ -206,7 +206,7 @@ func chPut(t *testing.T, socket, action string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("PUT %s: %s", action, resp.Status)
 	}

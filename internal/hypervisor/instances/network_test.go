@@ -120,7 +120,7 @@ func fetch(t *testing.T, ip string) string {
 		resp, err := client.Get("http://" + ip + "/")
 		if err == nil {
 			body, rerr := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if rerr == nil && resp.StatusCode == http.StatusOK {
 				return string(body)
 			}

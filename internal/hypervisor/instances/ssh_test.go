@@ -38,7 +38,7 @@ func dialSSH(t testing.TB, d *testutil.SSHD) *host.SSH {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 

@@ -42,10 +42,10 @@ var shared struct {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared.sysCache != "" {
-		os.RemoveAll(shared.sysCache)
+		_ = os.RemoveAll(shared.sysCache)
 	}
 	if snapshotMemory.path != "" { // kept across benchmarks, removed with the test binary
-		os.RemoveAll(filepath.Dir(snapshotMemory.path))
+		_ = os.RemoveAll(filepath.Dir(snapshotMemory.path))
 	}
 	os.Exit(code)
 }

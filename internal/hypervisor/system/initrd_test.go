@@ -32,7 +32,7 @@ func readInitrd(t *testing.T, file string) map[string]cpioEntry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	zr, err := gzip.NewReader(f)
 	if err != nil {
 		t.Fatalf("initrd is not gzip: %v", err)

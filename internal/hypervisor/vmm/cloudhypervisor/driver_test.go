@@ -39,7 +39,7 @@ func connect(t *testing.T, hn harness, inst instance) *VM {
 	if err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
-	t.Cleanup(func() { vm.Close() })
+	t.Cleanup(func() { _ = vm.Close() })
 	return vm.(*VM)
 }
 

@@ -226,7 +226,7 @@ func (h *inProcessHost) StartDetached(_ context.Context, argv []string, logPath 
 	if err != nil {
 		return 0, err
 	}
-	h.t.Cleanup(func() { logFile.Close() })
+	h.t.Cleanup(func() { _ = logFile.Close() })
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	faults, err := chstandin.ParseFaults(h.faults)
@@ -252,7 +252,7 @@ func (h *inProcessHost) StartDetached(_ context.Context, argv []string, logPath 
 		l, err := chstandin.Listen(cl.SocketPath, h.mode)
 		if err != nil {
 			// Like a VMM that exits 1 at start.
-			fmt.Fprintf(logFile, "Error: Cloud Hypervisor exited with the following chain of errors:\n  0: %v\n", err)
+			_, _ = fmt.Fprintf(logFile, "Error: Cloud Hypervisor exited with the following chain of errors:\n  0: %v\n", err)
 			srv.Kill()
 			return
 		}
@@ -278,7 +278,7 @@ func (h *inProcessHost) startRelay(argv []string, logPath string) (int, error) {
 	h.relays[h.nextPid] = r
 	go func() {
 		defer close(r.done)
-		defer out.Close()
+		defer func() { _ = out.Close() }()
 		var offset int
 		for {
 			h.mu.Lock()

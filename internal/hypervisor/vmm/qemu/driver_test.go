@@ -36,7 +36,7 @@ func connect(t *testing.T, cfg vmm.Config) vmm.VM {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { vm.Close() })
+	t.Cleanup(func() { _ = vm.Close() })
 	return vm
 }
 
@@ -92,7 +92,7 @@ func TestBootPauseResumeQuit(t *testing.T) {
 				if st, err = h.State(testContext(t)); err == nil && st != vmm.Running {
 					err = fmt.Errorf("state %s", st)
 				}
-				h.Close()
+				_ = h.Close()
 			}
 			errs <- err
 		}()
@@ -335,7 +335,7 @@ func qomSize(t *testing.T, cfg vmm.Config, property string) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	defer func() { _ = m.Close() }()
 	var n int64
 	if err := m.execute(testContext(t), "qom-get", qomArgs{Path: hotplugDevice, Property: property}, &n); err != nil {
 		t.Fatal(err)

@@ -49,7 +49,7 @@ var shared struct {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared.dir != "" {
-		os.RemoveAll(shared.dir)
+		_ = os.RemoveAll(shared.dir)
 	}
 	os.Exit(code)
 }
@@ -163,7 +163,9 @@ func createEmpty(t *testing.T, p string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 

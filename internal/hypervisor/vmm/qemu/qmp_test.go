@@ -17,7 +17,7 @@ const greetingLine = `{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "ma
 func fakeQMP(t *testing.T, conn net.Conn, handle func(req request, id string) []string) {
 	t.Helper()
 	go func() {
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		if _, err := fmt.Fprintln(conn, greetingLine); err != nil {
 			return
 		}
@@ -55,7 +55,7 @@ func connectFake(t *testing.T, handle func(req request, id string) []string) *mo
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Close() })
+	t.Cleanup(func() { _ = m.Close() })
 	return m
 }
 
@@ -136,7 +136,7 @@ func TestMonitorReportsClosedConnection(t *testing.T) {
 
 func TestMonitorHandshakeHonoursContext(t *testing.T) {
 	client, server := net.Pipe()
-	defer server.Close()
+	defer func() { _ = server.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err := newMonitor(ctx, client) // the server never greets, as while another client holds QMP

@@ -250,9 +250,11 @@ func TestRestoreFailuresResetTheVMM(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			defer f.Close()
-			_, err = f.WriteAt([]byte("0000"), int64(len(memoryHeader)))
-			return err
+			if _, err := f.WriteAt([]byte("0000"), int64(len(memoryHeader))); err != nil {
+				_ = f.Close()
+				return err
+			}
+			return f.Close()
 		}},
 	}
 	for _, tt := range tests {
@@ -502,7 +504,7 @@ func TestKillInterruptsASlowBoot(t *testing.T) {
 		defer close(done)
 		req, _ := http.NewRequest(http.MethodPut, "http://localhost/api/v1/vm.boot", nil)
 		if resp, err := ts.client.Do(req); err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 		}
 	}()
 	time.Sleep(50 * time.Millisecond)
@@ -531,7 +533,7 @@ func TestListenHandlesStaleSockets(t *testing.T) {
 			if err != nil {
 				t.Fatalf("v53+ over a stale socket: %v", err)
 			}
-			defer l.Close()
+			defer func() { _ = l.Close() }()
 			if _, err := Listen(sock, mode); !errors.Is(err, ErrSocketInUse) {
 				t.Errorf("a second VMM on a live socket: %v, want ErrSocketInUse", err)
 			}

@@ -98,7 +98,7 @@ func buildKey(cmdDir string) (string, error) {
 			return "", err
 		}
 		_, err = io.Copy(h, f)
-		f.Close()
+		_ = f.Close()
 		if err != nil {
 			return "", err
 		}

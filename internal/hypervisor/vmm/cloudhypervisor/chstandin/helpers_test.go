@@ -113,7 +113,7 @@ func (ts *testServer) do(method, action, body string) reply {
 	if err != nil {
 		ts.t.Fatalf("%s %s: %v", method, action, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		ts.t.Fatal(err)

@@ -26,19 +26,19 @@ func Listen(path string, mode Mode) (net.Listener, error) {
 		return nil, err
 	}
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
+		_ = lock.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("%s: %w", path, ErrSocketInUse)
 		}
 		return nil, fmt.Errorf("lock %s.lock: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		lock.Close()
+		_ = lock.Close()
 		return nil, fmt.Errorf("remove the stale API socket: %w", err)
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		lock.Close()
+		_ = lock.Close()
 		return nil, err
 	}
 	return &lockedListener{UnixListener: l.(*net.UnixListener), lock: lock}, nil
@@ -50,7 +50,7 @@ func ListenFD(fd int) (net.Listener, error) {
 	if f == nil {
 		return nil, fmt.Errorf("--api-socket fd=%d: not an open file descriptor", fd)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	l, err := net.FileListener(f)
 	if err != nil {
 		return nil, fmt.Errorf("--api-socket fd=%d: %w", fd, err)
@@ -66,6 +66,8 @@ type lockedListener struct {
 
 func (l *lockedListener) Close() error {
 	err := l.UnixListener.Close()
-	l.lock.Close()
+	if lerr := l.lock.Close(); err == nil {
+		err = lerr
+	}
 	return err
 }

@@ -142,7 +142,7 @@ func TestRoutesAndMethods(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }()
 			var body strings.Builder
 			_, _ = bufio.NewReader(resp.Body).WriteTo(&body)
 			if resp.StatusCode != tt.status || body.String() != tt.body {
@@ -195,7 +195,7 @@ func TestRequestWithoutContentTypeIsReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if v := ts.srv.Violations(); len(v) != 1 || !strings.Contains(v[0], "Content-Type") {
 		t.Errorf("violations %q, want one about the Content-Type", v)
 	}
@@ -226,7 +226,7 @@ func TestEleventhConnectionGets503(t *testing.T) {
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
-			c.Close()
+			_ = c.Close()
 		}
 	}()
 	for range maxConnections {
@@ -245,11 +245,12 @@ func TestEleventhConnectionGets503(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("status %d, want 503", resp.StatusCode)
 	}

@@ -206,7 +206,7 @@ func (s *Server) beginExit(code int, crash bool) {
 func (s *Server) logf(format string, args ...any) {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
-	fmt.Fprintf(s.opts.Log, format+"\n", args...)
+	_, _ = fmt.Fprintf(s.opts.Log, format+"\n", args...)
 }
 
 func (s *Server) recordViolation(err error) {
@@ -430,7 +430,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		if l.s.conns.Load() >= maxConnections {
 			body := `{ "error": "Too many open connections" }`
-			fmt.Fprintf(c, "HTTP/1.1 503 \r\nServer: Firecracker API\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 503 \r\nServer: Firecracker API\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 			_ = c.Close()
 			continue
 		}

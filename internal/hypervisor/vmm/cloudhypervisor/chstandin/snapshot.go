@@ -178,7 +178,7 @@ func createNew(path string, data []byte) error {
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	return f.Close()
@@ -195,11 +195,11 @@ func writeMemory(path string, mem memoryState) error {
 		return err
 	}
 	if err := f.Truncate(int64(total)); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if _, err := f.WriteAt([]byte(memoryHeader+mem.Token+"\n"), 0); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	return f.Close()
@@ -312,7 +312,7 @@ func checkMemory(path string, mem memoryState) error {
 	if err != nil {
 		return causef("Failed to open %s: %s", MemoryFile, osError(err))
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	fi, err := f.Stat()
 	if err != nil {
 		return err

@@ -44,7 +44,7 @@ func run(args []string) int {
 		if err != nil {
 			return fail("open the log file", err.Error())
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		log = f
 	}
 	srv, err := chstandin.New(chstandin.Options{Mode: mode, Faults: faults, Log: log, Verbose: cl.Verbosity, Stdout: os.Stdout})

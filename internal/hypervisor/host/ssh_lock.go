@@ -3,8 +3,11 @@ package host
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -228,4 +231,34 @@ func (t *tailBuffer) about(s string) string {
 		}
 	}
 	return lastLines(strings.Join(lines, "\n"), 5)
+}
+
+func (s *SSH) Lock(ctx context.Context, p string) (func(), error) {
+	if strings.ContainsAny(p, "\n\x00") {
+		return nil, fmt.Errorf("lock %q: a lock path cannot contain a newline or NUL", p)
+	}
+	local, err := s.c.locks.lock(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	var remote func()
+	err = s.call(ctx, true, func(g *generation) error {
+		k, err := g.lockKeeper()
+		if err != nil {
+			return err
+		}
+		remote, err = k.lock(ctx, p)
+		if err != nil && ctx.Err() == nil && !g.lost(err) {
+			if _, serr := g.sftp.Stat(path.Dir(p)); errors.Is(serr, fs.ErrNotExist) {
+				return &fs.PathError{Op: "lock", Path: p, Err: fs.ErrNotExist}
+			}
+		}
+		return err
+	})
+	if err != nil {
+		local()
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(func() { remote(); local() }) }, nil
 }

@@ -1,0 +1,164 @@
+package instances
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+)
+
+// Get returns an instance by id or name, with its live state.
+func (m *Manager) Get(ctx context.Context, idOrName string) (*Instance, error) {
+	id, err := m.resolve(ctx, idOrName)
+	if err != nil {
+		return nil, err
+	}
+	md, err := m.loadMetadata(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return m.inspect(ctx, md)
+}
+
+// List returns every instance on the host, sorted by name, with its live state.
+func (m *Manager) List(ctx context.Context) ([]*Instance, error) {
+	entries, err := m.host.ReadDir(ctx, m.layout.guests())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Inspected in parallel: on an SSH-reached host each inspection is a few round trips.
+	found := make([]*Instance, len(entries))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, e := range entries {
+		if !e.IsDir() || !ulidRE.MatchString(e.Name()) {
+			continue
+		}
+		g.Go(func() error {
+			md, err := m.loadMetadata(gctx, e.Name())
+			if errors.Is(err, ErrNotFound) {
+				return nil // being created or deleted right now
+			}
+			if err != nil {
+				return err
+			}
+			found[i], err = m.inspect(gctx, md)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var out []*Instance
+	for _, inst := range found {
+		if inst != nil {
+			out = append(out, inst)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// inspect derives the live state and fills in the public view.
+func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) {
+	obs, err := m.observe(ctx, md)
+	if err != nil {
+		return nil, err
+	}
+	st, reason := obs.state, obs.reason
+	inst := &Instance{
+		ID: md.ID, Name: md.Name, Image: md.Image, ImageDigest: md.ImageDigest, VCPUs: md.VCPUs,
+		Memory: md.Memory, Hotplug: md.Hotplug, OverlaySize: md.OverlaySize,
+		Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env, Workdir: md.Workdir,
+		Hypervisor: md.Hypervisor, HypervisorVersion: md.HypervisorVersion, Accelerator: md.Accelerator,
+		KernelRelease: md.KernelRelease, State: st, StateReason: reason, CreatedAt: md.CreatedAt,
+		Dir: m.layout.dir(md.ID), ConsoleLog: m.layout.console(md.ID),
+		IPAddress: md.IPAddress, MACAddress: md.MACAddress, TapDevice: md.TapDevice,
+	}
+	switch st {
+	case Running, Paused, Created, Shutdown, Unknown:
+		inst.PID, inst.StartedAt = md.PID, md.StartedAt
+	case Standby:
+		inst.SnapshotBytes = obs.snapshotBytes
+	}
+	return inst, nil
+}
+
+// deriveState follows DESIGN.md §4: no VMM → Standby when a complete snapshot exists, else Stopped;
+// a VMM that answers → its state; anything else → Unknown with the reason. Only an error reaching
+// the host is an error.
+func (m *Manager) deriveState(ctx context.Context, md *metadata) (State, string, error) {
+	obs, err := m.observe(ctx, md)
+	return obs.state, obs.reason, err
+}
+
+// observed is what one look at the host tells about an instance.
+type observed struct {
+	state         State
+	reason        string
+	snapshotBytes int64 // Standby only
+}
+
+func (m *Manager) observe(ctx context.Context, md *metadata) (observed, error) {
+	alive, err := m.host.ProcessAlive(ctx, md.PID, m.layout.dir(md.ID))
+	if err != nil {
+		return observed{}, fmt.Errorf("inspect the VMM of %s: %w", md.Name, err)
+	}
+	if !alive {
+		snap, err := m.snapshotBytes(ctx, md.ID)
+		if err != nil {
+			return observed{}, fmt.Errorf("inspect the snapshot of %s: %w", md.Name, err)
+		}
+		if snap >= 0 {
+			return observed{state: Standby, snapshotBytes: snap}, nil
+		}
+		return observed{state: Stopped}, nil
+	}
+	st, reason := m.askVMM(ctx, md)
+	return observed{state: st, reason: reason}, nil
+}
+
+// askVMM maps what a live VMM reports onto the instance states.
+func (m *Manager) askVMM(ctx context.Context, md *metadata) (State, string) {
+	drv, err := m.driver(md.Hypervisor)
+	if err != nil {
+		return Unknown, err.Error()
+	}
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	vm, err := drv.Connect(qctx, m.host, md.VMM)
+	if err != nil {
+		return Unknown, fmt.Sprintf("the %s process (pid %d) is alive but its control socket does not answer: %v", md.Hypervisor, md.PID, err)
+	}
+	defer vm.Close()
+	vs, err := vm.State(qctx)
+	switch {
+	case errors.Is(err, vmm.ErrNoVM):
+		return Unknown, fmt.Sprintf("the %s process (pid %d) holds no VM", md.Hypervisor, md.PID)
+	case err != nil:
+		return Unknown, fmt.Sprintf("the %s process (pid %d) did not report its state: %v", md.Hypervisor, md.PID, err)
+	}
+	switch vs {
+	case vmm.Running:
+		return Running, ""
+	case vmm.Paused:
+		return Paused, ""
+	case vmm.Shutdown:
+		return Shutdown, ""
+	case vmm.Created:
+		if md.Booted {
+			return Shutdown, "" // Cloud Hypervisor says Created again after a shutdown
+		}
+		return Created, ""
+	}
+	return Unknown, fmt.Sprintf("the %s process reports the unknown state %q", md.Hypervisor, vs)
+}

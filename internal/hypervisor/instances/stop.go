@@ -1,0 +1,114 @@
+package instances
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"syscall"
+	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
+)
+
+// stop powers the guest off gracefully (so the overlay is flushed), and stops the VMM by force
+// when the guest has not gone within StopTimeout.
+func (m *Manager) stop(ctx context.Context, md *metadata) error {
+	vm, err := m.connect(ctx, md)
+	if err != nil {
+		return err
+	}
+	defer vm.Close()
+	st, err := vm.State(ctx)
+	if err == nil && st == vmm.Paused {
+		err = m.resume(ctx, md) // a paused guest cannot react to the power button
+	}
+	if err == nil && (st == vmm.Running || st == vmm.Paused) {
+		// The button is pressed again every few seconds: a press that lands while the guest is
+		// still booting (before its handler listens) is lost, and pressing twice is harmless.
+		deadline := time.Now().Add(m.opts.StopTimeout)
+		for err == nil {
+			if err = vm.PowerButton(ctx); err != nil {
+				break
+			}
+			if m.waitGone(ctx, md, min(powerButtonRepeat, time.Until(deadline))) {
+				m.log(ctx, "guest powered off", map[string]any{"id": md.ID})
+				return m.clearPID(ctx, md)
+			}
+			if !time.Now().Before(deadline) || ctx.Err() != nil {
+				m.log(ctx, "guest did not power off in time; stopping the VMM", map[string]any{"id": md.ID, "timeout": m.opts.StopTimeout.String()})
+				break
+			}
+		}
+	}
+	if err != nil {
+		m.log(ctx, "graceful power-off failed; stopping the VMM", map[string]any{"id": md.ID, "error": err.Error()})
+	}
+	return m.quitVMM(ctx, md)
+}
+
+// powerButtonRepeat is how long stop waits for the guest before pressing the power button again.
+const powerButtonRepeat = 3 * time.Second
+
+// quitVMM stops the VMM process: politely through its API, then by signal.
+func (m *Manager) quitVMM(ctx context.Context, md *metadata) error {
+	if vm, err := m.connect(ctx, md); err == nil {
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = vm.Quit(qctx)
+		cancel()
+		vm.Close()
+		if err == nil && m.waitGone(ctx, md, 5*time.Second) {
+			return m.clearPID(ctx, md)
+		}
+	}
+	return m.killVMM(ctx, md)
+}
+
+// killVMM ends the VMM process: SIGTERM, then SIGKILL.
+func (m *Manager) killVMM(ctx context.Context, md *metadata) error {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		alive, err := m.host.ProcessAlive(ctx, md.PID, m.layout.dir(md.ID))
+		if err != nil {
+			return err
+		}
+		if !alive {
+			return m.clearPID(ctx, md)
+		}
+		if err := m.host.Signal(ctx, md.PID, sig); err != nil {
+			return err
+		}
+		if m.waitGone(ctx, md, 5*time.Second) {
+			return m.clearPID(ctx, md)
+		}
+	}
+	return fmt.Errorf("the %s process %d of %s did not exit after SIGKILL", md.Hypervisor, md.PID, md.Name)
+}
+
+// waitGone waits up to d for the VMM process to exit.
+func (m *Manager) waitGone(ctx context.Context, md *metadata, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		alive, err := m.host.ProcessAlive(ctx, md.PID, m.layout.dir(md.ID))
+		if err == nil && !alive {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// clearPID records that no VMM runs, and removes its socket and its TAP device.
+func (m *Manager) clearPID(ctx context.Context, md *metadata) error {
+	if drv, err := m.driver(md.Hypervisor); err == nil && md.VMM.Dir != "" {
+		if err := m.host.Remove(ctx, drv.SocketPath(md.VMM)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	md.PID, md.Booted, md.StartedAt = 0, false, time.Time{}
+	if err := m.saveMetadata(ctx, md); err != nil {
+		return err
+	}
+	return m.unplugTap(ctx, md)
+}

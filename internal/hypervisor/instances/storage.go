@@ -35,6 +35,12 @@ func (l layout) snapshots(id string) string {
 }
 func (l layout) snapshot(id string) string { return path.Join(l.snapshots(id), "snapshot-latest") }
 
+// nameLock serializes the removal of a name's link; a name never starts with a dot.
+func (l layout) nameLock(name string) string { return path.Join(l.names(), "."+name+".lock") }
+
+// removing is where an instance's directory is moved to be removed (removeDir).
+func (l layout) removing(id string) string { return path.Join(l.guests(), "."+id+".removing") }
+
 // partialSnapshot is where a snapshot is written and compressed before it is published by rename,
 // so snapshot-latest only ever holds a complete snapshot.
 func (l layout) partialSnapshot(id string) string {
@@ -94,6 +100,10 @@ type metadata struct {
 
 	CreatedAt time.Time `json:"created_at"`
 	StartedAt time.Time `json:"started_at,omitzero"`
+
+	// Creating marks an instance whose create has not finished, and names the process running
+	// it (creating.go); the create's last metadata write drops it.
+	Creating *creator `json:"creating,omitempty"`
 }
 
 func (md *metadata) spec() Spec {
@@ -176,8 +186,19 @@ func (m *Manager) snapshotBytes(ctx context.Context, id string) (int64, error) {
 }
 
 // withLock runs fn holding the instance's lock, so two operations on one instance (from this or
-// another process) never interleave.
+// another process) never interleave. An instance whose create never finished is refused: only
+// Delete, or a create of its name, removes it.
 func (m *Manager) withLock(ctx context.Context, id string, fn func() error) error {
+	return m.lockInstance(ctx, id, func() error {
+		if md, err := m.loadMetadata(ctx, id); err == nil && md.Creating != nil {
+			return errUnfinished(md)
+		}
+		return fn()
+	})
+}
+
+// lockInstance runs fn holding the instance's lock.
+func (m *Manager) lockInstance(ctx context.Context, id string, fn func() error) error {
 	unlock, err := m.host.Lock(ctx, m.layout.lock(id))
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: no instance with id %s", ErrNotFound, id)
@@ -187,4 +208,22 @@ func (m *Manager) withLock(ctx context.Context, id string, fn func() error) erro
 	}
 	defer unlock()
 	return fn()
+}
+
+// removeDir removes the instance's directory. It is moved out of the way first, so that an
+// operation arriving meanwhile finds no directory, instead of creating the lock file again in one
+// half removed (which would make the removal fail, and give it a lock of its own).
+func (m *Manager) removeDir(ctx context.Context, id string) error {
+	gone := m.layout.removing(id)
+	if err := m.host.RemoveAll(ctx, gone); err != nil { // what a removal cut short left
+		return err
+	}
+	err := m.host.Rename(ctx, m.layout.dir(id), gone)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return m.host.RemoveAll(ctx, gone)
 }

@@ -79,6 +79,8 @@ func observed(inst *instances.Instance) string {
 // hint says what to do about the errors a user can act on.
 func hint(err error) string {
 	switch {
+	case errors.Is(err, instances.ErrNameBeingCreated):
+		return "Another operation (another terraform run against this host?) is creating an instance of that name right now. Let it finish, then import the instance (terraform import hypeman_instance.<name> <instance name>) or choose another name."
 	case errors.Is(err, instances.ErrNameTaken):
 		return "Another instance on this host has that name. Import it (terraform import hypeman_instance.<name> <instance name>) or choose another name."
 	case errors.Is(err, host.ErrConnectionLost):

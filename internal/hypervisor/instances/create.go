@@ -40,32 +40,49 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 	}
 	t0 := time.Now()
 	id := ulid.Make().String()
+	for _, d := range []string{m.layout.guests(), m.layout.names()} {
+		if err := m.host.MkdirAll(ctx, d, 0o750); err != nil {
+			return nil, fmt.Errorf("prepare %s: %w", d, err)
+		}
+	}
+	// The directory, its lock and the metadata marked creating come before the name, so that
+	// whoever finds the name can tell whether this create is alive (creating.go). The lock is
+	// held until Create returns, undo included.
+	unlock, err := m.makeLocked(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	var undo cleanups
 	defer func() {
 		if err != nil {
 			undo.run(context.WithoutCancel(ctx))
 		}
 	}()
-
-	for _, d := range []string{m.layout.guests(), m.layout.names()} {
-		if err := m.host.MkdirAll(ctx, d, 0o750); err != nil {
-			return nil, fmt.Errorf("prepare %s: %w", d, err)
-		}
+	undo.push(func(ctx context.Context) { _ = m.removeDir(ctx, id) })
+	md := &metadata{
+		ID: id, Name: spec.Name, Image: spec.Image, VCPUs: spec.VCPUs,
+		Memory: spec.Memory, Hotplug: spec.Hotplug, OverlaySize: spec.OverlaySize,
+		Entrypoint: spec.Entrypoint, Cmd: spec.Cmd, Env: spec.Env, Workdir: spec.Workdir,
+		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(), Creating: newCreator(),
+	}
+	if err := m.saveMetadata(ctx, md); err != nil {
+		return nil, err
 	}
 	if err := m.reserveName(ctx, spec.Name, id); err != nil {
 		return nil, err
 	}
 	undo.push(func(ctx context.Context) { _ = m.releaseName(ctx, spec.Name, id) })
-	if err := m.host.MkdirAll(ctx, m.layout.logs(id), 0o750); err != nil {
-		return nil, err
-	}
-	undo.push(func(ctx context.Context) { _ = m.host.RemoveAll(ctx, m.layout.dir(id)) })
 	lease, err := m.allocateNetwork(ctx, id, spec.Network)
 	if err != nil {
 		return nil, err
 	}
 	if lease != nil {
 		undo.push(func(ctx context.Context) { _ = m.net.Release(ctx, id) })
+		md.setLease(lease)
+		if err := m.saveMetadata(ctx, md); err != nil {
+			return nil, err
+		}
 	}
 
 	img, err := m.images.Pull(ctx, spec.Image)
@@ -82,34 +99,49 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 	}
 	m.log(ctx, "overlay ready", map[string]any{"id": id, "bytes": spec.OverlaySize, "ms": time.Since(t1).Milliseconds()})
 
-	md := &metadata{
-		ID: id, Name: spec.Name, Image: spec.Image, ImageDigest: img.Digest, VCPUs: spec.VCPUs,
-		Memory: spec.Memory, Hotplug: spec.Hotplug, OverlaySize: spec.OverlaySize,
-		Entrypoint: spec.Entrypoint, Cmd: spec.Cmd, Env: spec.Env, Workdir: spec.Workdir,
-		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(),
+	md.ImageDigest = img.Digest
+	if target != Stopped { // Stopped: created, never booted; the first start builds the config disk
+		undo.push(func(ctx context.Context) {
+			cur, err := m.loadMetadata(ctx, id) // the hops may have started another VMM
+			if err != nil {
+				cur = md
+			}
+			_ = m.killVMM(ctx, cur)
+		})
+		if err := m.start(ctx, md); err != nil {
+			return nil, fmt.Errorf("create %s: %w", spec.Name, err)
+		}
+		// Running: the program started; whether it keeps running is its own business.
+		if target != Running {
+			if err := m.reach(ctx, id, target); err != nil {
+				return nil, fmt.Errorf("create %s: %w", spec.Name, err)
+			}
+		}
+		cur, err := m.loadMetadata(ctx, id) // as the hops left it
+		if err != nil {
+			return nil, err
+		}
+		md = cur
 	}
-	md.setLease(lease)
+	md.Creating = nil // finished: from here on it is an instance like any other
 	if err := m.saveMetadata(ctx, md); err != nil {
 		return nil, err
 	}
-	err = m.withLock(ctx, id, func() error {
-		if target == Stopped {
-			return nil // created, never booted: the first start builds the config disk
-		}
-		undo.push(func(ctx context.Context) { _ = m.killVMM(ctx, md) })
-		if err := m.start(ctx, md); err != nil {
-			return err
-		}
-		if target == Running {
-			return nil // the program started; whether it keeps running is its own business
-		}
-		return m.reach(ctx, id, target)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", spec.Name, err)
-	}
 	m.log(ctx, "created", map[string]any{"id": id, "name": spec.Name, "ms": time.Since(t0).Milliseconds()})
 	return m.Get(ctx, id)
+}
+
+// makeLocked makes the new instance's directory and takes its lock.
+func (m *Manager) makeLocked(ctx context.Context, id string) (func(), error) {
+	err := m.host.MkdirAll(ctx, m.layout.logs(id), 0o750)
+	if err == nil {
+		var unlock func()
+		if unlock, err = m.host.Lock(ctx, m.layout.lock(id)); err == nil {
+			return unlock, nil
+		}
+	}
+	_ = m.removeDir(context.WithoutCancel(ctx), id)
+	return nil, fmt.Errorf("make the instance directory: %w", err)
 }
 
 // makeOverlay creates the sparse writable overlay and formats it ext4 with lazy init, which

@@ -10,13 +10,23 @@ import (
 )
 
 // Delete removes an instance in any state: stop the VMM (by force if it hangs), remove every file
-// and the name. Deleting an instance that does not exist is ErrNotFound.
+// and the name. Deleting an instance that does not exist is ErrNotFound, and so is deleting one
+// that another operation is still creating (it is no instance yet); what a create that died left
+// is removed like an instance.
 func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 	id, err := m.resolve(ctx, idOrName)
 	if err != nil {
 		return err
 	}
-	return m.withLock(ctx, id, func() error {
+	if md, err := m.loadMetadata(ctx, id); err == nil && md.Creating != nil {
+		// Rather than wait for the create's lock and delete what it made.
+		if md, live, err := m.settle(ctx, md); err != nil {
+			return err
+		} else if live {
+			return fmt.Errorf("%w: instance %s (%s) is being created by another operation (%s)", ErrNotFound, md.Name, id, md.Creating)
+		}
+	}
+	return m.lockInstance(ctx, id, func() error {
 		md, err := m.loadMetadata(ctx, id)
 		if errors.Is(err, errCorruptMetadata) {
 			return m.deleteDamaged(ctx, id, err)
@@ -24,15 +34,8 @@ func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 		if err != nil {
 			return err
 		}
-		if err := m.quitVMM(ctx, md); err != nil {
-			return fmt.Errorf("delete %s: stop the VMM: %w", md.Name, err)
-		}
-		if err := m.host.RemoveAll(ctx, m.layout.dir(id)); err != nil {
-			return fmt.Errorf("delete %s: remove its files: %w", md.Name, err)
-		}
-		// Released only once the files are gone, so a half-deleted instance keeps its address.
-		if err := m.releaseLease(ctx, md); err != nil {
-			return fmt.Errorf("delete %s: release its network address: %w", md.Name, err)
+		if err := m.remove(ctx, id, md); err != nil {
+			return fmt.Errorf("delete %s: %w", md.Name, err)
 		}
 		if err := m.releaseName(ctx, md.Name, id); err != nil {
 			return fmt.Errorf("delete %s: release its name: %w", md.Name, err)
@@ -40,6 +43,33 @@ func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 		m.log(ctx, "deleted", map[string]any{"id": id, "name": md.Name})
 		return nil
 	})
+}
+
+// remove stops the instance's VMM and removes its files and network address; its name is the
+// caller's to release. md is nil for a directory without metadata, which never started a VMM.
+func (m *Manager) remove(ctx context.Context, id string, md *metadata) error {
+	if md != nil {
+		if err := m.quitVMM(ctx, md); err != nil {
+			return fmt.Errorf("stop the VMM: %w", err)
+		}
+	}
+	if err := m.removeDir(ctx, id); err != nil {
+		return fmt.Errorf("remove its files: %w", err)
+	}
+	// Released only once the files are gone, so a half-deleted instance keeps its address.
+	var err error
+	switch {
+	case md != nil && md.Creating == nil:
+		err = m.releaseLease(ctx, md)
+	case m.net != nil:
+		err = m.net.Release(ctx, id) // an unfinished create may hold a lease its metadata does not name yet
+	case md != nil:
+		err = m.releaseLease(ctx, md)
+	}
+	if err != nil {
+		return fmt.Errorf("release its network address: %w", err)
+	}
+	return nil
 }
 
 // deleteDamaged removes an instance whose metadata cannot be read, so nothing says which VMM runs
@@ -73,6 +103,9 @@ func (m *Manager) deleteDamaged(ctx context.Context, id string, cause error) err
 		return fmt.Errorf("delete %s: find its name: %w", id, err)
 	}
 	for _, n := range names {
+		if ValidateName(n.Name()) != nil {
+			continue // a name's lock
+		}
 		if err := m.releaseName(ctx, n.Name(), id); err != nil {
 			return fmt.Errorf("delete %s: release its name: %w", id, err)
 		}

@@ -11,6 +11,9 @@ var (
 	ErrNotFound = errors.New("instance not found")
 	// ErrNameTaken: another instance on the host has the name.
 	ErrNameTaken = errors.New("instance name already in use")
+	// ErrNameBeingCreated: a create still running in another operation holds the name; it is
+	// an ErrNameTaken too.
+	ErrNameBeingCreated = fmt.Errorf("%w by a create in progress", ErrNameTaken)
 	// ErrInvalidState: the instance's current state does not allow the operation.
 	ErrInvalidState = errors.New("invalid state for this operation")
 	// ErrInvalidConfig: a requested value is not allowed.

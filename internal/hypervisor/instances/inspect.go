@@ -23,10 +23,14 @@ func (m *Manager) Get(ctx context.Context, idOrName string) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	if md.Creating != nil {
+		return m.inspectUnfinished(ctx, md)
+	}
 	return m.inspect(ctx, md)
 }
 
-// List returns every instance on the host, sorted by name, with its live state.
+// List returns every instance on the host, sorted by name, with its live state. One that another
+// operation is still creating is left out; what a create that died left is listed as Unknown.
 func (m *Manager) List(ctx context.Context) ([]*Instance, error) {
 	entries, err := m.host.ReadDir(ctx, m.layout.guests())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -49,6 +53,13 @@ func (m *Manager) List(ctx context.Context) ([]*Instance, error) {
 				return nil // being created or deleted right now
 			}
 			if err != nil {
+				return err
+			}
+			if md.Creating != nil {
+				found[i], err = m.inspectUnfinished(gctx, md)
+				if errors.Is(err, ErrNotFound) {
+					return nil
+				}
 				return err
 			}
 			found[i], err = m.inspect(gctx, md)
@@ -90,6 +101,27 @@ func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) 
 	case Standby:
 		inst.SnapshotBytes = obs.snapshotBytes
 	}
+	return inst, nil
+}
+
+// inspectUnfinished is the view of an instance whose create has not finished. While the create
+// runs it is no instance yet: ErrNotFound. Once the create is dead, it is reported as Unknown and
+// says so, so that it can be seen and deleted (a create of its name also reclaims it).
+func (m *Manager) inspectUnfinished(ctx context.Context, md *metadata) (*Instance, error) {
+	md, live, err := m.settle(ctx, md)
+	switch {
+	case err != nil:
+		return nil, err
+	case md.Creating == nil:
+		return m.inspect(ctx, md) // finished meanwhile
+	case live:
+		return nil, fmt.Errorf("%w: instance %s (%s) is being created by another operation (%s)", ErrNotFound, md.Name, md.ID, md.Creating)
+	}
+	inst, err := m.inspect(ctx, md)
+	if err != nil {
+		return nil, err
+	}
+	inst.State, inst.StateReason = Unknown, "the instance "+interrupted(md)
 	return inst, nil
 }
 

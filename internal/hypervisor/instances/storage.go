@@ -35,6 +35,12 @@ func (l layout) snapshots(id string) string {
 }
 func (l layout) snapshot(id string) string { return path.Join(l.snapshots(id), "snapshot-latest") }
 
+// nameLock serializes the removal of a name's link; a name never starts with a dot.
+func (l layout) nameLock(name string) string { return path.Join(l.names(), "."+name+".lock") }
+
+// removing is where an instance's directory is moved to be removed (removeDir).
+func (l layout) removing(id string) string { return path.Join(l.guests(), "."+id+".removing") }
+
 // partialSnapshot is where a snapshot is written and compressed before it is published by rename,
 // so snapshot-latest only ever holds a complete snapshot.
 func (l layout) partialSnapshot(id string) string {
@@ -94,6 +100,10 @@ type metadata struct {
 
 	CreatedAt time.Time `json:"created_at"`
 	StartedAt time.Time `json:"started_at,omitzero"`
+
+	// Creating marks an instance whose create has not finished, and names the process running
+	// it (creating.go); the create's last metadata write drops it.
+	Creating *creator `json:"creating,omitempty"`
 }
 
 func (md *metadata) spec() Spec {
@@ -136,39 +146,6 @@ func (m *Manager) saveMetadata(ctx context.Context, md *metadata) error {
 	return nil
 }
 
-// reserveName claims name for id atomically: names/{name} is a symlink to the id, and creating a
-// symlink fails when it exists.
-func (m *Manager) reserveName(ctx context.Context, name, id string) error {
-	err := m.host.Symlink(ctx, id, m.layout.name(name))
-	if !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	owner, rerr := m.host.Readlink(ctx, m.layout.name(name))
-	if rerr == nil {
-		if _, serr := m.host.Stat(ctx, m.layout.metadata(owner)); errors.Is(serr, fs.ErrNotExist) {
-			// The owner's files are gone (removed behind the manager's back): the name is free.
-			m.log(ctx, "releasing a name whose instance is gone", map[string]any{"name": name, "stale_id": owner})
-			if err := m.releaseName(ctx, name, owner); err != nil {
-				return err
-			}
-			return m.host.Symlink(ctx, id, m.layout.name(name))
-		}
-	}
-	return fmt.Errorf("%w: %q belongs to instance %s", ErrNameTaken, name, owner)
-}
-
-// releaseName frees name, but only while it still points at id.
-func (m *Manager) releaseName(ctx context.Context, name, id string) error {
-	owner, err := m.host.Readlink(ctx, m.layout.name(name))
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && owner != id) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return m.host.Remove(ctx, m.layout.name(name))
-}
-
 // ulidRE matches instance ids: ULIDs in Crockford base32, which never look like a name (names are lower-case).
 var ulidRE = regexp.MustCompile(`^[0-9A-HJKMNP-TV-Z]{26}$`)
 
@@ -209,8 +186,19 @@ func (m *Manager) snapshotBytes(ctx context.Context, id string) (int64, error) {
 }
 
 // withLock runs fn holding the instance's lock, so two operations on one instance (from this or
-// another process) never interleave.
+// another process) never interleave. An instance whose create never finished is refused: only
+// Delete, or a create of its name, removes it.
 func (m *Manager) withLock(ctx context.Context, id string, fn func() error) error {
+	return m.lockInstance(ctx, id, func() error {
+		if md, err := m.loadMetadata(ctx, id); err == nil && md.Creating != nil {
+			return errUnfinished(md)
+		}
+		return fn()
+	})
+}
+
+// lockInstance runs fn holding the instance's lock.
+func (m *Manager) lockInstance(ctx context.Context, id string, fn func() error) error {
 	unlock, err := m.host.Lock(ctx, m.layout.lock(id))
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: no instance with id %s", ErrNotFound, id)
@@ -220,4 +208,22 @@ func (m *Manager) withLock(ctx context.Context, id string, fn func() error) erro
 	}
 	defer unlock()
 	return fn()
+}
+
+// removeDir removes the instance's directory. It is moved out of the way first, so that an
+// operation arriving meanwhile finds no directory, instead of creating the lock file again in one
+// half removed (which would make the removal fail, and give it a lock of its own).
+func (m *Manager) removeDir(ctx context.Context, id string) error {
+	gone := m.layout.removing(id)
+	if err := m.host.RemoveAll(ctx, gone); err != nil { // what a removal cut short left
+		return err
+	}
+	err := m.host.Rename(ctx, m.layout.dir(id), gone)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return m.host.RemoveAll(ctx, gone)
 }

@@ -39,26 +39,50 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 		return nil, err
 	}
 	t0 := time.Now()
-	id := ulid.Make().String()
-	for _, d := range []string{m.layout.guests(), m.layout.names()} {
-		if err := m.host.MkdirAll(ctx, d, 0o750); err != nil {
-			return nil, fmt.Errorf("prepare %s: %w", d, err)
-		}
-	}
-	// The directory, its lock and the metadata marked creating come before the name, so that
-	// whoever finds the name can tell whether this create is alive (creating.go). The lock is
-	// held until Create returns, undo included.
-	unlock, err := m.makeLocked(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
+	// A failed create is undone while it still holds the instance's lock.
 	var undo cleanups
+	unlock := func() {}
 	defer func() {
 		if err != nil {
 			undo.run(context.WithoutCancel(ctx))
 		}
+		unlock()
 	}()
+	md, unlock, err := m.claim(ctx, spec, &undo)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.provision(ctx, md, spec, t0); err != nil {
+		return nil, err
+	}
+	if target != Stopped { // Stopped: created, never booted; the first start builds the config disk
+		if md, err = m.bootNew(ctx, md, target, &undo); err != nil {
+			return nil, fmt.Errorf("create %s: %w", spec.Name, err)
+		}
+	}
+	md.Creating = nil // finished: from here on it is an instance like any other
+	if err := m.saveMetadata(ctx, md); err != nil {
+		return nil, err
+	}
+	m.log(ctx, "created", map[string]any{"id": md.ID, "name": spec.Name, "ms": time.Since(t0).Milliseconds()})
+	return m.Get(ctx, md.ID)
+}
+
+// claim makes a new instance's directory, lock, metadata marked creating, name and network
+// lease, in that order: the directory, its lock and the mark come before the name, so that
+// whoever finds the name can tell whether this create is alive (creating.go). The lock is
+// released by the returned func; what claim made is undone by undo.
+func (m *Manager) claim(ctx context.Context, spec Spec, undo *cleanups) (*metadata, func(), error) {
+	id := ulid.Make().String()
+	for _, d := range []string{m.layout.guests(), m.layout.names()} {
+		if err := m.host.MkdirAll(ctx, d, 0o750); err != nil {
+			return nil, func() {}, fmt.Errorf("prepare %s: %w", d, err)
+		}
+	}
+	unlock, err := m.makeLocked(ctx, id)
+	if err != nil {
+		return nil, func() {}, err
+	}
 	undo.push(func(ctx context.Context) { _ = m.removeDir(ctx, id) })
 	md := &metadata{
 		ID: id, Name: spec.Name, Image: spec.Image, VCPUs: spec.VCPUs,
@@ -67,68 +91,64 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(), Creating: newCreator(),
 	}
 	if err := m.saveMetadata(ctx, md); err != nil {
-		return nil, err
+		return nil, unlock, err
 	}
 	if err := m.reserveName(ctx, spec.Name, id); err != nil {
-		return nil, err
+		return nil, unlock, err
 	}
 	undo.push(func(ctx context.Context) { _ = m.releaseName(ctx, spec.Name, id) })
 	lease, err := m.allocateNetwork(ctx, id, spec.Network)
 	if err != nil {
-		return nil, err
+		return nil, unlock, err
 	}
 	if lease != nil {
 		undo.push(func(ctx context.Context) { _ = m.net.Release(ctx, id) })
 		md.setLease(lease)
 		if err := m.saveMetadata(ctx, md); err != nil {
-			return nil, err
+			return nil, unlock, err
 		}
 	}
+	return md, unlock, nil
+}
 
+// provision pulls the image and makes the overlay of a claimed instance.
+func (m *Manager) provision(ctx context.Context, md *metadata, spec Spec, t0 time.Time) error {
 	img, err := m.images.Pull(ctx, spec.Image)
 	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", spec.Image, err)
+		return fmt.Errorf("image %s: %w", spec.Image, err)
 	}
-	m.log(ctx, "image ready", map[string]any{"id": id, "digest": img.Digest, "ms": time.Since(t0).Milliseconds()})
+	m.log(ctx, "image ready", map[string]any{"id": md.ID, "digest": img.Digest, "ms": time.Since(t0).Milliseconds()})
 	if _, err := resolveProgram(spec, img); err != nil {
-		return nil, err
+		return err
 	}
 	t1 := time.Now()
-	if err := m.makeOverlay(ctx, id, spec.OverlaySize); err != nil {
+	if err := m.makeOverlay(ctx, md.ID, spec.OverlaySize); err != nil {
+		return err
+	}
+	m.log(ctx, "overlay ready", map[string]any{"id": md.ID, "bytes": spec.OverlaySize, "ms": time.Since(t1).Milliseconds()})
+	md.ImageDigest = img.Digest
+	return nil
+}
+
+// bootNew boots a provisioned instance and brings it to target, and returns its metadata as the
+// hops left it. Running means the program started; whether it keeps running is its own business.
+func (m *Manager) bootNew(ctx context.Context, md *metadata, target State, undo *cleanups) (*metadata, error) {
+	undo.push(func(ctx context.Context) {
+		cur, err := m.loadMetadata(ctx, md.ID) // the hops may have started another VMM
+		if err != nil {
+			cur = md
+		}
+		_ = m.killVMM(ctx, cur)
+	})
+	if err := m.start(ctx, md); err != nil {
 		return nil, err
 	}
-	m.log(ctx, "overlay ready", map[string]any{"id": id, "bytes": spec.OverlaySize, "ms": time.Since(t1).Milliseconds()})
-
-	md.ImageDigest = img.Digest
-	if target != Stopped { // Stopped: created, never booted; the first start builds the config disk
-		undo.push(func(ctx context.Context) {
-			cur, err := m.loadMetadata(ctx, id) // the hops may have started another VMM
-			if err != nil {
-				cur = md
-			}
-			_ = m.killVMM(ctx, cur)
-		})
-		if err := m.start(ctx, md); err != nil {
-			return nil, fmt.Errorf("create %s: %w", spec.Name, err)
-		}
-		// Running: the program started; whether it keeps running is its own business.
-		if target != Running {
-			if err := m.reach(ctx, id, target); err != nil {
-				return nil, fmt.Errorf("create %s: %w", spec.Name, err)
-			}
-		}
-		cur, err := m.loadMetadata(ctx, id) // as the hops left it
-		if err != nil {
+	if target != Running {
+		if err := m.reach(ctx, md.ID, target); err != nil {
 			return nil, err
 		}
-		md = cur
 	}
-	md.Creating = nil // finished: from here on it is an instance like any other
-	if err := m.saveMetadata(ctx, md); err != nil {
-		return nil, err
-	}
-	m.log(ctx, "created", map[string]any{"id": id, "name": spec.Name, "ms": time.Since(t0).Milliseconds()})
-	return m.Get(ctx, id)
+	return m.loadMetadata(ctx, md.ID)
 }
 
 // makeLocked makes the new instance's directory and takes its lock.

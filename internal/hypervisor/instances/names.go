@@ -59,17 +59,10 @@ func (m *Manager) reclaimName(ctx context.Context, name, owner string) error {
 	case err != nil && !errors.Is(err, ErrNotFound):
 		return fmt.Errorf("%w (%v)", errNameTaken(name, owner), err) // unreadable metadata: Delete removes such an instance
 	}
-	// An unfinished create, or no metadata at all: its lock decides.
-	unlock, err := m.tryLock(ctx, owner)
-	switch {
-	case errors.Is(err, errBusy):
-		return errNameBeingCreated(name, owner, md)
-	case errors.Is(err, ErrNotFound):
-		unlock = func() {} // the directory is gone: nothing is left to lock
-	case err != nil:
-		return fmt.Errorf("check the reservation of %q by instance %s: %w", name, owner, err)
-	}
-	defer unlock()
+	// An unfinished create, or no metadata at all: its lock decides. The name's lock comes first,
+	// so that of two creates that find the same dead reservation one reclaims it while the other
+	// waits, and then sees who took the name, rather than the reclaimer's hold on the dead
+	// create's lock.
 	unlockName, err := m.lockName(ctx, name)
 	if err != nil {
 		return err
@@ -80,6 +73,16 @@ func (m *Manager) reclaimName(ctx context.Context, name, owner string) error {
 	} else if err != nil {
 		return err
 	}
+	unlock, err := m.tryLock(ctx, owner)
+	switch {
+	case errors.Is(err, errBusy):
+		return errNameBeingCreated(name, owner, md)
+	case errors.Is(err, ErrNotFound):
+		unlock = func() {} // the directory is gone: nothing is left to lock
+	case err != nil:
+		return fmt.Errorf("check the reservation of %q by instance %s: %w", name, owner, err)
+	}
+	defer unlock()
 	md, err = m.loadMetadata(ctx, owner) // again, now that nothing can change it
 	switch {
 	case err == nil && md.Creating == nil:

@@ -140,6 +140,9 @@ func (v *VM) waitMemory(ctx context.Context, bytes int64) error {
 	var actual int64
 	err := poll.Until(ctx, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
 		info, err := v.c.info(ctx)
+		if err != nil && ctx.Err() != nil {
+			return false, nil // the wait ran out during a look: said below, with the last size seen
+		}
 		if err != nil {
 			return false, fmt.Errorf("set memory to %d bytes: %w", bytes, err)
 		}

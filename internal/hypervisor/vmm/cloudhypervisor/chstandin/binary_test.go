@@ -1,6 +1,7 @@
 package chstandin
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
@@ -121,7 +123,13 @@ func TestBinaryLogsSpecViolations(t *testing.T) {
 	if r := ts.put("vm.create", `{"cpus":{"boot_vcpus":1,"max_vcpus":1}}`); r.status != http.StatusBadRequest {
 		t.Errorf("a config without payload: %d %s", r.status, r.body)
 	}
-	if v := LogViolations([]byte(out.String())); len(v) != 1 || !strings.Contains(v[0], "payload") {
+	// The binary logs the violation as it answers; the line may reach the pipe a moment later.
+	var v []string
+	_ = poll.Within(context.Background(), 5*time.Second, 10*time.Millisecond, func(context.Context) (bool, error) {
+		v = LogViolations([]byte(out.String()))
+		return len(v) > 0, nil
+	})
+	if len(v) != 1 || !strings.Contains(v[0], "payload") {
 		t.Errorf("violations in the log %q, want one about the payload", v)
 	}
 }

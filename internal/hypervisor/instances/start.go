@@ -19,49 +19,89 @@ const BootTimeout = 2 * time.Minute
 // start boots a stopped instance: a fresh config disk, a new VMM, and the wait until the guest
 // init reports that the program started. On failure the VMM is gone again.
 func (m *Manager) start(ctx context.Context, md *metadata) error {
-	t0 := time.Now()
 	drv, err := m.driver(md.Hypervisor)
 	if err != nil {
 		return err
 	}
-	phases := map[string]any{"id": md.ID}
-	lap := func(name string) {
-		now := time.Now()
-		phases[name+"_ms"] = float64(now.Sub(t0).Microseconds()) / 1000
-		t0 = now
+	laps := newLaps(md.ID)
+	b, err := m.prepareBoot(ctx, md, drv, laps)
+	if err != nil {
+		return err
 	}
+	offset := m.consoleSize(ctx, md.ID)
+
+	_ = m.host.Remove(ctx, vmm.SocketPath(drv, b.cfg)) // a stale socket from a VMM that died
+	if err := m.plugTap(ctx, md, b.cfg.Net); err != nil {
+		return err
+	}
+	laps.lap("tap")
+	pid, err := drv.Boot(ctx, m.host, b.cfg)
+	if err != nil {
+		_ = m.unplugTap(context.WithoutCancel(ctx), md)
+		return fmt.Errorf("start %s: %w%s", drv.Name(), err, m.consoleTail(ctx, md.ID, offset))
+	}
+	laps.lap("vmm_start")
+	md.PID, md.VMM, md.Booted, md.StartedAt = pid, b.cfg, true, time.Now().UTC()
+	md.HypervisorVersion, md.Accelerator = b.version, b.cfg.Accelerator
+	md.KernelHash, md.InitrdHash, md.KernelRelease = b.sys.KernelHash, b.sys.InitrdHash, b.sys.KernelRelease
+	if err := m.saveMetadata(ctx, md); err != nil {
+		_ = m.killVMM(context.WithoutCancel(ctx), md)
+		return err
+	}
+	laps.lap("metadata")
+	if err := m.waitStarted(ctx, md, offset); err != nil {
+		_ = m.killVMM(context.WithoutCancel(ctx), md)
+		return err
+	}
+	laps.lap("guest_boot")
+	laps.fields["pid"], laps.fields["accelerator"] = pid, b.cfg.Accelerator
+	m.log(ctx, "guest program started", laps.fields)
+	m.growMemory(ctx, md)
+	return nil
+}
+
+// boot is what a fresh boot of an instance starts its VMM with.
+type boot struct {
+	cfg     vmm.Config
+	sys     *system.Artifacts
+	version string // the VMM's
+}
+
+// prepareBoot readies everything a fresh boot needs before a VMM starts: the image, the kernel
+// and initrd, the accelerator, a new config disk and the VMM's version.
+func (m *Manager) prepareBoot(ctx context.Context, md *metadata, drv vmm.Driver, laps *laps) (*boot, error) {
 	img, err := m.image(ctx, md)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	lap("image")
+	laps.lap("image")
 	sys, err := system.Prepare(ctx, m.host, m.opts.System)
 	if err != nil {
-		return fmt.Errorf("prepare kernel and initrd: %w", err)
+		return nil, fmt.Errorf("prepare kernel and initrd: %w", err)
 	}
-	lap("system")
+	laps.lap("system")
 	accel, err := m.accelerator(ctx, drv, sys)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	lap("accelerator")
+	laps.lap("accelerator")
 	prog, err := resolveProgram(md.spec(), img)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	gnet, err := m.guestNetwork(md)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := m.writeConfigDisk(ctx, md.ID, prog, md.Name, gnet); err != nil {
-		return err
+		return nil, err
 	}
-	lap("config_disk")
+	laps.lap("config_disk")
 	version, err := m.vmmVersion(ctx, drv)
 	if err != nil {
-		return fmt.Errorf("%s version: %w", drv.Name(), err)
+		return nil, fmt.Errorf("%s version: %w", drv.Name(), err)
 	}
-	lap("vmm_version")
+	laps.lap("vmm_version")
 	cfg := vmm.Config{
 		Dir: m.layout.dir(md.ID), Kernel: sys.Kernel, Initrd: sys.Initrd, Cmdline: system.BaseCmdline,
 		VCPUs: md.VCPUs, MemoryBytes: md.Memory, HotplugBytes: md.Hotplug,
@@ -72,36 +112,21 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 		},
 		ConsoleLog: m.layout.console(md.ID), Accelerator: accel, Net: md.vmmNet(),
 	}
-	offset := m.consoleSize(ctx, md.ID)
+	return &boot{cfg: cfg, sys: sys, version: version}, nil
+}
 
-	_ = m.host.Remove(ctx, vmm.SocketPath(drv, cfg)) // a stale socket from a VMM that died
-	if err := m.plugTap(ctx, md, cfg.Net); err != nil {
-		return err
-	}
-	lap("tap")
-	pid, err := drv.Boot(ctx, m.host, cfg)
-	if err != nil {
-		_ = m.unplugTap(context.WithoutCancel(ctx), md)
-		return fmt.Errorf("start %s: %w%s", drv.Name(), err, m.consoleTail(ctx, md.ID, offset))
-	}
-	lap("vmm_start")
-	md.PID, md.VMM, md.Booted, md.StartedAt = pid, cfg, true, time.Now().UTC()
-	md.HypervisorVersion, md.Accelerator = version, accel
-	md.KernelHash, md.InitrdHash, md.KernelRelease = sys.KernelHash, sys.InitrdHash, sys.KernelRelease
-	if err := m.saveMetadata(ctx, md); err != nil {
-		_ = m.killVMM(context.WithoutCancel(ctx), md)
-		return err
-	}
-	lap("metadata")
-	if err := m.waitStarted(ctx, md, offset); err != nil {
-		_ = m.killVMM(context.WithoutCancel(ctx), md)
-		return err
-	}
-	lap("guest_boot")
-	phases["pid"], phases["accelerator"] = pid, accel
-	m.log(ctx, "guest program started", phases)
-	m.growMemory(ctx, md)
-	return nil
+// laps times the phases of a flow for its log line: each lap is the milliseconds since the last.
+type laps struct {
+	t0     time.Time
+	fields map[string]any
+}
+
+func newLaps(id string) *laps { return &laps{t0: time.Now(), fields: map[string]any{"id": id}} }
+
+func (l *laps) lap(name string) {
+	now := time.Now()
+	l.fields[name+"_ms"] = float64(now.Sub(l.t0).Microseconds()) / 1000
+	l.t0 = now
 }
 
 // image finds the instance's image in the cache, pulling it again if the cache lost it.

@@ -5,9 +5,11 @@ package host
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
+	"strings"
 	"syscall"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
@@ -24,6 +26,10 @@ type Host interface {
 	// ProcessAlive reports whether pid is a live (not zombie) process whose command line contains
 	// marker, which guards against a recycled pid.
 	ProcessAlive(ctx context.Context, pid int, marker string) (bool, error)
+	// Processes lists the live processes whose command line contains mentioning, in one look at
+	// the host's process table; the look's own helpers are left out. mentioning must not be
+	// empty or hold a newline or NUL.
+	Processes(ctx context.Context, mentioning string) ([]Process, error)
 	// Signal sends sig to pid; a process that is already gone is not an error.
 	Signal(ctx context.Context, pid int, sig syscall.Signal) error
 	// DialUnix connects to a unix stream socket.
@@ -52,6 +58,30 @@ type Host interface {
 	Lock(ctx context.Context, path string) (unlock func(), err error)
 	// LookPath finds an executable on the host's PATH.
 	LookPath(ctx context.Context, name string) (string, error)
+}
+
+// Process is a live process of a host, as its /proc shows it.
+type Process struct {
+	PID int
+	// Args is the command line, argument by argument.
+	Args []string
+}
+
+// checkMentioning refuses what no command line can be searched for.
+func checkMentioning(s string) error {
+	if s == "" || strings.ContainsAny(s, "\n\x00") {
+		return fmt.Errorf("processes: %q is not a string a command line can be searched for (empty, or a newline or NUL in it)", s)
+	}
+	return nil
+}
+
+// splitCmdline splits the bytes of /proc/PID/cmdline into the arguments: each one ends in a NUL.
+func splitCmdline(b []byte) []string {
+	s := strings.TrimSuffix(string(b), "\x00")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\x00")
 }
 
 // LZ4er is implemented by hosts where a file is better compressed where it lies than streamed

@@ -422,3 +422,58 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestProcessScanBehavesTheSameOnEveryHost(t *testing.T) {
+	forEachHost(t, func(t *testing.T, h Host, dir string) {
+		ctx := ctxT(t)
+		// A VMM's command line names paths under its instance directory, some inside options.
+		marker := dir + "/guests/"
+		argv := []string{"/bin/sh", "-c", "sleep 300; exit 0", "vmm", "-pidfile", marker + "A/vmm.pid",
+			"two  words", "", "path=" + marker + "A/ctl.sock,server=on"}
+		start := func(argv []string) int {
+			pid, err := h.StartDetached(ctx, argv, filepath.Join(dir, "out.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+			waitFor(t, func() bool {
+				p, ok := testutil.ReadProcess(pid)
+				return ok && slices.Equal(p.Args, argv)
+			}, "the process to run")
+			return pid
+		}
+		pid := start(argv)
+		start([]string{"/bin/sh", "-c", "sleep 300; exit 0", "vmm", dir + "/guests-other/A/ctl.sock"}) // a near miss
+		// A zombie whose command line named the marker: it is no live process.
+		zombie := exec.Command("/bin/sh", "-c", "exit 0", "vmm", marker+"Z/ctl.sock")
+		if err := zombie.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { _, ok := testutil.ReadProcess(zombie.Process.Pid); return !ok }, "the zombie")
+
+		procs, err := h.Processes(ctx, marker)
+		_ = zombie.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(procs) != 1 || procs[0].PID != pid || !slices.Equal(procs[0].Args, argv) {
+			t.Fatalf("Processes(%q) = %+v, want only pid %d with its exact argv %q", marker, procs, pid, argv)
+		}
+
+		if procs, err := h.Processes(ctx, dir+"/nothing-runs-here/"); err != nil || len(procs) != 0 {
+			t.Fatalf("Processes of a string no command line holds: %v, %v", procs, err)
+		}
+		for _, bad := range []string{"", "two\nlines", "nul\x00"} {
+			if _, err := h.Processes(ctx, bad); err == nil {
+				t.Errorf("Processes(%q) succeeded", bad)
+			}
+		}
+		if err := h.Signal(ctx, pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { alive, _ := h.ProcessAlive(ctx, pid, marker); return !alive }, "the process to end")
+		if procs, err := h.Processes(ctx, marker); err != nil || len(procs) != 0 {
+			t.Fatalf("Processes after the process ended: %v, %v", procs, err)
+		}
+	})
+}

@@ -96,6 +96,30 @@ func (Local) ProcessAlive(_ context.Context, pid int, marker string) (bool, erro
 	return bytes.Contains(cmdline, []byte(marker)), nil
 }
 
+func (Local) Processes(_ context.Context, mentioning string) ([]Process, error) {
+	if err := checkMentioning(mentioning); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("processes: %w", err)
+	}
+	var out []Process
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		// A zombie's command line is empty, and a process gone meanwhile has none.
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !bytes.Contains(cmdline, []byte(mentioning)) {
+			continue
+		}
+		out = append(out, Process{PID: pid, Args: splitCmdline(cmdline)})
+	}
+	return out, nil
+}
+
 func (Local) Signal(_ context.Context, pid int, sig syscall.Signal) error {
 	if pid <= 0 {
 		return nil

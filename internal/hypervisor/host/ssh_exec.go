@@ -3,6 +3,7 @@ package host
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -188,6 +189,44 @@ func (s *SSH) ProcessAlive(ctx context.Context, pid int, marker string) (bool, e
 		return nil
 	})
 	return alive, err
+}
+
+// processScript prints "PID HEX" for every process whose command line contains the line on its
+// standard input, HEX being the command line's bytes (NULs included, which no shell variable
+// holds). The string comes on standard input so that no command line of the script contains
+// it but grep's, which has exited when its list is read.
+const processScript = `IFS= read -r m || exit 2
+for c in grep od tr; do
+	command -v "$c" >/dev/null 2>&1 || { echo "$c: command not found" >&2; exit 127; }
+done
+for f in $(grep -lF -e "$m" /proc/[0-9]*/cmdline 2>/dev/null); do
+	p=${f#/proc/}
+	h=$(od -An -v -tx1 "$f" 2>/dev/null | tr -d ' \n')
+	[ -z "$h" ] || echo "${p%/cmdline} $h"
+done
+exit 0`
+
+func (s *SSH) Processes(ctx context.Context, mentioning string) ([]Process, error) {
+	if err := checkMentioning(mentioning); err != nil {
+		return nil, err
+	}
+	out, err := s.Run(ctx, strings.NewReader(mentioning+"\n"), "sh", "-c", processScript, "sh")
+	if err != nil {
+		return nil, fmt.Errorf("processes: %w", err)
+	}
+	var procs []Process
+	for line := range strings.Lines(string(out)) {
+		pidText, hexText, ok := strings.Cut(strings.TrimSpace(line), " ")
+		pid, perr := strconv.Atoi(pidText)
+		cmdline, herr := hex.DecodeString(hexText)
+		if !ok || perr != nil || herr != nil || pid <= 0 {
+			return nil, fmt.Errorf("processes: the host printed %q, not a pid and a command line", line)
+		}
+		if bytes.Contains(cmdline, []byte(mentioning)) { // the pid may have been taken meanwhile
+			procs = append(procs, Process{PID: pid, Args: splitCmdline(cmdline)})
+		}
+	}
+	return procs, nil
 }
 
 // signalScript sends a signal; a process that is already gone is not an error, one that may not

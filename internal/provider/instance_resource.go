@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
@@ -101,6 +102,7 @@ func (r *InstanceResource) Read(ctx context.Context, req resource.ReadRequest, r
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	ctx = instances.WithProbeTimeout(ctx, readProbe(state.Timeouts, timeout))
 
 	exists, d := r.read(ctx, "Read", state.ID.ValueString(), &state.instanceModel)
 	resp.Diagnostics.Append(d...)
@@ -109,10 +111,24 @@ func (r *InstanceResource) Read(ctx context.Context, req resource.ReadRequest, r
 	}
 	if !exists {
 		tflog.Warn(ctx, "instance is gone from the host; removing it from the state", map[string]any{"id": state.ID.ValueString(), "name": state.Name.ValueString()})
+		warnOrphaned(ctx, r.manager, state.ID.ValueString(), state.Name.ValueString(), &resp.Diagnostics)
 		resp.State.RemoveResource(ctx)
 		return
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
+}
+
+// readProbe is how long a live VMM gets to answer a Read: the whole read when timeouts.read is
+// set, else 0, which leaves instances.DefaultProbeTimeout. An import, and a state written before
+// the attribute was set, have no timeouts: they get the default.
+func readProbe(t timeouts.Value, read time.Duration) time.Duration {
+	if t.IsNull() || t.IsUnknown() {
+		return 0
+	}
+	if v, ok := t.Attributes()["read"]; !ok || v.IsNull() || v.IsUnknown() {
+		return 0
+	}
+	return read
 }
 
 // step is one manager call of an update, named for messages.
@@ -237,7 +253,8 @@ func (r *InstanceResource) Delete(ctx context.Context, req resource.DeleteReques
 	}
 }
 
-// ImportState accepts an id or a name, and fills every attribute so the next plan is empty.
+// ImportState accepts an id or a name, and fills every attribute so the next plan is empty. An
+// import knows no timeouts: it reads within the default, the VMM given DefaultProbeTimeout.
 func (r *InstanceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	ctx, cancel := context.WithTimeout(ctx, defaultReadTimeout)
 	defer cancel()
@@ -286,6 +303,7 @@ func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 	for name, v := range plannedRuntime(&prior.instanceModel, &plan.instanceModel) {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(name), v)...)
 	}
+	planUnresponsiveVMM(&prior.instanceModel, &plan.instanceModel, &resp.Diagnostics)
 	standby := types.StringValue(string(instances.Standby))
 	if !prior.State.Equal(standby) || !plan.State.Equal(standby) || !programChanged(&plan.instanceModel, &prior.instanceModel) {
 		return

@@ -27,6 +27,7 @@ func NewInstancesDataSource() datasource.DataSource { return &InstancesDataSourc
 
 type instancesModel struct {
 	Instances []instanceSummaryModel `tfsdk:"instances"`
+	Orphans   []orphanModel          `tfsdk:"orphans"`
 }
 
 // instanceSummaryModel is one instance of the list: identity, configuration at a glance, live state.
@@ -82,8 +83,10 @@ func (d *InstancesDataSource) Schema(_ context.Context, _ datasource.SchemaReque
 		return schema.StringAttribute{CustomType: SizeType{}, MarkdownDescription: desc, Computed: true}
 	}
 	resp.Schema = schema.Schema{
-		MarkdownDescription: "Every instance on the host, sorted by name, each with its live state. Environment variables are left out; " +
-			"read one instance with the `hypeman_instance` data source for them.",
+		MarkdownDescription: "Every instance on the host, sorted by name, each with its live state, and the VMMs that still run for " +
+			"instances whose directory was removed (`orphans`). Environment variables are left out; " +
+			"read one instance with the `hypeman_instance` data source for them. A VMM that does not answer within " +
+			"two seconds is listed as `Unknown`.",
 		Attributes: map[string]schema.Attribute{
 			"instances": schema.ListNestedAttribute{
 				MarkdownDescription: "The instances, sorted by name.",
@@ -112,6 +115,7 @@ func (d *InstancesDataSource) Schema(_ context.Context, _ datasource.SchemaReque
 					},
 				},
 			},
+			"orphans": orphansAttribute(),
 		},
 	}
 }
@@ -125,12 +129,22 @@ func (d *InstancesDataSource) Read(ctx context.Context, _ datasource.ReadRequest
 			"Error: "+err.Error()+"\nLeft in: nothing was changed (data_dir "+d.manager.DataDir()+")")
 		return
 	}
-	out := instancesModel{Instances: make([]instanceSummaryModel, 0, len(list))}
+	orphans, err := d.manager.Orphans(ctx)
+	if err != nil {
+		resp.Diagnostics.AddError("Unable to List Instances",
+			"Error: "+err.Error()+"\nLeft in: nothing was changed (data_dir "+d.manager.DataDir()+")")
+		return
+	}
+	out := instancesModel{Instances: make([]instanceSummaryModel, 0, len(list)), Orphans: make([]orphanModel, 0, len(orphans))}
 	for _, inst := range list {
 		item, diags := summarize(ctx, inst)
 		resp.Diagnostics.Append(diags...)
 		out.Instances = append(out.Instances, item)
 	}
-	tflog.Debug(ctx, "listed instances", map[string]any{"count": len(out.Instances)})
+	for _, o := range orphans {
+		out.Orphans = append(out.Orphans, newOrphanModel(o))
+	}
+	orphansWarning(orphans, &resp.Diagnostics)
+	tflog.Debug(ctx, "listed instances", map[string]any{"count": len(out.Instances), "orphans": len(out.Orphans)})
 	resp.Diagnostics.Append(resp.State.Set(ctx, &out)...)
 }

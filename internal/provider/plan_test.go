@@ -174,3 +174,55 @@ func TestStateChangePlansTheRuntimeAttributesItCanKnow(t *testing.T) {
 		})
 	}
 }
+
+func TestPlanWarnsWhenApplyWouldKillAnUnresponsiveVMM(t *testing.T) {
+	const reason = "the qemu process (pid 4242) is alive but its control socket does not answer: context deadline exceeded"
+	hung := map[string]tftypes.Value{"pid": tftypes.NewValue(tftypes.Number, 4242), "state_reason": str(reason)}
+	tests := []struct {
+		name, prior, state string
+		runtime, change    map[string]tftypes.Value
+		warn               bool
+	}{
+		{"to Running", "Unknown", "Running", hung, nil, true},
+		{"to Paused", "Unknown", "Paused", hung, nil, true},
+		{"to Standby", "Unknown", "Standby", hung, nil, true},
+		{"to Stopped", "Unknown", "Stopped", hung, nil, true},
+		{"with a new program", "Unknown", "Running", hung, map[string]tftypes.Value{"env": strMap(map[string]string{"GREETING": "two"})}, true},
+		{"no VMM runs (an interrupted create)", "Unknown", "Running", map[string]tftypes.Value{"state_reason": str("the instance was never completely created")}, nil, false},
+		{"a VMM that answers", "Running", "Stopped", map[string]tftypes.Value{"pid": tftypes.NewValue(tftypes.Number, 4242)}, nil, false},
+		{"a replacement (its own warning)", "Unknown", "Running", hung, map[string]tftypes.Value{"image": str("alpine:3.21")}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prior := merge(existing(tt.prior, map[string]string{"GREETING": "one"}), tt.runtime)
+			resp := plan(t, prior, configOf(merge(prior, merge(tt.change, map[string]tftypes.Value{"state": str(tt.state)}))))
+			var warnings []*tfprotov6.Diagnostic
+			for _, d := range resp.Diagnostics {
+				if d.Severity != tfprotov6.DiagnosticSeverityWarning {
+					t.Fatalf("unexpected diagnostic: %v", diagText(resp.Diagnostics))
+				}
+				warnings = append(warnings, d)
+			}
+			if !tt.warn {
+				if len(warnings) != 0 {
+					t.Fatalf("unexpected warnings: %v", diagText(resp.Diagnostics))
+				}
+				return
+			}
+			if len(warnings) != 1 {
+				t.Fatalf("want one warning, got %v", diagText(resp.Diagnostics))
+			}
+			d := warnings[0]
+			if d.Attribute == nil || d.Attribute.Steps()[0] != tftypes.AttributeName("state") {
+				t.Errorf("warning is on %v, want state", d.Attribute)
+			}
+			for _, want := range []string{"web (id 01JD8X4ZQ6T7N5B2V3C9M0K1HA)",
+				"the VMM of web does not answer; apply will kill it: the guest's memory is lost, its overlay is kept",
+				reason, "timeouts = { read"} {
+				if !strings.Contains(d.Detail, want) {
+					t.Errorf("warning does not say %q:\n%s", want, d.Detail)
+				}
+			}
+		})
+	}
+}

@@ -3,8 +3,12 @@ package testutil
 import (
 	"bytes"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"testing"
+	"time"
 )
 
 // Process is a live process of this machine, as /proc shows it.
@@ -78,4 +82,26 @@ func ProcessesMentioning(s string) []int {
 		}
 	}
 	return pids
+}
+
+// FakeProcess starts a process whose command line is argv0 followed by args, as a VMM's would
+// read, but that only sleeps (a shell started under another name), and waits until /proc shows
+// it so. It is killed when the test ends.
+func FakeProcess(t testing.TB, argv0 string, args ...string) int {
+	t.Helper()
+	cmd := &exec.Cmd{Path: "/bin/sh", Args: append([]string{argv0, "-c", "sleep 300; exit 0"}, args...)}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if p, ok := ReadProcess(cmd.Process.Pid); ok && slices.Equal(p.Args, cmd.Args) {
+			return cmd.Process.Pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%q did not start", cmd.Args)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
@@ -15,6 +16,9 @@ import (
 // is removed like an instance.
 func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 	id, err := m.resolve(ctx, idOrName)
+	if errors.Is(err, ErrNotFound) && ulidRE.MatchString(idOrName) {
+		return m.deleteGone(ctx, idOrName, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -26,7 +30,7 @@ func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 			return fmt.Errorf("%w: instance %s (%s) is being created by another operation (%s)", ErrNotFound, md.Name, id, md.Creating)
 		}
 	}
-	return m.lockInstance(ctx, id, func() error {
+	err = m.lockInstance(ctx, id, func() error {
 		md, err := m.loadMetadata(ctx, id)
 		if errors.Is(err, errCorruptMetadata) {
 			return m.deleteDamaged(ctx, id, err)
@@ -43,15 +47,23 @@ func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 		m.log(ctx, "deleted", map[string]any{"id": id, "name": md.Name})
 		return nil
 	})
+	if errors.Is(err, ErrNotFound) {
+		return m.deleteGone(ctx, id, err) // a name whose instance directory was removed
+	}
+	return err
 }
 
 // remove stops the instance's VMM and removes its files and network address; its name is the
-// caller's to release. md is nil for a directory without metadata, which never started a VMM.
+// caller's to release. md is nil for a directory without metadata (or none at all), whose VMM,
+// if one still runs, is found by its command line like any other stray.
 func (m *Manager) remove(ctx context.Context, id string, md *metadata) error {
 	if md != nil {
 		if err := m.quitVMM(ctx, md); err != nil {
 			return fmt.Errorf("stop the VMM: %w", err)
 		}
+	}
+	if _, err := m.stopStrays(ctx, id); err != nil {
+		return err
 	}
 	if err := m.removeDir(ctx, id); err != nil {
 		return fmt.Errorf("remove its files: %w", err)
@@ -98,18 +110,30 @@ func (m *Manager) deleteDamaged(ctx context.Context, id string, cause error) err
 			return fmt.Errorf("delete %s: release its network address: %w", id, err)
 		}
 	}
+	if err := m.releaseNamesOf(ctx, id); err != nil {
+		return fmt.Errorf("delete %s: release its name: %w", id, err)
+	}
+	m.log(ctx, "deleted an instance with unreadable metadata", map[string]any{"id": id, "cause": cause.Error()})
+	return nil
+}
+
+// releaseNamesOf frees every name that points at id, for an instance whose metadata cannot say
+// which name is its own.
+func (m *Manager) releaseNamesOf(ctx context.Context, id string) error {
 	names, err := m.host.ReadDir(ctx, m.layout.names())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
-		return fmt.Errorf("delete %s: find its name: %w", id, err)
+		return fmt.Errorf("find its name: %w", err)
 	}
 	for _, n := range names {
 		if ValidateName(n.Name()) != nil {
 			continue // a name's lock
 		}
 		if err := m.releaseName(ctx, n.Name(), id); err != nil {
-			return fmt.Errorf("delete %s: release its name: %w", id, err)
+			return err
 		}
 	}
-	m.log(ctx, "deleted an instance with unreadable metadata", map[string]any{"id": id, "cause": cause.Error()})
 	return nil
 }

@@ -159,13 +159,36 @@ func (m *Manager) observe(ctx context.Context, md *metadata) (observed, error) {
 	return observed{state: st, reason: reason}, nil
 }
 
+// DefaultProbeTimeout is how long a live VMM is given to answer a look at its state, unless the
+// caller gives it another (WithProbeTimeout). One that does not answer in time is Unknown, and
+// every look at it costs this long.
+const DefaultProbeTimeout = 2 * time.Second
+
+type probeTimeoutKey struct{}
+
+// WithProbeTimeout gives every live VMM that the looks under ctx ask d to answer, instead of
+// DefaultProbeTimeout; ctx's own deadline still ends the wait sooner. d <= 0 keeps the default.
+func WithProbeTimeout(ctx context.Context, d time.Duration) context.Context {
+	if d <= 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, probeTimeoutKey{}, d)
+}
+
+func probeTimeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Value(probeTimeoutKey{}).(time.Duration); ok {
+		return d
+	}
+	return DefaultProbeTimeout
+}
+
 // askVMM maps what a live VMM reports onto the instance states.
 func (m *Manager) askVMM(ctx context.Context, md *metadata) (State, string) {
 	drv, err := m.driver(md.Hypervisor)
 	if err != nil {
 		return Unknown, err.Error()
 	}
-	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	qctx, cancel := context.WithTimeout(ctx, probeTimeout(ctx))
 	defer cancel()
 	vm, err := drv.Connect(qctx, m.host, md.VMM)
 	if err != nil {

@@ -181,6 +181,10 @@ func (m *Manager) SetState(ctx context.Context, idOrName string, target State) (
 	return m.Get(ctx, id)
 }
 
+// KillProbeTimeout is how long a state change gives a VMM that did not answer a look
+// (DefaultProbeTimeout) before it kills it: long enough for one that is only slow on a loaded host.
+const KillProbeTimeout = 10 * time.Second
+
 // reach runs hops until the instance is in target. The caller holds the instance lock.
 func (m *Manager) reach(ctx context.Context, id string, target State) error {
 	booted := false
@@ -190,6 +194,10 @@ func (m *Manager) reach(ctx context.Context, id string, target State) error {
 			return err
 		}
 		cur, reason, err := m.deriveState(ctx, md)
+		if err == nil && cur == Unknown {
+			// A VMM that is only slow gets a longer look before it is killed for not answering.
+			cur, reason, err = m.deriveState(WithProbeTimeout(ctx, max(probeTimeout(ctx), KillProbeTimeout)), md)
+		}
 		if err != nil {
 			return err
 		}

@@ -68,27 +68,45 @@ func (m *Manager) quitVMM(ctx context.Context, md *metadata) error {
 
 // killVMM ends the VMM process: SIGTERM, then SIGKILL.
 func (m *Manager) killVMM(ctx context.Context, md *metadata) error {
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
-		alive, err := m.host.ProcessAlive(ctx, md.PID, m.layout.dir(md.ID))
-		if err != nil {
-			return err
-		}
-		if !alive {
-			return m.clearPID(ctx, md)
-		}
-		if err := m.host.Signal(ctx, md.PID, sig); err != nil {
-			return err
-		}
-		if m.waitGone(ctx, md, 5*time.Second) {
-			return m.clearPID(ctx, md)
-		}
+	gone, err := m.terminate(ctx, md.PID, m.layout.dir(md.ID))
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("the %s process %d of %s did not exit after SIGKILL", md.Hypervisor, md.PID, md.Name)
+	if !gone {
+		return fmt.Errorf("the %s process %d of %s did not exit after SIGKILL", md.Hypervisor, md.PID, md.Name)
+	}
+	return m.clearPID(ctx, md)
 }
 
 // waitGone waits up to d for the VMM process to exit; a look that fails is asked again.
 func (m *Manager) waitGone(ctx context.Context, md *metadata, d time.Duration) bool {
-	gone := host.Exited(m.host, md.PID, m.layout.dir(md.ID))
+	return m.waitExit(ctx, md.PID, m.layout.dir(md.ID), d)
+}
+
+// terminate ends process pid, which ProcessAlive knows by marker: SIGTERM, then SIGKILL. gone is
+// false when it outlived both.
+func (m *Manager) terminate(ctx context.Context, pid int, marker string) (gone bool, err error) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		alive, err := m.host.ProcessAlive(ctx, pid, marker)
+		if err != nil {
+			return false, err
+		}
+		if !alive {
+			return true, nil
+		}
+		if err := m.host.Signal(ctx, pid, sig); err != nil {
+			return false, err
+		}
+		if m.waitExit(ctx, pid, marker, 5*time.Second) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// waitExit waits up to d for process pid, known by marker, to exit; a look that fails is asked again.
+func (m *Manager) waitExit(ctx context.Context, pid int, marker string, d time.Duration) bool {
+	gone := host.Exited(m.host, pid, marker)
 	return poll.Within(ctx, d, 50*time.Millisecond, poll.IgnoreErrors(gone)) == nil
 }
 

@@ -66,6 +66,9 @@ type Config struct {
 type Driver interface {
 	// Name is the hypervisor's name as users write it: "qemu" or "cloud-hypervisor".
 	Name() string
+	// Program is the executable the driver runs its VMM processes as, the first word of their
+	// command line: a name looked up on the host's PATH, or a path.
+	Program() string
 	// SocketName is the file name of the VMM's control socket in cfg.Dir (see SocketPath).
 	SocketName() string
 	// LogName is the file name in cfg.Dir that the VMM's own standard output and error are

@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -10,7 +11,7 @@ import (
 
 // What the manager relies on of every built-in driver, without starting a VMM.
 func TestEveryDriverNamesItselfAndItsFiles(t *testing.T) {
-	var names, files []string
+	var names, files, programs []string
 	for _, d := range Drivers() {
 		t.Run(d.Name(), func(t *testing.T) {
 			if d.Name() == "" || slices.Contains(names, d.Name()) {
@@ -22,6 +23,11 @@ func TestEveryDriverNamesItselfAndItsFiles(t *testing.T) {
 				}
 				files = append(files, f)
 			}
+			// The manager tells a VMM process by its program (orphans.go), so no two drivers share one.
+			if p := path.Base(d.Program()); d.Program() == "" || slices.Contains(programs, p) {
+				t.Errorf("program %q is empty or another driver's", d.Program())
+			}
+			programs = append(programs, path.Base(d.Program()))
 			cfg := vmm.Config{Dir: "/var/lib/hypeman/guests/01J"}
 			if got := vmm.SocketPath(d, cfg); got != cfg.Dir+"/"+d.SocketName() {
 				t.Errorf("socket path %q is not in the instance directory", got)

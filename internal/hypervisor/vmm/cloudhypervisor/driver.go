@@ -112,6 +112,8 @@ func majorVersion(version string) (int, error) {
 	return strconv.Atoi(m[1])
 }
 
+func (d *Driver) Program() string { return d.binary() }
+
 func (d *Driver) SocketName() string { return socketName }
 
 func (d *Driver) LogName() string { return logName }

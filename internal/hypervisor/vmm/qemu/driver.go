@@ -46,6 +46,8 @@ func (*Driver) Version(ctx context.Context, h host.Host) (string, error) {
 	return string(m[1]), nil
 }
 
+func (*Driver) Program() string { return Binary }
+
 func (*Driver) SocketName() string { return socketName }
 
 func (*Driver) LogName() string { return logName }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -476,4 +477,31 @@ func TestProcessScanBehavesTheSameOnEveryHost(t *testing.T) {
 			t.Fatalf("Processes after the process ended: %v, %v", procs, err)
 		}
 	})
+}
+
+// A descriptor this process inherited without close-on-exec (a lock that flock(1) holds around
+// the run, say) must not live on in a detached VMM for the VM's whole life.
+func TestDetachedProcessesInheritNoDescriptorOfTheCaller(t *testing.T) {
+	dir := t.TempDir()
+	lock := filepath.Join(dir, "held.lock")
+	fd, err := syscall.Open(lock, syscall.O_CREAT|syscall.O_RDWR, 0o600) // no O_CLOEXEC, as an inherited one
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Close(fd) }()
+	pid, err := Local{}.StartDetached(ctxT(t), []string{"/bin/sh", "-c", "sleep 300; exit 0", dir}, filepath.Join(dir, "out.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	waitFor(t, func() bool { p, ok := testutil.ReadProcess(pid); return ok && slices.Contains(p.Args, dir) }, "the process to run")
+	fds, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range fds {
+		if target, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", e.Name())); target == lock {
+			t.Fatalf("the detached process holds the caller's descriptor of %s as fd %s", lock, e.Name())
+		}
+	}
 }

@@ -60,6 +60,7 @@ func (Local) StartDetached(_ context.Context, argv []string, logPath string) (in
 		return 0, err
 	}
 	defer func() { _ = devNull.Close() }()
+	closeInheritedOnExec()
 	// Not CommandContext: the process must outlive the request that started it.
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin = devNull
@@ -72,6 +73,21 @@ func (Local) StartDetached(_ context.Context, argv []string, logPath string) (in
 	// Reap it when it exits so that a dead VMM never lingers as a zombie of this process.
 	go func() { _ = cmd.Wait() }()
 	return cmd.Process.Pid, nil
+}
+
+// closeInheritedOnExec marks the descriptors this process inherited (above standard error)
+// close-on-exec, as Go marks its own: a detached VMM would otherwise hold them for the VM's
+// life, a lock that whoever started terraform holds (flock(1) around it, say) included.
+func closeInheritedOnExec() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 func (Local) ProcessAlive(_ context.Context, pid int, marker string) (bool, error) {

@@ -233,7 +233,8 @@ func timeoutsAttribute(ctx context.Context) schema.Attribute {
 	a := timeouts.Attributes(ctx, timeouts.Opts{
 		Create: true, Read: true, Update: true, Delete: true,
 		CreateDescription: "How long a create may take, image pull and boot included, as a duration such as `\"20m\"` (default `10m`).",
-		ReadDescription:   "How long reading the instance may take (default `2m`).",
+		ReadDescription: fmt.Sprintf("How long reading the instance may take (default `2m`). When set, it is also how long a VMM "+
+			"is given to answer before the instance reads as `Unknown`; unset, a VMM that does not answer within %v is `Unknown`.", instances.DefaultProbeTimeout),
 		UpdateDescription: "How long a state change or a restart in place may take (default `10m`).",
 		DeleteDescription: "How long a delete may take (default `5m`).",
 	})

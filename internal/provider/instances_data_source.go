@@ -85,8 +85,8 @@ func (d *InstancesDataSource) Schema(_ context.Context, _ datasource.SchemaReque
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Every instance on the host, sorted by name, each with its live state, and the VMMs that still run for " +
 			"instances whose directory was removed (`orphans`). Environment variables are left out; " +
-			"read one instance with the `hypeman_instance` data source for them. A VMM that does not answer within " +
-			"two seconds is listed as `Unknown`.",
+			"read one instance with the `hypeman_instance` data source for them. An instance whose VMM does not answer within " +
+			instances.DefaultProbeTimeout.String() + " is listed as `Unknown`.",
 		Attributes: map[string]schema.Attribute{
 			"instances": schema.ListNestedAttribute{
 				MarkdownDescription: "The instances, sorted by name.",

@@ -102,6 +102,9 @@ func (m *Manager) deleteDamaged(ctx context.Context, id string, cause error) err
 			return fmt.Errorf("delete %s (%v): stop its %s: %w", id, cause, drv.Name(), err)
 		}
 	}
+	if _, err := m.stopStrays(ctx, id); err != nil { // one that did not answer on its socket
+		return fmt.Errorf("delete %s (%v): %w", id, cause, err)
+	}
 	if err := m.host.RemoveAll(ctx, dir); err != nil {
 		return fmt.Errorf("delete %s: remove its files: %w", id, err)
 	}

@@ -254,3 +254,33 @@ func TestCloudHypervisorHungVMMIsUnknownWithinTheProbeBound(t *testing.T) {
 	env.m = m
 	env.deleteAndCheckGone(t, got)
 }
+
+// No VM: metadata that cannot be read says nothing of the VMM, and a VMM that does not answer on
+// its socket is found by its command line instead of being left to run without a directory.
+func TestDeleteOfCorruptMetadataStopsAVMMThatDoesNotAnswer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dataDir := testutil.ShortTempDir(t)
+	m, err := New(Options{DataDir: dataDir, Drivers: []vmm.Driver{qemu.New()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ulid.Make().String()
+	dir := filepath.Join(dataDir, "guests", id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "metadata.json"), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pid := testutil.FakeProcess(t, qemu.Binary, "-pidfile", dir+"/qemu.pid")
+	if err := m.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if alive(pid) {
+		t.Fatalf("the VMM %d of the deleted instance still runs", pid)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("the directory is still there: %v", err)
+	}
+}

@@ -13,7 +13,8 @@ import (
 // Delete removes an instance in any state: stop the VMM (by force if it hangs), remove every file
 // and the name. Deleting an instance that does not exist is ErrNotFound, and so is deleting one
 // that another operation is still creating (it is no instance yet); what a create that died left
-// is removed like an instance.
+// is removed like an instance. An instance whose directory was removed while its VMM ran is no
+// instance either, but Delete of its id or name stops that VMM (orphans.go).
 func (m *Manager) Delete(ctx context.Context, idOrName string) error {
 	id, err := m.resolve(ctx, idOrName)
 	if errors.Is(err, ErrNotFound) && ulidRE.MatchString(idOrName) {

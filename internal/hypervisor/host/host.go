@@ -52,6 +52,9 @@ type Host interface {
 	Lock(ctx context.Context, path string) (unlock func(), err error)
 	// LookPath finds an executable on the host's PATH.
 	LookPath(ctx context.Context, name string) (string, error)
+	// FreeSpace is how many bytes can still be written to the filesystem that holds path (what
+	// df calls available); a missing path is an error wrapping fs.ErrNotExist.
+	FreeSpace(ctx context.Context, path string) (int64, error)
 }
 
 // LZ4er is implemented by hosts where a file is better compressed where it lies than streamed

@@ -58,6 +58,9 @@ type Host interface {
 	Lock(ctx context.Context, path string) (unlock func(), err error)
 	// LookPath finds an executable on the host's PATH.
 	LookPath(ctx context.Context, name string) (string, error)
+	// FreeSpace is how many bytes can still be written to the filesystem that holds path (what
+	// df calls available); a missing path is an error wrapping fs.ErrNotExist.
+	FreeSpace(ctx context.Context, path string) (int64, error)
 }
 
 // Process is a live process of a host, as its /proc shows it.

@@ -305,6 +305,30 @@ func TestCommandsBehaveTheSameOnEveryHost(t *testing.T) {
 	})
 }
 
+func TestFreeSpaceIsTheSameOnEveryHost(t *testing.T) {
+	forEachHost(t, func(t *testing.T, h Host, dir string) {
+		ctx := ctxT(t)
+		testutil.MountTmpfs(t, dir, 8*mib)
+		if free, err := h.FreeSpace(ctx, dir); err != nil || free != 8*mib {
+			t.Fatalf("FreeSpace of an empty 8 MiB tmpfs: %d, %v", free, err)
+		}
+		file := filepath.Join(dir, "three-mib")
+		if err := os.WriteFile(file, make([]byte, 3*mib), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{dir, file} {
+			if free, err := h.FreeSpace(ctx, p); err != nil || free != 5*mib {
+				t.Fatalf("FreeSpace of %s after writing 3 MiB: %d, %v; want %d", p, free, err, 5*mib)
+			}
+		}
+		if _, err := h.FreeSpace(ctx, filepath.Join(dir, "missing", "x")); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("FreeSpace of a missing path: %v, want ErrNotExist", err)
+		}
+	})
+}
+
+const mib = 1 << 20
+
 func TestDetachedProcessesBehaveTheSameOnEveryHost(t *testing.T) {
 	forEachHost(t, func(t *testing.T, h Host, dir string) {
 		ctx := ctxT(t)

@@ -249,6 +249,23 @@ func (Local) Lock(ctx context.Context, path string) (func(), error) {
 
 func (Local) LookPath(_ context.Context, name string) (string, error) { return exec.LookPath(name) }
 
+func (Local) FreeSpace(_ context.Context, path string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, &fs.PathError{Op: "statfs", Path: path, Err: err}
+	}
+	return available(st.Bavail, uint64(st.Frsize), uint64(st.Bsize)), nil
+}
+
+// available is free blocks in bytes: blocks are fragments of frsize bytes, or of bsize where a
+// filesystem reports no fragment size.
+func available(blocks, frsize, bsize uint64) int64 {
+	if frsize == 0 {
+		frsize = bsize
+	}
+	return int64(min(blocks*frsize, 1<<63-1))
+}
+
 // lastLines keeps the end of a long tool message, where the reason usually is.
 func lastLines(s string, n int) string {
 	lines, dropped := logtail.Lines(s, n)

@@ -270,6 +270,41 @@ func (s *SSH) lookPath(ctx context.Context, name string) (p string, answered boo
 	return p, true, nil
 }
 
+// dfScript prints what POSIX df -P says is available, in KiB, on the filesystem holding "$1"; a
+// missing path says so as the os package does.
+const dfScript = `[ -e "$1" ] || { echo "statfs $1: no such file or directory" >&2; exit 2; }
+exec df -P -k -- "$1"`
+
+// dfAvailable is FreeSpace through df, for SFTP servers that cannot tell it.
+func (s *SSH) dfAvailable(ctx context.Context, p string) (int64, error) {
+	out, err := s.Run(ctx, nil, "sh", "-c", dfScript, "sh", p)
+	var exit *ssh.ExitError
+	if errors.As(err, &exit) && exit.ExitStatus() == 2 {
+		return 0, &fs.PathError{Op: "statfs", Path: p, Err: fs.ErrNotExist}
+	}
+	if err != nil {
+		return 0, err
+	}
+	kib, err := parseDF(out)
+	if err != nil {
+		return 0, fmt.Errorf("df -P -k %s: %w", p, err)
+	}
+	return kib * 1024, nil
+}
+
+// parseDF reads the Available column of df -P's one filesystem line: the field before the
+// capacity ("12%"), since the filesystem name and the mount point may hold spaces.
+func parseDF(out []byte) (int64, error) {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	fields := strings.Fields(lines[len(lines)-1])
+	for i := 2; i < len(fields); i++ {
+		if c := fields[i]; len(c) > 1 && strings.HasSuffix(c, "%") && strings.Trim(c[:len(c)-1], "0123456789") == "" {
+			return strconv.ParseInt(fields[i-1], 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no Available column in %q", out)
+}
+
 // shellJoin makes a command line that a POSIX shell splits back into exactly argv: every item is
 // single-quoted, so nothing in it is expanded.
 func shellJoin(argv []string) string {

@@ -287,6 +287,30 @@ func (s *SSH) Truncate(ctx context.Context, p string, size int64) error {
 	})
 }
 
+// FreeSpace asks the SFTP server (OpenSSH's statvfs@openssh.com extension); a server without
+// the extension is asked through df.
+func (s *SSH) FreeSpace(ctx context.Context, p string) (int64, error) {
+	var free int64
+	unsupported := false
+	err := s.files(ctx, func(_ *generation, c *sftp.Client) error {
+		st, err := c.StatVFS(p)
+		var status *sftp.StatusError
+		if errors.As(err, &status) && status.FxCode() == sftp.ErrSSHFxOpUnsupported {
+			unsupported = true
+			return nil
+		}
+		if err != nil {
+			return pathErr("statfs", p, err)
+		}
+		free = available(st.Bavail, st.Frsize, st.Bsize)
+		return nil
+	})
+	if err != nil || !unsupported {
+		return free, err
+	}
+	return s.dfAvailable(ctx, p)
+}
+
 // pathErr gives an SFTP error the shape of the os package's: a *fs.PathError naming the path, so
 // errors.Is(err, fs.ErrNotExist) and the message read the same as on the local host.
 func pathErr(op, p string, err error) error {

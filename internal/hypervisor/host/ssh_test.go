@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -695,4 +696,42 @@ func TestLZ4AsksAgainAfterALookupThatGotNoAnswer(t *testing.T) {
 			t.Fatal("a lookup that lost its connection is remembered as \"no lz4 on this host\"")
 		}
 	})
+}
+
+func TestFreeSpaceThroughDFAgreesWithSFTP(t *testing.T) {
+	d := testutil.StartSSHD(t)
+	s := dialFixture(t, d, SSHConfig{})
+	ctx := ctxT(t)
+	dir := filepath.Join(t.TempDir(), "with space")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testutil.MountTmpfs(t, dir, 8*mib)
+	if err := os.WriteFile(filepath.Join(dir, "one-mib"), make([]byte, mib), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sftpFree, err := s.FreeSpace(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dfFree, err := s.dfAvailable(ctx, dir); err != nil || dfFree != sftpFree || dfFree != 7*mib {
+		t.Fatalf("df says %d bytes free (%v), SFTP %d; want both %d", dfFree, err, sftpFree, 7*mib)
+	}
+	if _, err := s.dfAvailable(ctx, filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("df of a missing path: %v, want ErrNotExist", err)
+	}
+}
+
+func TestParseDFFindsAvailableBesideSpacesInNames(t *testing.T) {
+	for out, want := range map[string]int64{
+		"Filesystem 1024-blocks Used Available Capacity Mounted on\ntmpfs 8192 1024 7168 13% /tmp/with space\n": 7168,
+		"Filesystem 1024-blocks Used Available Capacity Mounted on\nmy disk 100 0 100 0% /mnt/a 50% b\n":        100,
+	} {
+		if got, err := parseDF([]byte(out)); err != nil || got != want {
+			t.Errorf("parseDF(%q) = %d, %v; want %d", out, got, err, want)
+		}
+	}
+	if _, err := parseDF([]byte("df: nonsense\n")); err == nil {
+		t.Error("parseDF accepted a line without a capacity column")
+	}
 }

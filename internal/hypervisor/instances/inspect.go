@@ -206,7 +206,7 @@ func (m *Manager) askVMM(ctx context.Context, md *metadata) (State, string) {
 	case vmm.Running:
 		return Running, ""
 	case vmm.Paused:
-		return Paused, ""
+		return Paused, pauseReason(qctx, vm)
 	case vmm.Shutdown:
 		return Shutdown, ""
 	case vmm.Created:

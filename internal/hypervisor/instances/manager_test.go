@@ -396,6 +396,8 @@ func consoleCounts(t *testing.T, inst *Instance) []int {
 func firstCountAfter(t *testing.T, inst *Instance, offset int) int {
 	t.Helper()
 	b, _ := os.ReadFile(inst.ConsoleLog)
+	// The offsets come from testEnv.console, which reads line ends as "\n".
+	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
 	m := countRE.FindSubmatch(b[offset:])
 	if m == nil {
 		t.Fatalf("no count after offset %d", offset)

@@ -28,6 +28,9 @@ func (m *Manager) restore(ctx context.Context, md *metadata) error {
 	compressed := raw + ".lz4"
 	decompressed := false
 	if _, err := m.host.Stat(ctx, compressed); err == nil {
+		if err := m.checkRestoreRoom(ctx, md); err != nil {
+			return err
+		}
 		if _, err := compress.Decompress(ctx, m.host, compressed, raw); err != nil {
 			return fmt.Errorf("restore %s: decompress the snapshot: %w (the snapshot is kept; %s stays in Standby)", md.Name, err, md.Name)
 		}

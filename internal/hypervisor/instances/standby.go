@@ -2,18 +2,20 @@ package instances
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
+	"syscall"
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/compress"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
-// standby puts a running (or paused) guest to sleep on disk: give back hotplugged memory, pause,
-// snapshot into a partial directory, compress the memory image, publish the snapshot, stop the VMM.
-// Until the snapshot is published any failure resumes the guest (or leaves it paused if it was),
-// so a failed standby never loses the VM.
+// standby puts a running (or paused) guest to sleep on disk: check the room for the snapshot, give
+// back hotplugged memory, pause, snapshot into a partial directory, compress the memory image,
+// publish the snapshot, stop the VMM. Until the snapshot is published any failure resumes the
+// guest (or leaves it paused if it was), so a failed standby never loses the VM.
 func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err error) {
 	t0 := time.Now()
 	vm, err := m.connect(ctx, md)
@@ -22,6 +24,13 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 	}
 	defer func() { _ = vm.Close() }()
 	partial := m.layout.partialSnapshot(md.ID)
+	// What an interrupted standby left is never a snapshot; it goes first, and frees its room.
+	if err := m.host.RemoveAll(ctx, partial); err != nil {
+		return err
+	}
+	if err := m.checkStandbyRoom(ctx, md); err != nil {
+		return fmt.Errorf("standby %s: %w (nothing was done: %s is still %s)", md.Name, err, md.Name, leftIn(running))
+	}
 	published := false
 	defer func() {
 		if err == nil || published {
@@ -30,6 +39,9 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 		// Undo: the guest goes back to what it was doing, and no partial snapshot stays behind.
 		undo := context.WithoutCancel(ctx)
 		_ = m.host.RemoveAll(undo, partial)
+		if errors.Is(err, syscall.ENOSPC) {
+			err = m.outOfRoom(undo, md, err)
+		}
 		if running {
 			if rerr := vm.Resume(undo); rerr != nil {
 				err = fmt.Errorf("%w; resuming the guest afterwards failed too: %v", err, rerr)
@@ -37,7 +49,7 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 			}
 			m.growMemory(undo, md)
 		}
-		err = fmt.Errorf("%w (standby undone: %s is %s)", err, md.Name, map[bool]string{true: "Running", false: "Paused"}[running])
+		err = fmt.Errorf("%w (standby undone: %s is %s)", err, md.Name, leftIn(running))
 	}()
 
 	if running {
@@ -50,9 +62,6 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 			return fmt.Errorf("pause %s: %w", md.Name, err)
 		}
 	}
-	if err := m.host.RemoveAll(ctx, partial); err != nil {
-		return err
-	}
 	if err := m.host.MkdirAll(ctx, partial, 0o750); err != nil {
 		return err
 	}
@@ -63,6 +72,13 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 	fields := map[string]any{"id": md.ID, "snapshot_ms": time.Since(t0).Milliseconds()}
 	if m.opts.CompressSnapshots {
 		t1 := time.Now()
+		fi, err := m.host.Stat(ctx, raw)
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", md.Name, err)
+		}
+		if err := m.checkCompressRoom(ctx, md, fi.Size()); err != nil {
+			return fmt.Errorf("standby %s: %w", md.Name, err)
+		}
 		n, err := compress.File(ctx, m.host, raw, raw+".lz4")
 		if err != nil {
 			return fmt.Errorf("compress the snapshot of %s: %w", md.Name, err)
@@ -86,4 +102,12 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 	fields["total_ms"] = time.Since(t0).Milliseconds()
 	m.log(ctx, "standby complete", fields)
 	return nil
+}
+
+// leftIn is the state a standby that did not happen leaves the guest in.
+func leftIn(running bool) State {
+	if running {
+		return Running
+	}
+	return Paused
 }

@@ -260,3 +260,11 @@ func (v *faultVM) Snapshot(ctx context.Context, dir string) error {
 	defer v.faults.mu.Unlock()
 	return v.faults.snapshot
 }
+
+// DiskError passes the real VM's on: wrapped, it would be hidden.
+func (v *faultVM) DiskError(ctx context.Context) (*vmm.DiskError, error) {
+	if r, ok := v.VM.(vmm.DiskErrorReporter); ok {
+		return r.DiskError(ctx)
+	}
+	return nil, nil
+}

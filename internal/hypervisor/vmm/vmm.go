@@ -100,9 +100,12 @@ type VM interface {
 	// State reports the guest's state; ErrNoVM when the VMM holds none.
 	State(ctx context.Context) (State, error)
 	Pause(ctx context.Context) error
+	// Resume runs a paused guest. A snapshot that was left unfinished (its caller died) is
+	// abandoned first, so that it cannot pause the guest again when it completes.
 	Resume(ctx context.Context) error
 	// Snapshot writes the paused guest into dir, which exists and is empty. The memory image is
-	// the file MemoryFile in dir; config.json and state.json sit beside it.
+	// the file MemoryFile in dir; config.json and state.json sit beside it. A snapshot that was
+	// left unfinished, or that finished for a caller that died, does not stand in the way.
 	Snapshot(ctx context.Context, dir string) error
 	// PowerButton asks the guest to power off (ACPI). It does not wait.
 	PowerButton(ctx context.Context) error
@@ -118,6 +121,23 @@ type VM interface {
 // MemoryFile is the name of a snapshot's memory image inside the snapshot directory, for every
 // driver (Cloud Hypervisor's own name). The manager compresses it to MemoryFile + ".lz4".
 const MemoryFile = "memory-ranges"
+
+// DiskError is a failed write to one of the guest's disks that made the VMM pause the guest by
+// itself, instead of failing the guest's I/O. The write is kept and retried when the guest is
+// resumed, so nothing the guest wrote is lost.
+type DiskError struct {
+	// Path is the disk image the write failed on; "" when the VMM does not say.
+	Path string
+	// NoSpace: the filesystem holding Path is full (ENOSPC).
+	NoSpace bool
+}
+
+// DiskErrorReporter is implemented by VMs whose VMM pauses the guest when a disk write fails, as
+// QEMU does on a full filesystem. Such a guest reports State Paused; Resume retries the write.
+type DiskErrorReporter interface {
+	// DiskError is the failed write that paused the guest; nil when the guest is not paused by one.
+	DiskError(ctx context.Context) (*DiskError, error)
+}
 
 // KVMProber is implemented by drivers that can also run without KVM (QEMU's TCG). It reports
 // whether a guest actually runs under KVM on h: /dev/kvm can open and still hang every guest, as

@@ -72,9 +72,11 @@ func commandLine(cfg vmm.Config, incoming bool) ([]string, error) {
 		args = append(args, "-append", cfg.Cmdline)
 	}
 	for i, d := range cfg.Disks {
-		drive := fmt.Sprintf("file=%s,if=none,id=disk%d,format=raw,readonly=%s,cache=writeback",
-			optValue(d.Path), i, onOff(d.ReadOnly))
-		device := fmt.Sprintf("virtio-blk-pci,drive=disk%d", i)
+		// werror=enospc: a write that finds the host's filesystem full pauses the guest (run state
+		// io-error) and is retried on cont, instead of failing in the guest; other errors reach it.
+		drive := fmt.Sprintf("file=%s,if=none,id=%s,format=raw,readonly=%s,cache=writeback,werror=enospc,rerror=report",
+			optValue(d.Path), driveID(i), onOff(d.ReadOnly))
+		device := "virtio-blk-pci,drive=" + driveID(i)
 		if d.Serial != "" {
 			device += ",serial=" + optValue(d.Serial)
 		}
@@ -178,3 +180,6 @@ func onOff(b bool) string {
 }
 
 func socketPath(cfg vmm.Config) string { return path.Join(cfg.Dir, socketName) }
+
+// driveID names the block backend of cfg.Disks[i] in QMP.
+func driveID(i int) string { return "disk" + strconv.Itoa(i) }

@@ -2,12 +2,15 @@ package qemu
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"path"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/poll"
@@ -31,34 +34,56 @@ type snapshotInfo struct {
 // the VM is paused. Bytes per second.
 const unlimitedBandwidth = 1 << 40
 
+// nearlyFull is the free space below which a filesystem that a snapshot's stream failed on counts
+// as full: the stream ran out of room.
+const nearlyFull = 1 << 20
+
 // pollInterval paces the polls of QEMU and of the host while waiting.
 const pollInterval = 50 * time.Millisecond
 
 // Snapshot writes the paused VM's migration stream into dir. QEMU 7.2 has no file: migration, so
 // the stream goes through a shell command; it is written under a temporary name and renamed at the
-// end, because QEMU reports "completed" before the command has finished writing.
+// end, because QEMU reports "completed" before the command has finished writing. The temporary
+// name is new for every snapshot: the command of an abandoned migration may still rename its own
+// output, and must never rename this one's.
 func (v *vm) Snapshot(ctx context.Context, dir string) error {
 	if !path.IsAbs(dir) {
 		return fmt.Errorf("snapshot directory %q must be absolute", dir)
 	}
 	memPath := path.Join(dir, vmm.MemoryFile)
-	partial := memPath + ".partial"
+	var token [8]byte
+	_, _ = rand.Read(token[:])
+	partial := memPath + ".partial-" + hex.EncodeToString(token[:])
 	quotedMem, err := shellQuote(memPath)
 	if err != nil {
 		return err
 	}
 	quotedPartial, _ := shellQuote(partial)
-	for _, p := range []string{memPath, partial} {
-		if err := v.h.Remove(ctx, p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
+	if err := v.h.Remove(ctx, memPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
 	var qemuVersion string
 	err = v.session(ctx, func(m *monitor) error {
 		qemuVersion = m.version.String()
+		if err := abandonMigration(ctx, m); err != nil {
+			return err
+		}
 		status, err := m.status(ctx)
 		if err != nil {
 			return err
+		}
+		if status == "postmigrate" {
+			// A snapshot completed for a caller that died, and QEMU takes no other until the VM has
+			// run again: it runs for a moment and is stopped again.
+			if err := m.execute(ctx, "cont", nil, nil); err != nil {
+				return fmt.Errorf("snapshot: leave the postmigrate state of an earlier snapshot: %w", err)
+			}
+			if err := m.execute(ctx, "stop", nil, nil); err != nil {
+				return err
+			}
+			if status, err = m.status(ctx); err != nil {
+				return err
+			}
 		}
 		if state, err := stateOf(status); err != nil || state != vmm.Paused {
 			return fmt.Errorf("snapshot: the VM must be paused, but QEMU's run state is %q", status)
@@ -84,7 +109,12 @@ func (v *vm) Snapshot(ctx context.Context, dir string) error {
 		err = v.waitFile(ctx, memPath)
 	}
 	if err != nil {
-		_ = v.h.Remove(context.WithoutCancel(ctx), partial)
+		undo := context.WithoutCancel(ctx)
+		// QEMU only sees the stream's command fail ("Broken pipe"); what is left free tells why.
+		if free, ferr := v.h.FreeSpace(undo, dir); ferr == nil && free < nearlyFull {
+			err = fmt.Errorf("%w: %w on %s, which the memory image filled", err, syscall.ENOSPC, dir)
+		}
+		_ = v.h.Remove(undo, partial)
 		return err
 	}
 	config, err := json.MarshalIndent(v.cfg, "", "  ")
@@ -128,10 +158,7 @@ func waitMigration(ctx context.Context, m *monitor) error {
 	defer stop()
 	// Each query runs under ctx itself: a monitor that closes mid-query says so in its own error.
 	err := poll.Until(open, pollInterval, func(context.Context) (bool, error) {
-		var info struct {
-			Status    string `json:"status"`
-			ErrorDesc string `json:"error-desc"`
-		}
+		var info migrationInfo
 		if err := m.execute(ctx, "query-migrate", nil, &info); err != nil {
 			return false, err
 		}
@@ -151,6 +178,54 @@ func waitMigration(ctx context.Context, m *monitor) error {
 		return fmt.Errorf("waiting for the migration (status %q): %w", status, ctx.Err())
 	}
 	return err
+}
+
+// cancelTimeout bounds the wait for a cancelled migration to stop.
+const cancelTimeout = 30 * time.Second
+
+// abandonMigration cancels a migration that is still under way, and waits until it has stopped.
+// Only a caller that died leaves one (a provider killed in the middle of a standby): its stream
+// would go on being written, and the VM would be stopped again when it completed.
+func abandonMigration(ctx context.Context, m *monitor) error {
+	status, err := migrationStatus(ctx, m)
+	if err != nil || !underWay(status) {
+		return err
+	}
+	if status != "cancelling" {
+		if err := m.execute(ctx, "migrate_cancel", nil, nil); err != nil {
+			return fmt.Errorf("cancel the migration left %s by an earlier snapshot: %w", status, err)
+		}
+	}
+	err = poll.Within(ctx, cancelTimeout, pollInterval, func(ctx context.Context) (bool, error) {
+		status, err = migrationStatus(ctx, m)
+		return err == nil && !underWay(status), err
+	})
+	if errors.Is(err, poll.ErrTimeout) {
+		return fmt.Errorf("the migration left by an earlier snapshot is still %s %s after migrate_cancel", status, cancelTimeout)
+	}
+	return err
+}
+
+// migrationInfo is what query-migrate says about the last migration.
+type migrationInfo struct {
+	Status    string `json:"status"` // "" before the first migration
+	ErrorDesc string `json:"error-desc"`
+}
+
+func migrationStatus(ctx context.Context, m *monitor) (string, error) {
+	var info migrationInfo
+	err := m.execute(ctx, "query-migrate", nil, &info)
+	return info.Status, err
+}
+
+// underWay tells a migration that has not ended from one that completed, failed or was
+// cancelled (or that never was).
+func underWay(status string) bool {
+	switch status {
+	case "", "none", "completed", "failed", "cancelled":
+		return false
+	}
+	return true
 }
 
 // shellQuote quotes a path for the shell that runs exec: migration commands. A path holding a

@@ -12,7 +12,10 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
-var _ vmm.VM = (*vm)(nil)
+var (
+	_ vmm.VM                = (*vm)(nil)
+	_ vmm.DiskErrorReporter = (*vm)(nil)
+)
 
 // vm controls one QEMU process. It holds no QMP connection between calls: QEMU serves one QMP
 // client at a time, and a connection held open here would stall every other caller until Close.
@@ -62,21 +65,82 @@ func stateOf(status string) (vmm.State, error) {
 	switch status {
 	case "running":
 		return vmm.Running, nil
-	// postmigrate: a snapshot has been written; the VM stays stopped until cont.
-	case "paused", "suspended", "postmigrate", "finish-migrate":
+	// postmigrate: a snapshot has been written; the VM stays stopped until cont. io-error: a disk
+	// write failed (werror=enospc: the host's filesystem is full) and waits for cont to retry it.
+	case "paused", "suspended", "postmigrate", "finish-migrate", "io-error":
 		return vmm.Paused, nil
 	case "prelaunch", "inmigrate":
 		return vmm.Created, nil
 	case "shutdown":
 		return vmm.Shutdown, nil
 	}
-	return "", fmt.Errorf("QEMU reports the run state %q, which has no VM state (expected running, paused, suspended, postmigrate, finish-migrate, prelaunch, inmigrate or shutdown)", status)
+	return "", fmt.Errorf("QEMU reports the run state %q, which has no VM state (expected running, paused, suspended, postmigrate, finish-migrate, io-error, prelaunch, inmigrate or shutdown)", status)
 }
 
 func (v *vm) Pause(ctx context.Context) error { return v.execute(ctx, "stop", nil, nil) }
 
-// Resume also continues a VM that a snapshot left in postmigrate: QEMU takes its disks back.
-func (v *vm) Resume(ctx context.Context) error { return v.execute(ctx, "cont", nil, nil) }
+// Resume continues a paused VM, one that a snapshot left in postmigrate (QEMU takes its disks
+// back) and one that a full disk stopped (QEMU retries the writes that failed). A migration still
+// under way is cancelled first: when it completed it would stop the VM again.
+func (v *vm) Resume(ctx context.Context) error {
+	return v.session(ctx, func(m *monitor) error {
+		if err := abandonMigration(ctx, m); err != nil {
+			return err
+		}
+		return m.execute(ctx, "cont", nil, nil)
+	})
+}
+
+// DiskError tells whether QEMU stopped the VM on a failed disk write (run state io-error), and
+// which disk it was from query-block's io-status.
+func (v *vm) DiskError(ctx context.Context) (*vmm.DiskError, error) {
+	var de *vmm.DiskError
+	err := v.session(ctx, func(m *monitor) error {
+		status, err := m.status(ctx)
+		if err != nil || status != "io-error" {
+			return err
+		}
+		var blocks []blockInfo
+		if err := m.execute(ctx, "query-block", nil, &blocks); err != nil {
+			return err
+		}
+		de = v.diskError(blocks)
+		return nil
+	})
+	return de, err
+}
+
+// blockInfo is what DiskError reads of one query-block entry.
+type blockInfo struct {
+	Device   string `json:"device"`
+	IOStatus string `json:"io-status"` // ok, failed or nospace; absent unless errors stop the VM
+	Inserted *struct {
+		File string `json:"file"`
+	} `json:"inserted"`
+}
+
+// diskError names the disk whose write failed, a full one first; the VM may not say which.
+func (v *vm) diskError(blocks []blockInfo) *vmm.DiskError {
+	de := &vmm.DiskError{}
+	for _, b := range blocks {
+		if b.IOStatus != "nospace" && (b.IOStatus != "failed" || de.Path != "") {
+			continue
+		}
+		de.NoSpace = b.IOStatus == "nospace"
+		for i, d := range v.cfg.Disks {
+			if driveID(i) == b.Device {
+				de.Path = d.Path
+			}
+		}
+		if de.Path == "" && b.Inserted != nil {
+			de.Path = b.Inserted.File
+		}
+		if de.NoSpace {
+			break
+		}
+	}
+	return de
+}
 
 func (v *vm) PowerButton(ctx context.Context) error {
 	return v.execute(ctx, "system_powerdown", nil, nil)

@@ -2,8 +2,10 @@ package qemu
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,6 +23,7 @@ func TestStateOfMapsQEMURunStates(t *testing.T) {
 		{"suspended", vmm.Paused},
 		{"postmigrate", vmm.Paused},
 		{"finish-migrate", vmm.Paused},
+		{"io-error", vmm.Paused},
 		{"prelaunch", vmm.Created},
 		{"inmigrate", vmm.Created},
 		{"shutdown", vmm.Shutdown},
@@ -31,7 +34,7 @@ func TestStateOfMapsQEMURunStates(t *testing.T) {
 			t.Errorf("stateOf(%q) = %q, %v; want %q", tt.status, got, err, tt.want)
 		}
 	}
-	for _, status := range []string{"guest-panicked", "internal-error", "io-error", ""} {
+	for _, status := range []string{"guest-panicked", "internal-error", ""} {
 		if got, err := stateOf(status); err == nil || !strings.Contains(err.Error(), `"`+status+`"`) {
 			t.Errorf("stateOf(%q) = %q, %v; want an error naming the status", status, got, err)
 		}
@@ -138,6 +141,72 @@ func TestCheckStreamRefusesWhatIsNotAMigrationStream(t *testing.T) {
 	for _, name := range []string{"empty", "lz4", "short", "oldversion", "missing"} {
 		if err := checkStream(ctx, host.Local{}, filepath.Join(dir, name)); err == nil {
 			t.Errorf("%s was accepted as a migration stream", name)
+		}
+	}
+}
+
+func TestAbandonMigrationCancelsOnlyAMigrationUnderWay(t *testing.T) {
+	for status, cancels := range map[string]bool{
+		"active": true, "setup": true, "device": true, "cancelling": false,
+		"completed": false, "failed": false, "cancelled": false, "": false,
+	} {
+		t.Run(status, func(t *testing.T) {
+			now := status
+			var sent []string
+			queries := 0
+			m := connectFake(t, func(req request, id string) []string {
+				sent = append(sent, req.Execute)
+				switch req.Execute {
+				case "migrate_cancel":
+					now = "cancelling"
+				case "query-migrate":
+					if now == "cancelling" {
+						if queries++; queries > 2 {
+							now = "cancelled"
+						}
+					}
+					return []string{fmt.Sprintf(`{"return": {"status": %q}, "id": %s}`, now, id)}
+				}
+				return []string{fmt.Sprintf(`{"return": {}, "id": %s}`, id)}
+			})
+			if err := abandonMigration(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+			if got := slices.Contains(sent, "migrate_cancel"); got != cancels {
+				t.Fatalf("sent %v: migrate_cancel %v, want %v", sent, got, cancels)
+			}
+			if underWay(now) {
+				t.Fatalf("abandonMigration returned with the migration %s", now)
+			}
+		})
+	}
+}
+
+func TestDiskErrorNamesTheFullDisk(t *testing.T) {
+	v := &vm{cfg: vmm.Config{Disks: []vmm.Disk{{Path: "/i/rootfs.erofs"}, {Path: "/g/01J/overlay.raw"}}}}
+	block := func(device, status, file string) blockInfo {
+		b := blockInfo{Device: device, IOStatus: status}
+		if file != "" {
+			b.Inserted = &struct {
+				File string `json:"file"`
+			}{file}
+		}
+		return b
+	}
+	tests := []struct {
+		name   string
+		blocks []blockInfo
+		want   vmm.DiskError
+	}{
+		{"full overlay", []blockInfo{block("disk0", "ok", ""), block("disk1", "nospace", "")}, vmm.DiskError{Path: "/g/01J/overlay.raw", NoSpace: true}},
+		{"full beats failed", []blockInfo{block("disk0", "failed", ""), block("disk1", "nospace", "")}, vmm.DiskError{Path: "/g/01J/overlay.raw", NoSpace: true}},
+		{"failed", []blockInfo{block("disk0", "failed", ""), block("disk1", "ok", "")}, vmm.DiskError{Path: "/i/rootfs.erofs"}},
+		{"a drive not in the config", []blockInfo{block("other", "nospace", "/x/y.raw")}, vmm.DiskError{Path: "/x/y.raw", NoSpace: true}},
+		{"no drive says", []blockInfo{block("disk0", "ok", ""), block("disk1", "", "")}, vmm.DiskError{}},
+	}
+	for _, tt := range tests {
+		if got := v.diskError(tt.blocks); *got != tt.want {
+			t.Errorf("%s: %+v, want %+v", tt.name, *got, tt.want)
 		}
 	}
 }

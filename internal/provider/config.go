@@ -2,9 +2,7 @@ package provider
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"slices"
 	"strconv"
 	"strings"
@@ -199,8 +197,8 @@ func (cfg providerModel) source(attr string, getenv func(string) string) source 
 }
 
 // checkOnHost looks at the paths of s on the host: data_dir must be a directory or not exist
-// yet, and kernel, busybox and kernel_modules must be what they are called. A default that does
-// not exist only warns: reading and deleting instances needs none of them.
+// yet, and kernel, busybox and kernel_modules must be what they are called. A default that is
+// not only warns: nobody asked for it, and reading and deleting instances needs none of them.
 func checkOnHost(ctx context.Context, h host.Host, s settings, from func(attr string) source) diag.Diagnostics {
 	var diags diag.Diagnostics
 	if err := instances.CheckDataDir(ctx, h, s.DataDir); err != nil {
@@ -220,9 +218,9 @@ func checkOnHost(ctx context.Context, h host.Host, s settings, from func(attr st
 		err := c.check(ctx, h, c.path)
 		switch {
 		case err == nil:
-		case from(c.attr) == fromDefault && errors.Is(err, fs.ErrNotExist):
-			diags.AddAttributeWarning(path.Root(c.attr), "Missing "+c.attr, err.Error()+". It is the default: creating or starting "+
-				"instances fails until it is there or "+c.attr+" names another path. Reading and deleting instances works.")
+		case from(c.attr) == fromDefault:
+			diags.AddAttributeWarning(path.Root(c.attr), "Unusable Default "+c.attr, err.Error()+". It is the default: creating or "+
+				"starting instances fails until it is fixed or "+c.attr+" names another path. Reading and deleting instances works.")
 		default:
 			diags.AddAttributeError(path.Root(c.attr), "Invalid Provider Setting", err.Error()+from(c.attr).note())
 		}

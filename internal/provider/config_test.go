@@ -146,9 +146,11 @@ func TestHostPathsAreCheckedOnTheHostNamingTheSetting(t *testing.T) {
 		t.Errorf("a kernel from the environment: %v", diags)
 	}
 
-	diags = checkOnHost(context.Background(), host.Local{}, settings{DataDir: dir, Kernel: missing}, from(fromDefault))
-	if diags.HasError() || diags.WarningsCount() != 1 || !strings.Contains(diags.Warnings()[0].Detail(), "Reading and deleting instances works") {
-		t.Errorf("a missing default kernel must only warn: %v", diags)
+	for _, k := range []string{missing, text} {
+		diags = checkOnHost(context.Background(), host.Local{}, settings{DataDir: dir, Kernel: k}, from(fromDefault))
+		if diags.HasError() || diags.WarningsCount() != 1 || !strings.Contains(diags.Warnings()[0].Detail(), "Reading and deleting instances works") {
+			t.Errorf("a default kernel that is no kernel must only warn: %v", diags)
+		}
 	}
 
 	ok := settings{DataDir: missing, Kernel: kernel}

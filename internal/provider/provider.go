@@ -253,5 +253,5 @@ func (p *HypemanProvider) DataSources(context.Context) []func() datasource.DataS
 // checkedNote says how the plan checks a host path setting that must be what.
 func checkedNote(what string) string {
 	return "Every plan checks on the host that it is " + what + ": a path that is not fails the plan, `terraform destroy` " +
-		"included, until it is fixed or left out; a default that does not exist only warns."
+		"included, until it is fixed or left out; a default path that is not only warns."
 }

@@ -28,9 +28,16 @@ type wholeNumberType struct {
 
 func (t wholeNumberType) String() string { return "provider.wholeNumberType" }
 
+// Equal holds for types.Int64 too: every value this type holds in a model, a plan or a state is
+// a types.Int64, and the framework checks those against the schema's type.
 func (t wholeNumberType) Equal(o attr.Type) bool {
-	other, ok := o.(wholeNumberType)
-	return ok && other.allowed == t.allowed
+	switch o := o.(type) {
+	case wholeNumberType:
+		return o.allowed == t.allowed
+	case basetypes.Int64Type:
+		return true
+	}
+	return false
 }
 
 func (t wholeNumberType) ValueFromTerraform(ctx context.Context, in tftypes.Value) (attr.Value, error) {

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
@@ -83,10 +85,15 @@ func resolveSettings(cfg providerModel, getenv func(string) string) (settings, d
 	}
 	oneOf("hypervisor", "HYPEMAN_HYPERVISOR", s.Hypervisor, hypervisorNames)
 	oneOf("accelerator", "HYPEMAN_ACCELERATOR", s.Accelerator, acceleratorNames)
-	for attr, p := range map[string]string{"data_dir": s.DataDir, "kernel": s.Kernel, "busybox": s.Busybox, "kernel_modules": s.KernelModules} {
-		if p != "" && !strings.HasPrefix(p, "/") {
-			diags.AddAttributeError(path.Root(attr), "Invalid Provider Setting",
-				fmt.Sprintf("%s %q is not allowed: use an absolute path on the host", attr, p))
+	if err := instances.ValidateDataDir(s.DataDir, builtin.Drivers()); err != nil {
+		diags.AddAttributeError(path.Root("data_dir"), "Invalid Provider Setting", err.Error()+cfg.source("data_dir", getenv).note())
+	}
+	for attr, p := range map[string]string{"kernel": s.Kernel, "busybox": s.Busybox, "kernel_modules": s.KernelModules} {
+		if p == "" {
+			continue // kernel_modules: chosen in Configure
+		}
+		if err := checkHostPath(attr, p); err != nil {
+			diags.AddAttributeError(path.Root(attr), "Invalid Provider Setting", err.Error()+cfg.source(attr, getenv).note())
 		}
 	}
 
@@ -128,4 +135,95 @@ func firstInstalled(names []string) string {
 		b.WriteString("`" + n + "` when its binary is installed on the host, else ")
 	}
 	return b.String() + "`" + names[len(names)-1] + "`"
+}
+
+// hostPaths are the settings naming a file or directory on the host besides data_dir, with the
+// default each takes when it is left out, in words.
+var hostPaths = map[string]string{
+	"kernel":         "the default: $HYPEMAN_KERNEL, else " + instances.DefaultKernel,
+	"kernel_modules": "the default: $HYPEMAN_KERNEL_MODULES, else " + instances.DefaultKernelModules + " when it exists, else none",
+	"busybox":        "the default: $HYPEMAN_BUSYBOX, else " + system.DefaultBusybox,
+}
+
+// checkHostPath is the rule for a host path setting as written: an absolute path.
+func checkHostPath(attr, p string) error {
+	if !strings.HasPrefix(p, "/") || strings.ContainsRune(p, 0) {
+		return &instances.FieldError{Field: attr, Value: p, Allowed: "an absolute path on the host; leave " + attr + " out (or null) for " + hostPaths[attr]}
+	}
+	return nil
+}
+
+func validHostPath(attr string) validator.String {
+	return checkString{"Invalid Provider Setting", "must be an absolute path on the host", func(s string) error { return checkHostPath(attr, s) }}
+}
+
+func validDataDir() validator.String {
+	return checkString{"Invalid Provider Setting", "must be " + instances.DataDirRule(builtin.Drivers()), func(s string) error {
+		return instances.ValidateDataDir(s, builtin.Drivers())
+	}}
+}
+
+// source is where a setting's value came from: the configuration, an environment variable
+// (its name), or the default.
+type source string
+
+const (
+	fromConfig  source = ""
+	fromDefault source = "default"
+)
+
+// note says where a bad value came from, when it is not the configuration.
+func (s source) note() string {
+	switch s {
+	case fromConfig:
+		return ""
+	case fromDefault:
+		return " (the value is the default)"
+	}
+	return " (the value comes from " + string(s) + ")"
+}
+
+// source tells where attr's value comes from, as resolveSettings picks it.
+func (cfg providerModel) source(attr string, getenv func(string) string) source {
+	v := map[string]types.String{"data_dir": cfg.DataDir, "kernel": cfg.Kernel, "kernel_modules": cfg.KernelModules, "busybox": cfg.Busybox}[attr]
+	env := "HYPEMAN_" + strings.ToUpper(attr)
+	switch {
+	case !v.IsNull():
+		return fromConfig
+	case getenv(env) != "":
+		return source(env)
+	}
+	return fromDefault
+}
+
+// checkOnHost looks at the paths of s on the host: data_dir must be a directory or not exist
+// yet, and kernel, busybox and kernel_modules must be what they are called. A default that is
+// not only warns: nobody asked for it, and reading and deleting instances needs none of them.
+func checkOnHost(ctx context.Context, h host.Host, s settings, from func(attr string) source) diag.Diagnostics {
+	var diags diag.Diagnostics
+	if err := instances.CheckDataDir(ctx, h, s.DataDir); err != nil {
+		diags.AddAttributeError(path.Root("data_dir"), "Invalid Provider Setting", err.Error()+from("data_dir").note())
+	}
+	for _, c := range []struct {
+		attr, path string
+		check      func(context.Context, host.Host, string) error
+	}{
+		{"kernel", s.Kernel, system.CheckKernel},
+		{"kernel_modules", s.KernelModules, system.CheckModules},
+		{"busybox", s.Busybox, system.CheckBusybox},
+	} {
+		if c.path == "" {
+			continue
+		}
+		err := c.check(ctx, h, c.path)
+		switch {
+		case err == nil:
+		case from(c.attr) == fromDefault:
+			diags.AddAttributeWarning(path.Root(c.attr), "Unusable Default "+c.attr, err.Error()+". It is the default: creating or "+
+				"starting instances fails until it is fixed or "+c.attr+" names another path. Reading and deleting instances works.")
+		default:
+			diags.AddAttributeError(path.Root(c.attr), "Invalid Provider Setting", err.Error()+from(c.attr).note())
+		}
+	}
+	return diags
 }

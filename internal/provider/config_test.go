@@ -1,13 +1,19 @@
 package provider
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
 )
 
 func TestSettingsComeFromConfigThenEnvironmentThenDefaults(t *testing.T) {
@@ -52,7 +58,9 @@ func TestBadSettingsFromTheEnvironmentAreRejected(t *testing.T) {
 		{"HYPEMAN_ACCELERATOR", "fast", []string{`accelerator "fast"`, "auto, kvm, tcg"}},
 		{"HYPEMAN_HYPERVISOR", "firecracker", []string{`hypervisor "firecracker"`, "cloud-hypervisor, qemu"}},
 		{"HYPEMAN_COMPRESS_SNAPSHOTS", "maybe", []string{`"maybe"`, "true or false"}},
-		{"HYPEMAN_DATA_DIR", "relative/dir", []string{`data_dir "relative/dir"`, "absolute path"}},
+		{"HYPEMAN_DATA_DIR", "relative/dir", []string{`data_dir "relative/dir"`, "absolute path", "(the value comes from HYPEMAN_DATA_DIR)"}},
+		{"HYPEMAN_DATA_DIR", "/" + strings.Repeat("d", 80), []string{"has 81 bytes, more than the", "(the value comes from HYPEMAN_DATA_DIR)"}},
+		{"HYPEMAN_KERNEL", "vmlinuz", []string{`kernel "vmlinuz" is not allowed: an absolute path on the host`, "(the value comes from HYPEMAN_KERNEL)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.env, func(t *testing.T) {
@@ -94,5 +102,62 @@ func TestHypervisorDescriptionsListEveryBuiltInVMMInOrder(t *testing.T) {
 	}
 	if got := codeList(hypervisorNames); got != "`cloud-hypervisor` or `qemu`" {
 		t.Errorf("the built-in VMMs read %q", got)
+	}
+}
+
+func TestHostPathsAreCheckedOnTheHostNamingTheSetting(t *testing.T) {
+	dir := t.TempDir()
+	text := filepath.Join(dir, "notes")
+	if err := os.WriteFile(text, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kernel := filepath.Join(dir, "vmlinuz")
+	header := make([]byte, 4096)
+	copy(header[0x202:], "HdrS")
+	if err := os.WriteFile(kernel, header, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	from := func(src source) func(string) source { return func(string) source { return src } }
+
+	diags := checkOnHost(context.Background(), host.Local{}, settings{DataDir: text, Kernel: text, Busybox: dir, KernelModules: missing}, from(fromConfig))
+	want := map[string]string{
+		"data_dir":       `data_dir "` + text + `" is a file on the host, not a directory`,
+		"kernel":         `kernel "` + text + `" is not a Linux kernel`,
+		"busybox":        `busybox "` + dir + `" is a directory; allowed: a statically linked busybox`,
+		"kernel_modules": `kernel_modules "` + missing + `" does not exist on the host; allowed: the kernel's module directory`,
+	}
+	if diags.ErrorsCount() != len(want) || diags.WarningsCount() != 0 {
+		t.Fatalf("want %d errors, got %v", len(want), diags)
+	}
+	for _, d := range diags.Errors() {
+		ad, ok := d.(diag.DiagnosticWithPath)
+		if !ok {
+			t.Fatalf("%s has no attribute path", d.Detail())
+		}
+		attr := ad.Path().String()
+		if !strings.Contains(d.Detail(), want[attr]) {
+			t.Errorf("%s: %q does not say %q", attr, d.Detail(), want[attr])
+		}
+	}
+
+	diags = checkOnHost(context.Background(), host.Local{}, settings{DataDir: missing, Kernel: text}, from("HYPEMAN_KERNEL"))
+	if diags.ErrorsCount() != 1 || !strings.HasSuffix(diags.Errors()[0].Detail(), "(the value comes from HYPEMAN_KERNEL)") {
+		t.Errorf("a kernel from the environment: %v", diags)
+	}
+
+	for _, k := range []string{missing, text} {
+		diags = checkOnHost(context.Background(), host.Local{}, settings{DataDir: dir, Kernel: k}, from(fromDefault))
+		if diags.HasError() || diags.WarningsCount() != 1 || !strings.Contains(diags.Warnings()[0].Detail(), "Reading and deleting instances works") {
+			t.Errorf("a default kernel that is no kernel must only warn: %v", diags)
+		}
+	}
+
+	ok := settings{DataDir: missing, Kernel: kernel}
+	if _, err := os.Stat(system.DefaultBusybox); err == nil {
+		ok.Busybox = system.DefaultBusybox
+	}
+	if diags := checkOnHost(context.Background(), host.Local{}, ok, from(fromConfig)); len(diags) != 0 {
+		t.Errorf("good paths: %v", diags)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 )
 
+var _ validator.Bool = insecureAlone{}
+
 // The host is where VMs run: this machine, or one reached over SSH (host = "ssh://…").
 
 // hostForms are the values host accepts, for descriptions.
@@ -80,34 +82,43 @@ func sshBlock() schema.Block {
 			"user": schema.StringAttribute{
 				MarkdownDescription: "The user to log in as when `host` names none. Defaults to the ssh config file's `User` for the " +
 					"host, else the local user name.",
-				Optional: true,
+				Optional:   true,
+				Validators: []validator.String{notEmpty("ssh user", "leave user out (or null) for the ssh config file's User, else the local user name")},
 			},
 			"private_key": schema.StringAttribute{
 				MarkdownDescription: "A private key (ed25519, ECDSA or RSA; PEM or OpenSSH format), offered first. Keys encrypted " +
 					"with a passphrase are not supported: load them into ssh-agent instead.",
 				Optional:  true,
 				Sensitive: true,
+				Validators: []validator.String{notEmpty("ssh private_key", "leave private_key out (or null) to offer no key of its own"),
+					checkString{"Invalid Provider Setting", "must be a PEM or OpenSSH private key", host.CheckPrivateKey}},
 			},
 			"private_key_file": schema.StringAttribute{
 				MarkdownDescription: "A private key file; `~/` is the home directory. Read at each login, so a rotated key is picked up.",
 				Optional:            true,
+				Validators:          []validator.String{notEmpty("ssh private_key_file", "leave private_key_file out (or null) to name no key file")},
 			},
 			"known_hosts_file": schema.StringAttribute{
 				MarkdownDescription: "The known_hosts file the host's key must be listed in. Defaults to the ssh config file's " +
 					"`UserKnownHostsFile`, else `~/.ssh/known_hosts` (and `/etc/ssh/ssh_known_hosts`). Conflicts with `host_key`.",
-				Optional:   true,
-				Validators: []validator.String{stringvalidator.ConflictsWith(sshPath("host_key"))},
+				Optional: true,
+				Validators: []validator.String{stringvalidator.ConflictsWith(sshPath("host_key")),
+					notEmpty("ssh known_hosts_file", "leave known_hosts_file out (or null) for the ssh config file's UserKnownHostsFile, else ~/.ssh/known_hosts")},
 			},
 			"host_key": schema.StringAttribute{
 				MarkdownDescription: "Pins the host's key instead of looking it up in known_hosts: a known_hosts line or " +
 					"`\"<type> <base64>\"` (such as a line of `ssh-keyscan` output or the host's `/etc/ssh/ssh_host_*_key.pub`), " +
 					"one per line when the host has several.",
 				Optional: true,
+				Validators: []validator.String{notEmpty("ssh host_key", "leave host_key out (or null) to look the key up in known_hosts_file"),
+					checkString{"Invalid Provider Setting", "must be a known_hosts line or \"<type> <base64>\"", host.CheckHostKey}},
 			},
 			"insecure_ignore_host_key": schema.BoolAttribute{
 				MarkdownDescription: "Accept whatever key the host presents. Defaults to `false`. With it anyone between Terraform and " +
-					"the host can pose as the host and read or change everything the provider sends, so every run warns while it is set.",
-				Optional: true,
+					"the host can pose as the host and read or change everything the provider sends, so every run warns while it is set. " +
+					"Conflicts with `host_key` and `known_hosts_file`.",
+				Optional:   true,
+				Validators: []validator.Bool{insecureAlone{}},
 			},
 			"use_agent": schema.BoolAttribute{
 				MarkdownDescription: "Offer the keys of the ssh-agent at `$SSH_AUTH_SOCK`. Defaults to `true`, which has no effect when " +
@@ -118,7 +129,8 @@ func sshBlock() schema.Block {
 				MarkdownDescription: "The OpenSSH client configuration read for the host's `HostName`, `User`, `Port`, `IdentityFile`, " +
 					"`UserKnownHostsFile` and `ProxyJump`; settings in `host` and in this block win. Defaults to `~/.ssh/config` when " +
 					"it exists; `\"none\"` reads no file.",
-				Optional: true,
+				Optional:   true,
+				Validators: []validator.String{notEmpty("ssh ssh_config_file", `leave ssh_config_file out (or null) for ~/.ssh/config when it exists, or write "none" to read no file`)},
 			},
 			"keepalive": schema.StringAttribute{
 				MarkdownDescription: "How often the connection is checked, as a duration such as `\"30s\"` (at least `1s`). A " +
@@ -227,4 +239,30 @@ func connectHint(err error) string {
 		return "Give a key the host accepts in the ssh block (private_key or private_key_file), through ssh-agent, or as an IdentityFile in the ssh config file."
 	}
 	return ""
+}
+
+// insecureAlone refuses insecure_ignore_host_key = true next to a way of checking the host's key:
+// the provider would have to pick one of two contradicting settings.
+type insecureAlone struct{}
+
+func (insecureAlone) Description(context.Context) string {
+	return "insecure_ignore_host_key = true conflicts with host_key and known_hosts_file"
+}
+
+func (v insecureAlone) MarkdownDescription(ctx context.Context) string { return v.Description(ctx) }
+
+func (insecureAlone) ValidateBool(ctx context.Context, req validator.BoolRequest, resp *validator.BoolResponse) {
+	if req.ConfigValue.IsNull() || req.ConfigValue.IsUnknown() || !req.ConfigValue.ValueBool() {
+		return
+	}
+	for _, other := range []string{"host_key", "known_hosts_file"} {
+		var v types.String
+		resp.Diagnostics.Append(req.Config.GetAttribute(ctx, req.Path.ParentPath().AtName(other), &v)...)
+		if v.IsNull() || v.IsUnknown() {
+			continue
+		}
+		resp.Diagnostics.AddAttributeError(req.Path, "Invalid Provider Setting", fmt.Sprintf(
+			"ssh insecure_ignore_host_key = true is not allowed together with %s: the host's key is either pinned (host_key), "+
+				"looked up in a known_hosts file (known_hosts_file) or not checked at all (insecure_ignore_host_key = true); keep one of them", other))
+	}
 }

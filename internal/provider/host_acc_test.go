@@ -126,36 +126,3 @@ resource "hypeman_instance" "x" {
 		t.Errorf("sshd accepted %d logins, want none", n)
 	}
 }
-
-func TestAccHostValidation(t *testing.T) {
-	requireAcc(t)
-	t.Setenv("HYPEMAN_HOST", "")
-	config := func(settings string) string {
-		return fmt.Sprintf(`
-provider "hypeman" {
-  data_dir = %q
-%s
-}
-
-resource "hypeman_instance" "x" {
-  name  = "acc-host"
-  image = "alpine:3.20"
-}
-`, testutil.ShortTempDir(t), settings)
-	}
-	tests := []struct {
-		settings string
-		want     string
-	}{
-		{`host = "http://10.0.0.5"`, `host "http://10.0.0.5" has the scheme "http"; allowed: "" or "unix://" for this machine, or "ssh://[user@]host[:port]"`},
-		{`host = "ssh://root@10.0.0.5:99999"`, `host "ssh://root@10.0.0.5:99999" has the port "99999"; a port is a number from 1 to 65535`},
-		{"ssh {\n  user = \"root\"\n}", `an ssh block needs an SSH host, but host "" is the machine Terraform runs on`},
-		{"host = \"ssh://10.0.0.5\"\nssh {\n  keepalive = \"soon\"\n}", `ssh keepalive "soon" is not allowed: use a duration of at least 1s`},
-		{"host = \"ssh://10.0.0.5\"\nssh {\n  host_key = \"ssh-ed25519 AAAA\"\n  known_hosts_file = \"/k\"\n}", `Attribute "ssh.host_key" cannot be specified when "ssh.known_hosts_file" is specified`},
-	}
-	steps := make([]resource.TestStep, len(tests))
-	for i, tt := range tests {
-		steps[i] = resource.TestStep{Config: config(tt.settings), PlanOnly: true, ExpectError: wrapped(tt.want)}
-	}
-	resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: accProviders, Steps: steps})
-}

@@ -54,12 +54,12 @@ func (d *InstanceDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 			"Reading it changes nothing.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
-				MarkdownDescription: "The instance's id (a ULID). Set this or `name`.",
-				Optional:            true, Computed: true, Validators: oneOf,
+				MarkdownDescription: "The instance's id, " + instances.IDRule + ". Set this or `name`.",
+				Optional:            true, Computed: true, Validators: append([]validator.String{validID()}, oneOf...),
 			},
 			"name": schema.StringAttribute{
-				MarkdownDescription: "The instance's name. Set this or `id`.",
-				Optional:            true, Computed: true, Validators: oneOf,
+				MarkdownDescription: "The instance's name (" + instances.NameRule + "). Set this or `id`.",
+				Optional:            true, Computed: true, Validators: append([]validator.String{validName()}, oneOf...),
 			},
 			"image":          computed("The OCI image reference the instance was created from."),
 			"vcpus":          schema.Int64Attribute{MarkdownDescription: "Virtual CPUs.", Computed: true},

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
-	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
@@ -78,17 +77,19 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				PlanModifiers: replace,
 			},
 			"vcpus": schema.Int64Attribute{
-				MarkdownDescription: fmt.Sprintf("Virtual CPUs, 1 to %d. Defaults to `1`. Changing it replaces the instance.", instances.MaxVCPUs),
+				CustomType:          vcpusType,
+				MarkdownDescription: fmt.Sprintf("Virtual CPUs, a whole number from 1 to %d. Defaults to `1`. Changing it replaces the instance.", instances.MaxVCPUs),
 				Optional:            true,
 				Computed:            true,
 				Default:             int64default.StaticInt64(1),
-				Validators:          []validator.Int64{int64validator.Between(1, instances.MaxVCPUs)},
+				Validators:          []validator.Int64{validVCPUs()},
 				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
 			},
 			"memory": schema.StringAttribute{
 				CustomType: SizeType{},
 				MarkdownDescription: "Memory the guest boots with, " + memoryRule.allowed + ". Sizes are binary (`1GB` = `1024MiB`), and " +
-					"two spellings of the same size are not a change. Defaults to `" + units.Format(instances.DefaultMemory) + "`. Changing it replaces the instance.",
+					"two spellings of the same size are not a change. Together with `hotplug_memory` it must fit in the host's memory " +
+					"(`MemTotal` of its `/proc/meminfo`), which the plan checks. Defaults to `" + units.Format(instances.DefaultMemory) + "`. Changing it replaces the instance.",
 				Optional:      true,
 				Computed:      true,
 				Default:       stringdefault.StaticString(units.Format(instances.DefaultMemory)),
@@ -117,14 +118,17 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			},
 			"entrypoint": schema.ListAttribute{
 				ElementType: types.StringType,
-				MarkdownDescription: "The program to run, replacing the image's entrypoint (and, as in Docker, its cmd). " +
-					"Leave it out for the image's own. Items reach the program byte for byte; nothing is interpreted by a shell." + restartNote,
-				Optional: true,
+				MarkdownDescription: "The program to run, replacing the image's entrypoint (and, as in Docker, its cmd): a list whose " +
+					"first item names the program (an absolute path in the image or a name on its `PATH`). Leave it out for the image's own; " +
+					"an empty list is refused. Items reach the program byte for byte, nothing is interpreted by a shell, and none may hold a NUL byte." + restartNote,
+				Optional:   true,
+				Validators: []validator.List{programList{entrypoint: true}},
 			},
 			"cmd": schema.ListAttribute{
 				ElementType:         types.StringType,
-				MarkdownDescription: "Arguments after the entrypoint, replacing the image's cmd. Leave it out for the image's own." + restartNote,
+				MarkdownDescription: "Arguments after the entrypoint, replacing the image's cmd; none may hold a NUL byte. Leave it out for the image's own, or set `[]` for none." + restartNote,
 				Optional:            true,
+				Validators:          []validator.List{programList{}},
 			},
 			"env": schema.MapAttribute{
 				ElementType: types.StringType,
@@ -133,7 +137,7 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 					"as every sensitive value is)." + restartNote,
 				Optional:   true,
 				Sensitive:  true,
-				Validators: []validator.Map{mapvalidator.KeysAre(validEnvKey())},
+				Validators: []validator.Map{mapvalidator.KeysAre(validEnvKey()), mapvalidator.ValueStringsAre(envValue{})},
 			},
 			"workdir": schema.StringAttribute{
 				MarkdownDescription: "Absolute working directory of the program inside the image. Leave it out for the image's own." + restartNote,
@@ -239,7 +243,13 @@ func timeoutsAttribute(ctx context.Context) schema.Attribute {
 		DeleteDescription: "How long a delete may take (default `5m`).",
 	})
 	if n, ok := a.(schema.SingleNestedAttribute); ok {
-		n.MarkdownDescription = "Deadlines for each operation, as Go durations (`\"30s\"`, `\"10m\"`). A deadline that passes stops the operation and reports the state the instance was left in."
+		n.MarkdownDescription = "Deadlines for each operation, as positive Go durations (`\"30s\"`, `\"10m\"`). A deadline that passes stops the operation and reports the state the instance was left in."
+		for name, def := range map[string]time.Duration{"create": defaultCreateTimeout, "read": defaultReadTimeout, "update": defaultUpdateTimeout, "delete": defaultDeleteTimeout} {
+			if d, ok := n.Attributes[name].(schema.StringAttribute); ok {
+				d.Validators = []validator.String{timeout{def}}
+				n.Attributes[name] = d
+			}
+		}
 		return n
 	}
 	return a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -20,8 +19,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-testing/statecheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 	"github.com/hashicorp/terraform-plugin-testing/tfjsonpath"
-
-	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 // instanceConfig is the provider and one counter instance with the given state and greeting.
@@ -429,55 +426,4 @@ data "hypeman_instances" "all" {
 func wrapped(text string) *regexp.Regexp {
 	words := strings.Fields(regexp.QuoteMeta(text))
 	return regexp.MustCompile(`(?s)` + strings.Join(words, `\s+`))
-}
-
-func TestAccInstanceValidation(t *testing.T) {
-	requireAcc(t)
-	provider := fmt.Sprintf(`
-provider "hypeman" {
-  data_dir    = %q
-  accelerator = "tcg"
-}
-`, testutil.ShortTempDir(t))
-	// instance is a valid configuration with one attribute replaced or added.
-	instance := func(attr, value string) string {
-		attrs := map[string]string{"name": `"acc-bad"`, "image": `"alpine:3.20"`, attr: value}
-		var b strings.Builder
-		b.WriteString(provider + "\nresource \"hypeman_instance\" \"bad\" {\n")
-		for _, k := range slices.Sorted(maps.Keys(attrs)) {
-			fmt.Fprintf(&b, "  %s = %s\n", k, attrs[k])
-		}
-		b.WriteString("}\n")
-		return b.String()
-	}
-	// withNetwork adds a network block with settings to the provider of config.
-	withNetwork := func(config string, settings ...string) string {
-		return strings.Replace(config, `accelerator = "tcg"`, "accelerator = \"tcg\"\n  network {\n    "+strings.Join(settings, "\n    ")+"\n  }", 1)
-	}
-	tests := []struct {
-		config string
-		want   string
-	}{
-		{instance("name", `"Web_1"`), `name "Web_1" is not allowed: 1 to 63 characters`},
-		{instance("memory", `"lots"`), `memory "lots" is not allowed: a whole number of bytes or a number with a unit`},
-		{instance("memory", `"64MiB"`), `memory "64MiB" is not allowed: at least 128MiB, in whole MiB`},
-		{instance("hotplug_memory", `"100MiB"`), `hotplug_memory "100MiB" is not allowed: 0 or a multiple of 128MiB`},
-		{instance("overlay_size", `"1MiB"`), `overlay_size "1MiB" is not allowed: at least 64MiB`},
-		{instance("state", `"Sleeping"`), `state "Sleeping" is not allowed: one of Running, Paused, Standby, Stopped`},
-		{instance("image", `"docker://alpine"`), `invalid image reference "docker://alpine": the "docker" transport is not supported`},
-		{instance("env", `{ "1BAD" = "x" }`), `env key "1BAD" is not allowed`},
-		{instance("vcpus", `0`), `value must be between 1 and 128, got: 0`},
-		{instance("workdir", `"tmp"`), `workdir "tmp" is not allowed: an absolute path`},
-		{strings.Replace(instance("vcpus", "1"), `accelerator = "tcg"`, `accelerator = "fast"`, 1), `value must be one of: ["auto" "kvm" "tcg"], got: "fast"`},
-		{instance("network", `{ ip = "10.100.0.5" }`), `the provider has no network block`},
-		{instance("network", `{ mac = "01:00:5e:00:00:01" }`), `network.mac "01:00:5e:00:00:01" is not allowed: a unicast MAC address`},
-		{withNetwork(instance("vcpus", "1"), `subnet = "10.123.0.0/24"`, `gateway = "10.124.0.1"`), `network gateway "10.124.0.1" is not allowed: an address inside 10.123.0.0/24`},
-		{withNetwork(instance("vcpus", "1"), `subnet = "10.123.0.1/24"`), `network subnet "10.123.0.1/24" is not allowed: the network address with no host bits set: 10.123.0.0/24`},
-		{withNetwork(instance("network", `{ ip = "10.124.0.5" }`), `subnet = "10.123.0.0/24"`), `network.ip "10.124.0.5" is not allowed: an address of the provider's subnet 10.123.0.0/24`},
-	}
-	steps := make([]resource.TestStep, len(tests))
-	for i, tt := range tests {
-		steps[i] = resource.TestStep{Config: tt.config, PlanOnly: true, ExpectError: wrapped(tt.want)}
-	}
-	resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: accProviders, Steps: steps})
 }

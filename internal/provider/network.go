@@ -51,20 +51,23 @@ func networkBlock() schema.Block {
 			"bridge": schema.StringAttribute{
 				MarkdownDescription: "The Linux bridge every instance's TAP device joins, created when missing: an interface name of " +
 					"1 to 15 bytes without `/`, `:` or white space. Defaults to `$HYPEMAN_BRIDGE`, else `" + network.DefaultBridge + "`.",
-				Optional:   true,
-				Validators: []validator.String{validNetworkSetting("bridge", func(s string) network.Config { return network.Config{Bridge: s} })},
+				Optional: true,
+				Validators: []validator.String{leaveOutForDefault("bridge", network.DefaultBridge),
+					validNetworkSetting("bridge", func(s string) network.Config { return network.Config{Bridge: s} })},
 			},
 			"subnet": schema.StringAttribute{
 				MarkdownDescription: "The IPv4 network instance addresses come from, in CIDR notation with no host bits set and a " +
 					"prefix of at most /30. It must not overlap a route the host already has. Defaults to `$HYPEMAN_SUBNET`, else `" +
 					network.DefaultSubnet + "`.",
-				Optional:   true,
-				Validators: []validator.String{validNetworkSetting("subnet", func(s string) network.Config { return network.Config{Subnet: s} })},
+				Optional: true,
+				Validators: []validator.String{leaveOutForDefault("subnet", network.DefaultSubnet),
+					validNetworkSetting("subnet", func(s string) network.Config { return network.Config{Subnet: s} })},
 			},
 			"gateway": schema.StringAttribute{
 				MarkdownDescription: "The bridge's own address and the guests' default route: an address inside `subnet` other than " +
 					"its network and broadcast addresses. Defaults to `$HYPEMAN_GATEWAY`, else the subnet's first address.",
-				Optional: true,
+				Optional:   true,
+				Validators: []validator.String{leaveOutForDefault("gateway", "the subnet's first address")},
 			},
 			"dns": schema.ListAttribute{
 				ElementType: types.StringType,
@@ -78,11 +81,17 @@ func networkBlock() schema.Block {
 				MarkdownDescription: "The host interface guest traffic leaves through, masqueraded. Defaults to `$HYPEMAN_UPLINK`, else " +
 					"the interface of the host's default route (no NAT when the host has none). `\"" + network.UplinkNone + "\"` adds no " +
 					"NAT rule: guests reach the host and each other only.",
-				Optional:   true,
-				Validators: []validator.String{validNetworkSetting("uplink", func(s string) network.Config { return network.Config{Uplink: s} })},
+				Optional: true,
+				Validators: []validator.String{leaveOutForDefault("uplink", "the interface of the host's default route"),
+					validNetworkSetting("uplink", func(s string) network.Config { return network.Config{Uplink: s} })},
 			},
 		},
 	}
+}
+
+// leaveOutForDefault refuses "" for a network setting, which would silently be its default.
+func leaveOutForDefault(setting, def string) validator.String {
+	return notEmpty("network "+setting, fmt.Sprintf("leave %s out (or null) for the default: $%s, else %s", setting, networkEnv[setting], def))
 }
 
 // validNetworkSetting is the manager's own check of one setting, given alone in cfg, as a

@@ -156,7 +156,7 @@ func providerType(t *testing.T, s tfprotov6.ProviderServer) tftypes.Object {
 }
 
 // configuredServer is a provider configured with attrs, as Terraform configures it before a plan.
-// Configuring touches nothing on the host.
+// Configuring only looks at the settings' paths on the host (a missing default kernel warns).
 func configuredServer(t *testing.T, attrs map[string]tftypes.Value) tfprotov6.ProviderServer {
 	t.Helper()
 	s := protocolServer(t)

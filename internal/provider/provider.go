@@ -59,9 +59,12 @@ func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 		Attributes: map[string]schema.Attribute{
 			"host": hostAttribute(),
 			"data_dir": schema.StringAttribute{
-				MarkdownDescription: "Where instances, the image cache and the kernel/initrd cache live: an absolute path " + onHost + ". " +
+				MarkdownDescription: "Where instances, the image cache and the kernel/initrd cache live: an absolute path " + onHost + " of " +
+					fmt.Sprintf("at most %d bytes: the VMMs' control sockets live under it, at `guests/<id>/<socket>`, and a unix socket ", instances.MaxDataDirLen(builtin.Drivers())) +
+					"path holds at most 107 bytes. It is created when missing; a path that is a file on the host fails the plan. " +
 					"Defaults to `$HYPEMAN_DATA_DIR`, else `" + instances.DefaultDataDir + "`.",
-				Optional: true,
+				Optional:   true,
+				Validators: []validator.String{validDataDir()},
 			},
 			"hypervisor": schema.StringAttribute{
 				MarkdownDescription: "The VMM new instances run under: " + codeList(hypervisorNames) + ". Defaults to " +
@@ -78,20 +81,25 @@ func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 				Validators: []validator.String{stringvalidator.OneOf(acceleratorNames...)},
 			},
 			"kernel": schema.StringAttribute{
-				MarkdownDescription: "The guest kernel, a path " + onHost + ": an uncompressed PVH `vmlinux` or a distribution `bzImage` " +
-					"(its vmlinux is extracted once and cached). Defaults to `$HYPEMAN_KERNEL`, else `" + instances.DefaultKernel + "`.",
-				Optional: true,
+				MarkdownDescription: "The guest kernel, an absolute path " + onHost + ": an uncompressed PVH `vmlinux` or a distribution `bzImage` " +
+					"(its vmlinux is extracted once and cached). " + checkedNote("a kernel (an ELF, or a bzImage with its `HdrS` boot header)") +
+					" Defaults to `$HYPEMAN_KERNEL`, else `" + instances.DefaultKernel + "`.",
+				Optional:   true,
+				Validators: []validator.String{validHostPath("kernel")},
 			},
 			"kernel_modules": schema.StringAttribute{
-				MarkdownDescription: "The kernel's module directory (`lib/modules/<release>`), a path " + onHost + "; the drivers the kernel " +
-					"lacks (virtio, erofs, ext4, overlay) are copied into the initrd. Defaults to `$HYPEMAN_KERNEL_MODULES`, else `" +
-					instances.DefaultKernelModules + "` when it exists, else none (everything built into the kernel).",
-				Optional: true,
+				MarkdownDescription: "The kernel's module directory (`lib/modules/<release>`), an absolute path " + onHost + "; the drivers the kernel " +
+					"lacks (virtio, erofs, ext4, overlay) are copied into the initrd. " + checkedNote("a directory with a `modules.dep`") +
+					" Defaults to `$HYPEMAN_KERNEL_MODULES`, else `" + instances.DefaultKernelModules + "` when it exists, else none " +
+					"(everything built into the kernel).",
+				Optional:   true,
+				Validators: []validator.String{validHostPath("kernel_modules")},
 			},
 			"busybox": schema.StringAttribute{
-				MarkdownDescription: "A static busybox, a path " + onHost + ", which the guest init runs on. Defaults to `$HYPEMAN_BUSYBOX`, " +
-					"else `" + system.DefaultBusybox + "`.",
-				Optional: true,
+				MarkdownDescription: "A static busybox, an absolute path " + onHost + ", which the guest init runs on. " +
+					checkedNote("a statically linked ELF executable") + " Defaults to `$HYPEMAN_BUSYBOX`, else `" + system.DefaultBusybox + "`.",
+				Optional:   true,
+				Validators: []validator.String{validHostPath("busybox")},
 			},
 			"compress_snapshots": schema.BoolAttribute{
 				MarkdownDescription: "Compress the memory image of `Standby` snapshots with LZ4: several times smaller on disk, " +
@@ -168,6 +176,10 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		resp.Diagnostics.AddWarning("No Hypervisor Installed", warning)
 	}
 	s.KernelModules = instances.ChooseKernelModules(ctx, h, s.KernelModules)
+	resp.Diagnostics.Append(checkOnHost(ctx, h, s, func(attr string) source { return cfg.source(attr, os.Getenv) })...)
+	if resp.Diagnostics.HasError() {
+		return
+	}
 	m, err := instances.New(instances.Options{
 		Host:              h,
 		DataDir:           s.DataDir,
@@ -236,4 +248,10 @@ func (p *HypemanProvider) Resources(context.Context) []func() resource.Resource 
 
 func (p *HypemanProvider) DataSources(context.Context) []func() datasource.DataSource {
 	return []func() datasource.DataSource{NewInstanceDataSource, NewInstancesDataSource}
+}
+
+// checkedNote says how the plan checks a host path setting that must be what.
+func checkedNote(what string) string {
+	return "Every plan checks on the host that it is " + what + ": a path that is not fails the plan, `terraform destroy` " +
+		"included, until it is fixed or left out; a default path that is not only warns."
 }

@@ -2,10 +2,16 @@ package provider
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/builtin"
 )
 
 func TestProviderSchemaDescribesEveryAttribute(t *testing.T) {
@@ -57,4 +63,15 @@ func attributesOf(s *tfprotov6.Schema) []*tfprotov6.SchemaAttribute {
 	}
 	walkBlock(s.Block)
 	return out
+}
+
+func TestTheGuideStatesTheDataDirLimitTheManagerEnforces(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "templates", "index.md.tmpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("`data_dir` is at most %d bytes long", instances.MaxDataDirLen(builtin.Drivers()))
+	if !strings.Contains(string(b), want) {
+		t.Errorf("templates/index.md.tmpl does not say %q", want)
+	}
 }

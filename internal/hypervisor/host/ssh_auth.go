@@ -41,13 +41,9 @@ type credentials struct {
 func newCredentials(cfg SSHConfig, t *target) (*credentials, error) {
 	c := &credentials{identities: t.identityFiles}
 	if cfg.PrivateKey != "" {
-		s, err := ssh.ParsePrivateKey([]byte(cfg.PrivateKey))
-		var missing *ssh.PassphraseMissingError
-		if errors.As(err, &missing) {
-			return nil, errors.New("ssh: private_key is encrypted with a passphrase, which is not supported; load it into ssh-agent instead")
-		}
+		s, err := parsePrivateKey(cfg.PrivateKey)
 		if err != nil {
-			return nil, fmt.Errorf("ssh: private_key is not a PEM or OpenSSH private key: %w", err)
+			return nil, err
 		}
 		c.inline = s
 	}
@@ -62,6 +58,24 @@ func newCredentials(cfg SSHConfig, t *target) (*credentials, error) {
 	}
 	c.defaultFiles = c.inline == nil && c.keyFile == "" && len(c.identities) == 0
 	return c, nil
+}
+
+// CheckPrivateKey checks a PrivateKey as DialSSH will read it, without connecting.
+func CheckPrivateKey(pem string) error {
+	_, err := parsePrivateKey(pem)
+	return err
+}
+
+func parsePrivateKey(pem string) (ssh.Signer, error) {
+	s, err := ssh.ParsePrivateKey([]byte(pem))
+	var missing *ssh.PassphraseMissingError
+	if errors.As(err, &missing) {
+		return nil, errors.New("ssh: private_key is encrypted with a passphrase, which is not supported; load it into ssh-agent instead")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ssh: private_key is not a PEM or OpenSSH private key: %w", err)
+	}
+	return s, nil
 }
 
 func loadKeyFile(file string) (ssh.Signer, error) {
@@ -195,21 +209,34 @@ type hostKeys struct {
 }
 
 func newHostKeys(cfg SSHConfig, t *target) (*hostKeys, error) {
-	h := &hostKeys{insecure: cfg.InsecureIgnoreHostKey, files: t.knownHosts}
-	if cfg.HostKey != "" {
-		for _, line := range strings.Split(strings.TrimSpace(cfg.HostKey), "\n") {
-			line = strings.TrimSpace(line)
-			if line == "" {
-				continue
-			}
-			k, err := parseHostKeyLine(line)
-			if err != nil {
-				return nil, fmt.Errorf("ssh: host_key %q is neither a known_hosts line nor \"type base64\": %w", line, err)
-			}
-			h.pinned = append(h.pinned, k)
-		}
+	pinned, err := parseHostKeys(cfg.HostKey)
+	if err != nil {
+		return nil, err
 	}
-	return h, nil
+	return &hostKeys{insecure: cfg.InsecureIgnoreHostKey, files: t.knownHosts, pinned: pinned}, nil
+}
+
+// CheckHostKey checks a HostKey as DialSSH will read it, without connecting.
+func CheckHostKey(lines string) error {
+	_, err := parseHostKeys(lines)
+	return err
+}
+
+// parseHostKeys reads pinned host keys, one a line.
+func parseHostKeys(lines string) ([]ssh.PublicKey, error) {
+	var keys []ssh.PublicKey
+	for _, line := range strings.Split(strings.TrimSpace(lines), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		k, err := parseHostKeyLine(line)
+		if err != nil {
+			return nil, fmt.Errorf("ssh: host_key %q is neither a known_hosts line nor \"type base64\": %w", line, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 func parseHostKeyLine(line string) (ssh.PublicKey, error) {

@@ -53,6 +53,9 @@ func ParseHostURL(s string) (HostURL, error) {
 	if _, ok := u.User.Password(); ok {
 		return HostURL{}, fmt.Errorf("host %q carries a password; SSH hosts are reached with keys only (private_key, private_key_file or ssh-agent)", s)
 	}
+	if u.User != nil && u.User.Username() == "" {
+		return HostURL{}, fmt.Errorf("host %q has an empty user name before '@'; name the user or leave out the '@'; %s", s, allowed)
+	}
 	h := HostURL{Kind: KindSSH, User: u.User.Username(), Host: u.Hostname()}
 	if p := u.Port(); p != "" {
 		port, err := strconv.Atoi(p)

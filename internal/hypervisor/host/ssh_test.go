@@ -3,6 +3,8 @@ package host
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -488,6 +490,7 @@ func TestParseHostURL(t *testing.T) {
 		{in: "ssh://host:99999", wantErr: "1 to 65535"},
 		{in: "ssh://host:0", wantErr: "1 to 65535"},
 		{in: "ssh://host/some/path", wantErr: "path"},
+		{in: "ssh://@host", wantErr: "empty user name"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
@@ -502,6 +505,34 @@ func TestParseHostURL(t *testing.T) {
 				t.Fatalf("ParseHostURL(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestKeySettingsAreCheckedWithoutConnecting(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	if err := CheckPrivateKey(string(pem.EncodeToMemory(block))); err != nil {
+		t.Errorf("a valid key: %v", err)
+	}
+	if err := CheckPrivateKey("hunter2"); err == nil || !strings.Contains(err.Error(), "private_key is not a PEM or OpenSSH private key") || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("a key that is none: %v", err)
+	}
+	if err := CheckHostKey(pub + "\n\n[10.0.0.5]:22 " + pub + "\n"); err != nil {
+		t.Errorf("valid host keys: %v", err)
+	}
+	if err := CheckHostKey(pub + "\nssh-ed25519"); err == nil || !strings.Contains(err.Error(), `host_key "ssh-ed25519" is neither a known_hosts line`) {
+		t.Errorf("a host key that is none: %v", err)
 	}
 }
 

@@ -75,9 +75,15 @@ type Spec struct {
 
 // Limits on what a Spec may ask for.
 const (
-	MinMemory      = 128 * units.MiB
-	MaxVCPUs       = 128
-	MinOverlay     = 64 * units.MiB
+	MinMemory = 128 * units.MiB
+	// MaxMemory bounds memory and hotplug_memory each: QEMU under TCG gives guests 40 physical
+	// address bits (1 TiB), and a plan also checks both together against the host's memory.
+	MaxMemory  = 1 * units.TiB
+	MaxVCPUs   = 128
+	MinOverlay = 64 * units.MiB
+	// MaxOverlay is the largest file ext4 holds with 4 KiB blocks; the overlay is sparse, so only
+	// what the guest writes takes space.
+	MaxOverlay     = 16 * units.TiB
 	HotplugStep    = 128 * units.MiB // Cloud Hypervisor hot-adds memory in 128 MiB steps
 	DefaultOverlay = 10 * units.GiB
 	DefaultMemory  = 512 * units.MiB
@@ -94,22 +100,45 @@ const NameRule = "1 to 63 characters: lower-case letters, digits and '-', starti
 
 // SizeRule is what one size field accepts.
 type SizeRule struct {
-	Min, Multiple int64
-	Allowed       string // in words, for messages and documentation
+	Min, Max, Multiple int64
+	Allowed            string // in words, for messages and documentation
 }
 
 // SizeRules are the manager's rules for the size fields of a Spec, by field name.
 var SizeRules = map[string]SizeRule{
-	"memory":         {MinMemory, units.MiB, "at least " + units.Format(MinMemory) + ", in whole MiB"},
-	"hotplug_memory": {0, HotplugStep, "0 or a multiple of " + units.Format(HotplugStep)},
-	"overlay_size":   {MinOverlay, units.MiB, "at least " + units.Format(MinOverlay) + ", in whole MiB"},
+	"memory": {MinMemory, MaxMemory, units.MiB, "from " + units.Format(MinMemory) + " to " + units.Format(MaxMemory) + ", in whole MiB"},
+	"hotplug_memory": {0, MaxMemory, HotplugStep, "0 or a multiple of " + units.Format(HotplugStep) + " up to " +
+		units.Format(MaxMemory)},
+	"overlay_size": {MinOverlay, MaxOverlay, units.MiB, "from " + units.Format(MinOverlay) + " to " + units.Format(MaxOverlay) + ", in whole MiB"},
 }
 
 // CheckSize checks n against the rule of a size field ("memory", "hotplug_memory", "overlay_size").
 func CheckSize(field string, n int64) error {
 	r := SizeRules[field]
-	if n < r.Min || n%r.Multiple != 0 {
+	if n < r.Min || n > r.Max || n%r.Multiple != 0 {
 		return &FieldError{Field: field, Value: units.Format(n), Allowed: r.Allowed}
+	}
+	return nil
+}
+
+// VCPUsRule describes valid vcpus, for error messages and documentation.
+var VCPUsRule = fmt.Sprintf("a whole number from 1 to %d", MaxVCPUs)
+
+// CheckVCPUs checks a number of virtual CPUs.
+func CheckVCPUs(n int64) error {
+	if n < 1 || n > MaxVCPUs {
+		return &FieldError{Field: "vcpus", Value: fmt.Sprint(n), Allowed: VCPUsRule}
+	}
+	return nil
+}
+
+// IDRule describes instance ids, for error messages and documentation.
+const IDRule = "a ULID: 26 characters of Crockford base32 (digits and upper-case letters but I, L, O and U), as in an instance's id attribute"
+
+// ValidateID checks that id can be an instance id.
+func ValidateID(id string) error {
+	if !ulidRE.MatchString(id) {
+		return &FieldError{Field: "id", Value: id, Allowed: IDRule}
 	}
 	return nil
 }
@@ -147,6 +176,27 @@ func noNUL(field, value, shown string) error {
 	return nil
 }
 
+// ValidateArg checks one item of entrypoint or cmd; field names it ("cmd[2]").
+func ValidateArg(field, arg string) error { return noNUL(field, arg, arg) }
+
+// ValidateEnvValue checks the value of env[key]; the error does not show it, as it may be a secret.
+func ValidateEnvValue(key, value string) error { return noNUL("env["+key+"]", value, "(value)") }
+
+// ValidateEntrypoint checks an entrypoint as a whole: nil is the image's own, anything else must
+// name a program in its first item.
+func ValidateEntrypoint(ep []string) error {
+	const own = "; leave entrypoint out for the image's own"
+	switch {
+	case ep == nil:
+		return nil
+	case len(ep) == 0:
+		return &FieldError{Field: "entrypoint", Value: "[]", Allowed: `a list whose first item is the program to run, such as ["/bin/sh", "-c", "echo hi"]` + own}
+	case ep[0] == "":
+		return &FieldError{Field: "entrypoint[0]", Value: "", Allowed: "the program to run: an absolute path in the image or a name found on its PATH" + own}
+	}
+	return nil
+}
+
 // validHypervisor checks a Spec's hypervisor against the built-in VMMs; "" is the manager's default.
 func validHypervisor(name string) error {
 	names := builtin.Names()
@@ -173,8 +223,8 @@ func (s *Spec) Validate() error {
 	if err := images.ValidateRef(s.Image); err != nil {
 		errs = append(errs, &FieldError{Field: "image", Value: s.Image, Allowed: err.Error()})
 	}
-	if s.VCPUs < 1 || s.VCPUs > MaxVCPUs {
-		errs = append(errs, &FieldError{Field: "vcpus", Value: fmt.Sprint(s.VCPUs), Allowed: fmt.Sprintf("a whole number from 1 to %d", MaxVCPUs)})
+	if err := CheckVCPUs(int64(s.VCPUs)); err != nil {
+		errs = append(errs, err)
 	}
 	for _, f := range []struct {
 		field string
@@ -184,13 +234,16 @@ func (s *Spec) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if err := ValidateEntrypoint(s.Entrypoint); err != nil {
+		errs = append(errs, err)
+	}
 	for i, a := range s.Entrypoint {
-		if err := noNUL(fmt.Sprintf("entrypoint[%d]", i), a, a); err != nil {
+		if err := ValidateArg(fmt.Sprintf("entrypoint[%d]", i), a); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for i, a := range s.Cmd {
-		if err := noNUL(fmt.Sprintf("cmd[%d]", i), a, a); err != nil {
+		if err := ValidateArg(fmt.Sprintf("cmd[%d]", i), a); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -198,7 +251,7 @@ func (s *Spec) Validate() error {
 		if err := ValidateEnvKey(k); err != nil {
 			errs = append(errs, err)
 		}
-		if err := noNUL("env["+k+"]", v, "(value)"); err != nil {
+		if err := ValidateEnvValue(k, v); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -51,6 +51,8 @@ type Manager struct {
 	versionsMu sync.Mutex
 	versions   map[string]string // VMM version by driver, asked once per manager
 
+	memory hostMemory
+
 	net      *network.Network // nil when instances get no network
 	netMu    sync.Mutex       // one host network setup at a time
 	netReady bool
@@ -79,8 +81,8 @@ func New(opts Options) (*Manager, error) {
 	if opts.Log == nil {
 		opts.Log = func(context.Context, string, map[string]any) {}
 	}
-	if max := maxDataDirLen(opts.Drivers); len(opts.DataDir) > max {
-		return nil, fmt.Errorf("%w: data_dir %q is %d characters long; VMM control sockets live under it and a unix socket path must stay under 108 bytes, so data_dir can have at most %d characters", ErrInvalidConfig, opts.DataDir, len(opts.DataDir), max)
+	if err := ValidateDataDir(opts.DataDir, opts.Drivers); err != nil {
+		return nil, err
 	}
 	if len(opts.Drivers) == 0 {
 		return nil, errors.New("instance manager: no VMM driver configured")
@@ -107,17 +109,6 @@ func New(opts Options) (*Manager, error) {
 		m.net = n
 	}
 	return m, nil
-}
-
-// maxDataDirLen keeps {data_dir}/guests/{ulid}/{socket} within a unix socket path (107 bytes and
-// a NUL) for the longest socket name of drivers, plus a margin as long as ".lock" (a lock file
-// beside a socket is a plain file, which sun_path does not limit).
-func maxDataDirLen(drivers []vmm.Driver) int {
-	longest := 0
-	for _, d := range drivers {
-		longest = max(longest, len(d.SocketName()))
-	}
-	return 107 - len("/guests/") - 26 - len("/") - longest - len(".lock")
 }
 
 // DataDir is where this manager keeps its instances on the host.

@@ -1,0 +1,32 @@
+package provider
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
+)
+
+// planStandbyProgram rejects a new program for an instance that is in Standby and stays there:
+// the restart would throw away its snapshot.
+func (p *instancePlan) planStandbyProgram(resp *resource.ModifyPlanResponse) {
+	if p.creating() || resp.Diagnostics.HasError() {
+		return
+	}
+	plan, prior := &p.plan.instanceModel, &p.prior.instanceModel
+	standby := types.StringValue(string(instances.Standby))
+	if !prior.State.Equal(standby) || !plan.State.Equal(standby) || !programChanged(plan, prior) {
+		return
+	}
+	changed := changedProgramAttrs(plan, prior)
+	resp.Diagnostics.AddAttributeError(path.Root(changed[0]), "Unable to Update Instance",
+		fmt.Sprintf("Instance: %s\nError: this plan changes %s of an instance in Standby, and a new program needs a restart, which would discard "+
+			"the Standby snapshot (the guest's memory).\nLeft in: nothing was changed; the instance is Standby\n\n"+
+			"Set state = \"Running\" in the same change (the instance is restored, then restarted with the new program), "+
+			"or apply state = \"Running\" first and change %s afterwards.",
+			describe(prior.Name.ValueString(), prior.ID.ValueString()), strings.Join(changed, ", "), strings.Join(changed, ", ")))
+}

@@ -12,15 +12,37 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 )
 
-// planRuntime keeps what only a fresh boot changes, so that pausing or a Standby does not show
-// them as "known after apply".
+// planRuntime plans as known every computed attribute that apply will not change. The framework
+// marks them all unknown as soon as the configuration differs from the state in any way, also
+// when the difference is no change (a size spelled anew, a new timeout): then every one keeps its
+// prior value and the plan is empty. A state change or a restart shows what it can know.
 func (p *instancePlan) planRuntime(ctx context.Context, resp *resource.ModifyPlanResponse) {
-	if p.creating() || resp.Diagnostics.HasError() {
+	if p.creating() || p.replacing() || resp.Diagnostics.HasError() {
+		return // the plan of the replacement's create decides
+	}
+	plan, prior := &p.plan.instanceModel, &p.prior.instanceModel
+	if plan.State.Equal(prior.State) && !programChanged(plan, prior) {
+		for name, a := range resp.Plan.Schema.GetAttributes() {
+			if a.IsComputed() && !a.IsOptional() {
+				p.keepPrior(ctx, path.Root(name), resp)
+			}
+		}
 		return
 	}
-	for name, v := range plannedRuntime(&p.prior.instanceModel, &p.plan.instanceModel) {
+	for name, v := range plannedRuntime(prior, plan) {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(name), v)...)
 	}
+}
+
+// keepPrior plans the prior value of an attribute that the plan has as unknown.
+func (p *instancePlan) keepPrior(ctx context.Context, at path.Path, resp *resource.ModifyPlanResponse) {
+	var planned, prior attr.Value
+	resp.Diagnostics.Append(resp.Plan.GetAttribute(ctx, at, &planned)...)
+	if planned == nil || !planned.IsUnknown() {
+		return
+	}
+	resp.Diagnostics.Append(p.priorState.GetAttribute(ctx, at, &prior)...)
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, at, prior)...)
 }
 
 // willBoot reports whether applying plan may boot the guest afresh, which is when the VMM version,

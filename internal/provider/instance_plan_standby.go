@@ -12,9 +12,9 @@ import (
 )
 
 // planStandbyProgram rejects a new program for an instance that is in Standby and stays there:
-// the restart would throw away its snapshot.
+// the restart would throw away its snapshot. A replacement needs no restart.
 func (p *instancePlan) planStandbyProgram(resp *resource.ModifyPlanResponse) {
-	if p.creating() || resp.Diagnostics.HasError() {
+	if p.creating() || p.replacing() || resp.Diagnostics.HasError() {
 		return
 	}
 	plan, prior := &p.plan.instanceModel, &p.prior.instanceModel

@@ -99,6 +99,7 @@ func (r *InstanceResource) Read(ctx context.Context, req resource.ReadRequest, r
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	inState.remember(state.ID.ValueString())
 	exists, d := r.read(ctx, "Read", state.ID.ValueString(), &state.instanceModel)
 	resp.Diagnostics.Append(d...)
 	if resp.Diagnostics.HasError() {
@@ -134,7 +135,8 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 
 	id := prior.ID.ValueString()
 	target := instances.State(plan.State.ValueString())
-	for _, s := range updateSteps(r.manager, id, target, spec, programChanged(&plan.instanceModel, &prior.instanceModel)) {
+	newProgram, newImage := programChanged(&plan.instanceModel, &prior.instanceModel), !plan.Image.Equal(prior.Image)
+	for _, s := range updateSteps(r.manager, id, target, spec, newProgram, newImage) {
 		tflog.Info(ctx, s.what, map[string]any{"id": id, "name": spec.Name, "from": prior.State.ValueString(), "to": string(target)})
 		if err := s.run(ctx); err != nil {
 			failure{action: "Update", name: spec.Name, id: id, err: fmt.Errorf("%s: %w", s.what, err)}.add(ctx, r.manager, &resp.Diagnostics)
@@ -151,25 +153,29 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 }
 
 // updateSteps orders the manager calls of an update. A new program is applied by a restart, which
-// a Standby instance cannot take: leaving Standby comes first, and entering it comes last.
-func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram bool) []step {
+// a Standby instance cannot take: leaving Standby comes first, and entering it comes last. A new
+// spelling of the image (the plan replaces the instance for another image) is only recorded.
+func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram, newImage bool) []step {
 	setState := step{"move to " + string(target), func(ctx context.Context) error {
 		_, err := m.SetState(ctx, id, target)
 		return err
 	}}
-	restart := step{"restart with the new program", func(ctx context.Context) error {
-		_, err := m.Update(ctx, id, spec)
-		return err
-	}}
-	switch {
-	case !newProgram:
-		return []step{setState}
-	case target == instances.Standby:
-		return []step{restart, setState}
-	default:
-		// Update brings a Running or Paused guest back as it was; the last move is then a no-op.
-		return []step{setState, restart, setState}
+	update := func(what string) step {
+		return step{what, func(ctx context.Context) error {
+			_, err := m.Update(ctx, id, spec)
+			return err
+		}}
 	}
+	switch {
+	case newProgram && target == instances.Standby:
+		return []step{update("restart with the new program"), setState}
+	case newProgram:
+		// Update brings a Running or Paused guest back as it was; the last move is then a no-op.
+		return []step{setState, update("restart with the new program"), setState}
+	case newImage:
+		return []step{update("record the new spelling of the image"), setState}
+	}
+	return []step{setState}
 }
 
 // readBack stores the instance as the host reports it after Create or Update, starting from the
@@ -259,13 +265,16 @@ var timeoutsAttrTypes = map[string]attr.Type{
 }
 
 // ModifyPlan makes the plan tell the truth: each check is one call, kept in its own
-// instance_plan_*.go file, and a later check sees what an earlier one planned only through resp.
+// instance_plan_*.go file; a later check reads what an earlier one found in p, or planned in resp.
 func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	p, ok := readPlan(ctx, req, resp)
 	if !ok {
 		return // a destroy, or a plan that cannot be read
 	}
 	r.planNetwork(ctx, &p.plan, p.creating(), resp)
+	r.planName(ctx, p, resp)
+	r.planImage(ctx, p, resp)
+	p.planReplace(ctx, resp)
 	p.planRuntime(ctx, resp)
 	p.planStandbyProgram(resp)
 }

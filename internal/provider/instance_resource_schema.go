@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
@@ -47,8 +46,8 @@ const (
 )
 
 func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
-	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
-	sizeMods := []planmodifier.String{sizeKeepsStateSpelling{}, stringplanmodifier.RequiresReplace()}
+	// What replaces the instance is decided by planReplace, in one place with its warning.
+	sizeMods := []planmodifier.String{sizeKeepsStateSpelling{}}
 	stable := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
 
 	resp.Schema = schema.Schema{
@@ -66,16 +65,14 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				MarkdownDescription: "The instance name, unique on the host; also the guest's hostname. " + instances.NameRule + ". Changing it replaces the instance.",
 				Required:            true,
 				Validators:          []validator.String{validName()},
-				PlanModifiers:       replace,
 			},
 			"image": schema.StringAttribute{
 				MarkdownDescription: "The OCI image to boot: " + images.Allowed + ". It is pulled once and cached on the host by " +
 					"digest; `image_digest` records what the instance was created from. Changing it replaces the instance. The " +
 					"provider fetches images where Terraform runs and streams them to the host: registries are reached, and " +
 					"`oci:`/`docker-archive:` paths are read, on the machine Terraform runs on, also when `host` is an SSH host.",
-				Required:      true,
-				Validators:    []validator.String{validImage()},
-				PlanModifiers: replace,
+				Required:   true,
+				Validators: []validator.String{validImage()},
 			},
 			"vcpus": schema.Int64Attribute{
 				MarkdownDescription: fmt.Sprintf("Virtual CPUs, 1 to %d. Defaults to `1`. Changing it replaces the instance.", instances.MaxVCPUs),
@@ -83,7 +80,6 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Computed:            true,
 				Default:             int64default.StaticInt64(1),
 				Validators:          []validator.Int64{int64validator.Between(1, instances.MaxVCPUs)},
-				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
 			},
 			"memory": schema.StringAttribute{
 				CustomType: SizeType{},

@@ -24,6 +24,8 @@ type instancePlan struct {
 	sameImage bool
 	// imageUnresolved is why the planned image could not be compared with the instance's.
 	imageUnresolved error
+	// imageBroken is why the planned image cannot be booted (planImage).
+	imageBroken error
 	// replacedBy names the attributes whose change replaces the instance (planReplace).
 	replacedBy []string
 }

@@ -18,11 +18,21 @@ const fixedForLife = "`name`, `image` (but for another spelling of the same imag
 
 // planReplace decides which changes replace the instance, and warns of what the replacement
 // deletes: a replacement is a new instance, with nothing of the old one's but its configuration.
+// A replacement whose image cannot be booted is not planned: it would delete the instance and
+// then fail; the update planned instead is refused by apply, which changes nothing.
 func (p *instancePlan) planReplace(ctx context.Context, resp *resource.ModifyPlanResponse) {
 	if p.creating() || resp.Diagnostics.HasError() {
 		return
 	}
 	plan, prior := &p.plan.instanceModel, &p.prior.instanceModel
+	if p.imageBroken != nil {
+		resp.Diagnostics.AddAttributeWarning(path.Root("image"), "Apply Will Refuse This Change", fmt.Sprintf(
+			"Instance: %s\nThe new image cannot be booted: %v\nA new image replaces the instance, and no replacement can be created "+
+				"from this one, so the plan does not replace it: apply will fail on the image and change nothing.\n\n"+
+				"Fix the image reference, or set it back to %q.",
+			describe(prior.Name.ValueString(), prior.ID.ValueString()), p.imageBroken, prior.Image.ValueString()))
+		return
+	}
 	for _, c := range []struct {
 		attr    string
 		changed bool

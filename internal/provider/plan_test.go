@@ -18,7 +18,9 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
-func TestNewProgramForStandbyInstanceFailsAtPlanTime(t *testing.T) {
+// terraform destroy plans the configuration before it destroys, and stops at any error in that
+// plan: a new program for a Standby instance is a warning, and apply refuses it.
+func TestNewProgramForStandbyInstanceWarnsAndFailsNoPlan(t *testing.T) {
 	prior := existing("Standby", map[string]string{"GREETING": "one"})
 	config := configOf(merge(prior, map[string]tftypes.Value{"env": strMap(map[string]string{"GREETING": "two"})}))
 	resp := plan(t, prior, config)
@@ -26,16 +28,19 @@ func TestNewProgramForStandbyInstanceFailsAtPlanTime(t *testing.T) {
 		t.Fatalf("want one diagnostic, got %v", diagText(resp.Diagnostics))
 	}
 	d := resp.Diagnostics[0]
-	if d.Severity != tfprotov6.DiagnosticSeverityError || d.Summary != "Unable to Update Instance" {
+	if d.Severity != tfprotov6.DiagnosticSeverityWarning || d.Summary != "Apply Will Refuse This Change" {
 		t.Errorf("got %v %q", d.Severity, d.Summary)
 	}
 	if d.Attribute == nil || d.Attribute.Steps()[0] != tftypes.AttributeName("env") {
 		t.Errorf("diagnostic is on %v, want env", d.Attribute)
 	}
-	for _, want := range []string{"web (id 01JD8X4ZQ6T7N5B2V3C9M0K1HA)", "Standby", `state = "Running"`, "env"} {
+	for _, want := range []string{"web (id 01JD8X4ZQ6T7N5B2V3C9M0K1HA)", "Standby", "change nothing", `state = "Running"`, "env"} {
 		if !strings.Contains(d.Detail, want) {
 			t.Errorf("detail does not mention %q:\n%s", want, d.Detail)
 		}
+	}
+	if len(resp.RequiresReplace) != 0 {
+		t.Errorf("replace on %v", resp.RequiresReplace)
 	}
 }
 
@@ -363,17 +368,20 @@ func TestAnotherSpellingOfTheImageIsChangedInPlace(t *testing.T) {
 	}
 }
 
-func TestAnImagePathThatDoesNotExistFailsAtPlanTime(t *testing.T) {
+// A create from an image path that does not exist fails the plan. For an existing instance the
+// plan warns and replaces nothing: a replacement would delete the instance, then fail.
+func TestAnImagePathThatDoesNotExistIsFoundAtPlanTime(t *testing.T) {
 	e := newImagePlanEnv(t)
 	missing := "oci:" + filepath.Join(t.TempDir(), "gone")
 	prior := merge(existing("Running", nil), map[string]tftypes.Value{"image": str(e.layout), "image_digest": str(e.digest)})
 	for _, tt := range []struct {
-		name   string
-		prior  map[string]tftypes.Value
-		action string
+		name     string
+		prior    map[string]tftypes.Value
+		severity tfprotov6.DiagnosticSeverity
+		summary  string
 	}{
-		{"create", nil, "Create"},
-		{"change of image", prior, "Update"},
+		{"create", nil, tfprotov6.DiagnosticSeverityError, "Unable to Create Instance"},
+		{"change of image", prior, tfprotov6.DiagnosticSeverityWarning, "Apply Will Refuse This Change"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			config := map[string]tftypes.Value{"name": str("web"), "image": str(missing)}
@@ -385,12 +393,14 @@ func TestAnImagePathThatDoesNotExistFailsAtPlanTime(t *testing.T) {
 				t.Fatalf("want one diagnostic, got %v", diagText(resp.Diagnostics))
 			}
 			d := resp.Diagnostics[0]
-			if d.Severity != tfprotov6.DiagnosticSeverityError || d.Summary != "Unable to "+tt.action+" Instance" ||
-				d.Attribute == nil || !d.Attribute.Equal(tftypes.NewAttributePath().WithAttributeName("image")) {
+			if d.Severity != tt.severity || d.Summary != tt.summary || d.Attribute == nil || !d.Attribute.Equal(tftypes.NewAttributePath().WithAttributeName("image")) {
 				t.Errorf("got %v %q on %v", d.Severity, d.Summary, d.Attribute)
 			}
 			if !strings.Contains(d.Detail, "does not exist") || !strings.Contains(d.Detail, "gone") {
-				t.Errorf("the error does not say which path is missing:\n%s", d.Detail)
+				t.Errorf("the diagnostic does not say which path is missing:\n%s", d.Detail)
+			}
+			if len(resp.RequiresReplace) != 0 {
+				t.Errorf("replace on %v for an image no replacement can boot", resp.RequiresReplace)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
@@ -26,6 +27,8 @@ type failure struct {
 	err    error
 	// left describes what the failure left on the host; empty asks the manager.
 	left string
+	// at is the attribute a plan-time check found at fault; empty for none.
+	at path.Path
 }
 
 func (f failure) add(ctx context.Context, m *instances.Manager, diags *diag.Diagnostics) {
@@ -37,8 +40,12 @@ func (f failure) add(ctx context.Context, m *instances.Manager, diags *diag.Diag
 	fmt.Fprintf(&b, "Instance: %s\n", describe(f.name, f.id))
 	fmt.Fprintf(&b, "Error: %v\n", f.err)
 	fmt.Fprintf(&b, "Left in: %s", left)
-	if hint := hint(f.err); hint != "" {
+	if hint := hint(f.err, f.name); hint != "" {
 		fmt.Fprintf(&b, "\n\n%s", hint)
+	}
+	if len(f.at.Steps()) > 0 {
+		diags.AddAttributeError(f.at, "Unable to "+f.action+" Instance", b.String())
+		return
 	}
 	diags.AddError("Unable to "+f.action+" Instance", b.String())
 }
@@ -76,13 +83,16 @@ func observed(inst *instances.Instance) string {
 	return s
 }
 
-// hint says what to do about the errors a user can act on.
-func hint(err error) string {
+// hint says what to do about the errors a user can act on; name is the instance's.
+func hint(err error, name string) string {
+	if name == "" {
+		name = "<instance name>"
+	}
 	switch {
 	case errors.Is(err, instances.ErrNameBeingCreated):
-		return "Another operation (another terraform run against this host?) is creating an instance of that name right now. Let it finish, then import the instance (terraform import hypeman_instance.<name> <instance name>) or choose another name."
+		return "Another operation (another terraform run against this host?) is creating an instance of that name right now. Let it finish, then import the instance (terraform import hypeman_instance.<label> " + name + ") or choose another name."
 	case errors.Is(err, instances.ErrNameTaken):
-		return "Another instance on this host has that name. Import it (terraform import hypeman_instance.<name> <instance name>) or choose another name."
+		return "Another instance on this host has that name. Import it (terraform import hypeman_instance.<label> " + name + ") or choose another name."
 	case errors.Is(err, host.ErrConnectionLost):
 		return "The SSH connection to the host ended during the operation, so it may or may not have taken effect there. The next run reconnects; run terraform plan to see where the instance is."
 	case errors.Is(err, context.DeadlineExceeded):

@@ -166,17 +166,19 @@ func TestUpdateLeavesStandbyBeforeRestartingAndEntersItLast(t *testing.T) {
 		name       string
 		target     instances.State
 		newProgram bool
+		newImage   bool
 		want       []string
 	}{
-		{"state only", instances.Paused, false, []string{"move to Paused"}},
-		{"program while running", instances.Running, true, []string{"move to Running", "restart with the new program", "move to Running"}},
-		{"program and standby", instances.Standby, true, []string{"restart with the new program", "move to Standby"}},
-		{"program while stopped", instances.Stopped, true, []string{"move to Stopped", "restart with the new program", "move to Stopped"}},
+		{"state only", instances.Paused, false, false, []string{"move to Paused"}},
+		{"program while running", instances.Running, true, false, []string{"move to Running", "restart with the new program", "move to Running"}},
+		{"program and standby", instances.Standby, true, true, []string{"restart with the new program", "move to Standby"}},
+		{"program while stopped", instances.Stopped, true, false, []string{"move to Stopped", "restart with the new program", "move to Stopped"}},
+		{"image spelling and standby", instances.Standby, false, true, []string{"record the new spelling of the image", "move to Standby"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []string
-			for _, s := range updateSteps(nil, "id", tt.target, instances.Spec{}, tt.newProgram) {
+			for _, s := range updateSteps(nil, "id", tt.target, instances.Spec{}, tt.newProgram, tt.newImage) {
 				got = append(got, s.what)
 			}
 			if !reflect.DeepEqual(got, tt.want) {

@@ -136,19 +136,25 @@ func (n *instanceNetworkModel) differsFrom(ip, mac types.String) bool {
 // replaceForNetwork replaces the instance when the network it is planned with differs from the
 // interface it has; a network left out asks for nothing, as it does of the manager.
 func replaceForNetwork(ctx context.Context, req planmodifier.ObjectRequest, resp *objectplanmodifier.RequiresReplaceIfFuncResponse) {
-	if req.PlanValue.IsUnknown() {
-		resp.RequiresReplace = true
-		return
-	}
-	want, diags := instanceNetwork(ctx, req.PlanValue)
-	resp.Diagnostics.Append(diags...)
-	if want == nil || diags.HasError() {
-		return
-	}
 	var ip, mac types.String
 	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("ip_address"), &ip)...)
 	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("mac_address"), &mac)...)
-	resp.RequiresReplace = want.differsFrom(ip, mac)
+	replace, diags := networkReplaces(ctx, req.PlanValue, ip, mac)
+	resp.Diagnostics.Append(diags...)
+	resp.RequiresReplace = replace
+}
+
+// networkReplaces reports whether planned, a network attribute, asks for an interface other than
+// the instance's (ip, mac: null for none).
+func networkReplaces(ctx context.Context, planned types.Object, ip, mac types.String) (bool, diag.Diagnostics) {
+	if planned.IsUnknown() {
+		return true, nil
+	}
+	want, diags := instanceNetwork(ctx, planned)
+	if want == nil || diags.HasError() {
+		return false, diags
+	}
+	return want.differsFrom(ip, mac), diags
 }
 
 // planNetwork rejects at plan time an instance network the provider cannot give (the manager

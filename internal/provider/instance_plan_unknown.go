@@ -3,9 +3,8 @@ package provider
 import (
 	"fmt"
 
-	"github.com/hashicorp/terraform-plugin-framework/attr"
-	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
@@ -14,11 +13,15 @@ import (
 // planUnresponsiveVMM warns when apply would kill a VMM: the refresh found it alive but not
 // answering (Unknown, with a pid), and every state that can be set is reached from there only by
 // stopping it by force. A replacement is left to its own warning: it loses the overlay too.
-func planUnresponsiveVMM(prior, plan *instanceModel, diags *diag.Diagnostics) {
-	if prior == nil || !prior.State.Equal(types.StringValue(string(instances.Unknown))) || prior.PID.IsNull() || prior.PID.IsUnknown() {
+func (p *instancePlan) planUnresponsiveVMM(resp *resource.ModifyPlanResponse) {
+	if p.creating() || p.replacing() {
+		return
+	}
+	prior, plan, diags := &p.prior.instanceModel, &p.plan.instanceModel, &resp.Diagnostics
+	if !prior.State.Equal(types.StringValue(string(instances.Unknown))) || prior.PID.IsNull() || prior.PID.IsUnknown() {
 		return // no VMM runs, or it answers
 	}
-	if plan.State.IsUnknown() || plan.State.IsNull() || replaced(prior, plan) {
+	if plan.State.IsUnknown() || plan.State.IsNull() {
 		return
 	}
 	name, target := prior.Name.ValueString(), plan.State.ValueString()
@@ -36,17 +39,4 @@ func planUnresponsiveVMM(prior, plan *instanceModel, diags *diag.Diagnostics) {
 			"Apply gives the VMM %v more to answer before it kills it. If the VMM is only slow (a loaded host), "+
 			"give it longer with timeouts = { read = \"30s\" } and plan again.",
 			describe(name, prior.ID.ValueString()), name, next, reason, instances.KillProbeTimeout))
-}
-
-// replaced reports whether plan changes an attribute that replaces the instance.
-func replaced(prior, plan *instanceModel) bool {
-	for _, pair := range [][2]attr.Value{
-		{prior.Name, plan.Name}, {prior.Image, plan.Image}, {prior.VCPUs, plan.VCPUs},
-		{prior.Memory, plan.Memory}, {prior.HotplugMemory, plan.HotplugMemory}, {prior.OverlaySize, plan.OverlaySize},
-	} {
-		if !pair[0].Equal(pair[1]) {
-			return true
-		}
-	}
-	return false
 }

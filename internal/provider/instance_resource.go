@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
-	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
@@ -104,6 +101,7 @@ func (r *InstanceResource) Read(ctx context.Context, req resource.ReadRequest, r
 	defer cancel()
 	ctx = instances.WithProbeTimeout(ctx, readProbe(state.Timeouts, timeout))
 
+	inState.remember(state.ID.ValueString())
 	exists, d := r.read(ctx, "Read", state.ID.ValueString(), &state.instanceModel)
 	resp.Diagnostics.Append(d...)
 	if resp.Diagnostics.HasError() {
@@ -153,7 +151,8 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 
 	id := prior.ID.ValueString()
 	target := instances.State(plan.State.ValueString())
-	for _, s := range updateSteps(r.manager, id, target, spec, programChanged(&plan.instanceModel, &prior.instanceModel)) {
+	newProgram, newImage := programChanged(&plan.instanceModel, &prior.instanceModel), !plan.Image.Equal(prior.Image)
+	for _, s := range updateSteps(r.manager, id, target, spec, newProgram, newImage) {
 		tflog.Info(ctx, s.what, map[string]any{"id": id, "name": spec.Name, "from": prior.State.ValueString(), "to": string(target)})
 		if err := s.run(ctx); err != nil {
 			failure{action: "Update", name: spec.Name, id: id, err: fmt.Errorf("%s: %w", s.what, err)}.add(ctx, r.manager, &resp.Diagnostics)
@@ -170,25 +169,29 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 }
 
 // updateSteps orders the manager calls of an update. A new program is applied by a restart, which
-// a Standby instance cannot take: leaving Standby comes first, and entering it comes last.
-func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram bool) []step {
+// a Standby instance cannot take: leaving Standby comes first, and entering it comes last. A new
+// spelling of the image (the plan replaces the instance for another image) is only recorded.
+func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram, newImage bool) []step {
 	setState := step{"move to " + string(target), func(ctx context.Context) error {
 		_, err := m.SetState(ctx, id, target)
 		return err
 	}}
-	restart := step{"restart with the new program", func(ctx context.Context) error {
-		_, err := m.Update(ctx, id, spec)
-		return err
-	}}
-	switch {
-	case !newProgram:
-		return []step{setState}
-	case target == instances.Standby:
-		return []step{restart, setState}
-	default:
-		// Update brings a Running or Paused guest back as it was; the last move is then a no-op.
-		return []step{setState, restart, setState}
+	update := func(what string) step {
+		return step{what, func(ctx context.Context) error {
+			_, err := m.Update(ctx, id, spec)
+			return err
+		}}
 	}
+	switch {
+	case newProgram && target == instances.Standby:
+		return []step{update("restart with the new program"), setState}
+	case newProgram:
+		// Update brings a Running or Paused guest back as it was; the last move is then a no-op.
+		return []step{setState, update("restart with the new program"), setState}
+	case newImage:
+		return []step{update("record the new spelling of the image"), setState}
+	}
+	return []step{setState}
 }
 
 // readBack stores the instance as the host reports it after Create or Update, starting from the
@@ -278,81 +281,18 @@ var timeoutsAttrTypes = map[string]attr.Type{
 	"create": types.StringType, "read": types.StringType, "update": types.StringType, "delete": types.StringType,
 }
 
-// ModifyPlan rejects at plan time what apply could only fail at: a network the provider has not, and
-// a new program for an instance that is in Standby and stays there (the restart would throw away
-// its snapshot). It also keeps what only a fresh boot changes, so that pausing or a Standby does
-// not show them as "known after apply".
+// ModifyPlan makes the plan tell the truth: each check is one call, kept in its own
+// instance_plan_*.go file; a later check reads what an earlier one found in p, or planned in resp.
 func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
-	if req.Plan.Raw.IsNull() {
-		return // destroy
+	p, ok := readPlan(ctx, req, resp)
+	if !ok {
+		return // a destroy, or a plan that cannot be read
 	}
-	var plan, prior instanceResourceModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	creating := req.State.Raw.IsNull()
-	r.planNetwork(ctx, &plan, creating, resp)
-	if creating || resp.Diagnostics.HasError() {
-		return
-	}
-	resp.Diagnostics.Append(req.State.Get(ctx, &prior)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	for name, v := range plannedRuntime(&prior.instanceModel, &plan.instanceModel) {
-		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(name), v)...)
-	}
-	planUnresponsiveVMM(&prior.instanceModel, &plan.instanceModel, &resp.Diagnostics)
-	standby := types.StringValue(string(instances.Standby))
-	if !prior.State.Equal(standby) || !plan.State.Equal(standby) || !programChanged(&plan.instanceModel, &prior.instanceModel) {
-		return
-	}
-	changed := changedProgramAttrs(&plan.instanceModel, &prior.instanceModel)
-	resp.Diagnostics.AddAttributeError(path.Root(changed[0]), "Unable to Update Instance",
-		fmt.Sprintf("Instance: %s\nError: this plan changes %s of an instance in Standby, and a new program needs a restart, which would discard "+
-			"the Standby snapshot (the guest's memory).\nLeft in: nothing was changed; the instance is Standby\n\n"+
-			"Set state = \"Running\" in the same change (the instance is restored, then restarted with the new program), "+
-			"or apply state = \"Running\" first and change %s afterwards.",
-			describe(prior.Name.ValueString(), prior.ID.ValueString()), strings.Join(changed, ", "), strings.Join(changed, ", ")))
-}
-
-// willBoot reports whether applying plan may boot the guest afresh, which is when the VMM version,
-// the accelerator and the kernel release are read anew. Moving between Running, Paused and Standby
-// (a restore included) and stopping never boot.
-func willBoot(prior, plan *instanceModel) bool {
-	if !plan.State.Equal(types.StringValue(string(instances.Stopped))) && programChanged(plan, prior) {
-		return true
-	}
-	switch instances.State(prior.State.ValueString()) {
-	case instances.Running, instances.Paused, instances.Standby:
-		return false
-	}
-	return !plan.State.Equal(types.StringValue(string(instances.Stopped)))
-}
-
-// plannedRuntime returns the computed attributes whose value after apply is known at plan time, so
-// that a state change shows as itself rather than as a list of "known after apply".
-func plannedRuntime(prior, plan *instanceModel) map[string]attr.Value {
-	out := map[string]attr.Value{}
-	if !willBoot(prior, plan) {
-		out["accelerator"], out["hypervisor_version"], out["kernel_release"] = prior.Accelerator, prior.HypervisorVersion, prior.KernelRelease
-	}
-	if plan.State.IsUnknown() {
-		return out
-	}
-	noVMM := map[string]attr.Value{"pid": types.Int64Null(), "started_at": types.StringNull()}
-	switch target := instances.State(plan.State.ValueString()); target {
-	case instances.Stopped:
-		maps.Copy(out, noVMM)
-		out["snapshot_bytes"] = types.Int64Value(0)
-	case instances.Standby:
-		maps.Copy(out, noVMM)
-	case instances.Running, instances.Paused:
-		out["snapshot_bytes"] = types.Int64Value(0)
-		if was := instances.State(prior.State.ValueString()); (was == instances.Running || was == instances.Paused) && !programChanged(plan, prior) {
-			out["pid"], out["started_at"] = prior.PID, prior.StartedAt // pausing and resuming keep the VMM
-		}
-	}
-	return out
+	r.planNetwork(ctx, &p.plan, p.creating(), resp)
+	r.planName(ctx, p, resp)
+	r.planImage(ctx, p, resp)
+	p.planReplace(ctx, resp)
+	p.planRuntime(ctx, resp)
+	p.planUnresponsiveVMM(resp)
+	p.planStandbyProgram(resp)
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64default"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
@@ -31,8 +30,9 @@ const (
 )
 
 const restartNote = " Changing it restarts the instance in place (graceful power-off, then a fresh boot with the new program); " +
-	"the id, the overlay disk and the console history are kept. An instance in `Standby` cannot take a new program: " +
-	"set `state = \"Running\"` in the same change (it is restored first, then restarted) or beforehand."
+	"the id, the overlay disk and the console history are kept. An instance in `Standby` cannot take a new program (the plan " +
+	"warns, and apply refuses it and changes nothing): set `state = \"Running\"` in the same change (it is restored first, " +
+	"then restarted) or beforehand."
 
 // The network attributes, shared with the data sources: all three are fixed when the instance is
 // created and kept for its life.
@@ -46,15 +46,17 @@ const (
 )
 
 func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
-	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
-	sizeMods := []planmodifier.String{sizeKeepsStateSpelling{}, stringplanmodifier.RequiresReplace()}
+	// What replaces the instance is decided by planReplace, in one place with its warning.
+	sizeMods := []planmodifier.String{sizeKeepsStateSpelling{}}
 	stable := []planmodifier.String{stringplanmodifier.UseStateForUnknown()}
 
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "One microVM on the host: an OCI image booted as a VM with its own kernel, a writable overlay disk " +
 			"and a serial console. `state` moves it between `Running`, `Paused`, `Standby` (memory snapshot on disk, no VMM " +
 			"process) and `Stopped` without replacing it; a VM that died or was paused outside Terraform shows up in the next " +
-			"plan and `terraform apply` puts it back.",
+			"plan and `terraform apply` puts it back. Changing what an instance keeps for its life (" + fixedForLife + ") replaces it, " +
+			"and the plan warns of what the old one takes with it: its overlay disk, and its memory snapshot in `Standby` or " +
+			"the running guest's memory.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				MarkdownDescription: "The instance's id on the host (a ULID). Import accepts it or the name.",
@@ -62,19 +64,21 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				PlanModifiers:       stable,
 			},
 			"name": schema.StringAttribute{
-				MarkdownDescription: "The instance name, unique on the host; also the guest's hostname. " + instances.NameRule + ". Changing it replaces the instance.",
-				Required:            true,
-				Validators:          []validator.String{validName()},
-				PlanModifiers:       replace,
+				MarkdownDescription: "The instance name, unique on the host; also the guest's hostname. " + instances.NameRule + ". Changing it replaces the instance. " +
+					"A name that another instance on the host holds fails at plan time, with the way to import that instance.",
+				Required:   true,
+				Validators: []validator.String{validName()},
 			},
 			"image": schema.StringAttribute{
 				MarkdownDescription: "The OCI image to boot: " + images.Allowed + ". It is pulled once and cached on the host by " +
-					"digest; `image_digest` records what the instance was created from. Changing it replaces the instance. The " +
+					"digest; `image_digest` records what the instance was created from. Changing it replaces the instance, unless " +
+					"the new reference resolves to the digest the instance has (another tag, the digest itself, or an `oci:` or " +
+					"`docker-archive:` image with the same manifest): then the new spelling is recorded in place, with no restart. A " +
+					"create from a path that does not exist fails at plan time. The " +
 					"provider fetches images where Terraform runs and streams them to the host: registries are reached, and " +
 					"`oci:`/`docker-archive:` paths are read, on the machine Terraform runs on, also when `host` is an SSH host.",
-				Required:      true,
-				Validators:    []validator.String{validImage()},
-				PlanModifiers: replace,
+				Required:   true,
+				Validators: []validator.String{validImage()},
 			},
 			"vcpus": schema.Int64Attribute{
 				CustomType:          vcpusType,
@@ -83,7 +87,6 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Computed:            true,
 				Default:             int64default.StaticInt64(1),
 				Validators:          []validator.Int64{validVCPUs()},
-				PlanModifiers:       []planmodifier.Int64{int64planmodifier.RequiresReplace()},
 			},
 			"memory": schema.StringAttribute{
 				CustomType: SizeType{},

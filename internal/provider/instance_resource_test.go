@@ -205,10 +205,9 @@ func TestAccInstanceLifecycle(t *testing.T) {
 				v.counting(t))),
 			stepTo("Standby", "one", v.inStandby(t)),
 			{
-				// A new program would need a restart, which would discard the snapshot: refused at plan time.
+				// A new program would need a restart, which would discard the snapshot: the plan warns, apply refuses.
 				Config:      env.instanceConfig("life", "acc-life", "Standby", "changed"),
-				PlanOnly:    true,
-				ExpectError: wrapped(`this plan changes env of an instance in Standby`),
+				ExpectError: wrapped(`is in Standby; changing its program needs a restart, which would discard the snapshot`),
 			},
 			stepTo("Running", "one", v.resumed(t)),
 			stepTo("Paused", "one",

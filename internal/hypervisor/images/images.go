@@ -99,24 +99,14 @@ func (s *Store) Dir() string { return s.dir }
 // Pull resolves ref, converts the image unless its digest is already cached, and returns it. A
 // ref pinned to a digest that is cached is served without touching the network.
 func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
-	src, err := parseRef(ref)
+	cached, r, err := s.find(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	if d := src.pinnedDigest(); d != "" {
-		img, err := s.cachedByPin(ctx, d)
-		if err == nil {
-			s.log(ctx, "image cached", map[string]any{"ref": ref, "digest": img.Digest})
-			img.Ref = ref
-			return img, nil
-		}
-		if !errors.Is(err, ErrNotFound) {
-			return nil, err
-		}
-	}
-	r, err := s.resolve(ctx, ref, src)
-	if err != nil {
-		return nil, err
+	if cached != nil {
+		s.log(ctx, "image cached", map[string]any{"ref": ref, "digest": cached.Digest})
+		cached.Ref = ref
+		return cached, nil
 	}
 	s.log(ctx, "image resolved", map[string]any{"ref": ref, "digest": r.digest})
 	img, err := s.ensure(ctx, ref, r)

@@ -29,7 +29,69 @@ type resolved struct {
 	indexDigest string // the index it was chosen from, when the ref named an index
 }
 
+// Resolve returns the manifest digest that Pull would give ref, without pulling it: a pinned
+// digest that is cached is answered from the cache; otherwise the registry's manifest, or the
+// layout's or the archive's, is read as Pull reads it (a docker archive's digest is computed from
+// its layers, as a pull does).
+func (s *Store) Resolve(ctx context.Context, ref string) (string, error) {
+	img, r, err := s.find(ctx, ref)
+	switch {
+	case err != nil:
+		return "", err
+	case img != nil:
+		return img.Digest, nil
+	}
+	return r.digest, nil
+}
+
+// Check finds what a pull of an image on this machine (oci:, docker-archive:) would fail at,
+// without reading its layers: a path that does not exist, a layout or an archive that does not
+// hold the image, an image for another platform. A registry reference passes unchecked: only the
+// network can tell.
+func (s *Store) Check(ctx context.Context, ref string) error {
+	src, err := parseRef(ref)
+	if err != nil || src.kind == fromRegistry {
+		return err
+	}
+	_, err = s.locate(ctx, ref, src)
+	return err
+}
+
+// find is what Pull does before it converts: the cached image a pinned ref names, or else the
+// image ref resolves to.
+func (s *Store) find(ctx context.Context, ref string) (*Image, resolved, error) {
+	src, err := parseRef(ref)
+	if err != nil {
+		return nil, resolved{}, err
+	}
+	if d := src.pinnedDigest(); d != "" {
+		img, err := s.cachedByPin(ctx, d)
+		if err == nil {
+			return img, resolved{}, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return nil, resolved{}, err
+		}
+	}
+	r, err := s.resolve(ctx, ref, src)
+	return nil, r, err
+}
+
 func (s *Store) resolve(ctx context.Context, ref string, src source) (resolved, error) {
+	r, err := s.locate(ctx, ref, src)
+	if err != nil {
+		return resolved{}, err
+	}
+	h, err := r.img.Digest()
+	if err != nil {
+		return resolved{}, fmt.Errorf("image %q: manifest digest: %w", ref, err)
+	}
+	r.digest = h.String()
+	return r, nil
+}
+
+// locate finds the image ref names, for the store's platform, reading no layer.
+func (s *Store) locate(ctx context.Context, ref string, src source) (resolved, error) {
 	var (
 		r   resolved
 		err error
@@ -45,11 +107,6 @@ func (s *Store) resolve(ctx context.Context, ref string, src source) (resolved, 
 	if err != nil {
 		return resolved{}, fmt.Errorf("image %q: %w", ref, err)
 	}
-	h, err := r.img.Digest()
-	if err != nil {
-		return resolved{}, fmt.Errorf("image %q: manifest digest: %w", ref, err)
-	}
-	r.digest = h.String()
 	return r, nil
 }
 

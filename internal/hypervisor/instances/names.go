@@ -37,6 +37,54 @@ func (m *Manager) reserveName(ctx context.Context, name, id string) error {
 	return fmt.Errorf("%w: name %q is being created by another operation", ErrNameBeingCreated, name)
 }
 
+// NameHolder tells, changing nothing, whether a create could take name: "" and nil when it is
+// free or held by what a dead create left (a create reclaims it); else the holder's id, with
+// ErrNameBeingCreated while another operation creates it, or ErrNameTaken.
+func (m *Manager) NameHolder(ctx context.Context, name string) (string, error) {
+	owner, err := m.host.Readlink(ctx, m.layout.name(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the reservation of %q: %w", name, err)
+	}
+	md, err := m.loadMetadata(ctx, owner)
+	if err := holdStands(name, owner, md, err); err != nil {
+		return owner, err
+	}
+	unlock, err := m.tryLock(ctx, owner)
+	switch {
+	case errors.Is(err, errBusy):
+		return owner, errNameBeingCreated(name, owner, md)
+	case errors.Is(err, ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("check the reservation of %q by instance %s: %w", name, owner, err)
+	}
+	defer unlock()
+	md, err = m.loadMetadata(ctx, owner) // again, now that nothing can change it
+	if err := holdStands(name, owner, md, err); err != nil {
+		return owner, err
+	}
+	return "", nil
+}
+
+// holdStands says whether owner's hold on name stands, judging by owner's metadata as
+// loadMetadata returned it: a finished instance's hold does, and so does one whose metadata
+// cannot be read (Delete removes such an instance), both ErrNameTaken; a create known to run
+// still holds it (ErrNameBeingCreated). nil leaves the verdict to owner's lock.
+func holdStands(name, owner string, md *metadata, err error) error {
+	switch {
+	case err == nil && md.Creating == nil:
+		return errNameTaken(name, owner)
+	case err == nil && md.Creating.running():
+		return errNameBeingCreated(name, owner, md)
+	case err != nil && !errors.Is(err, ErrNotFound):
+		return fmt.Errorf("%w (%v)", errNameTaken(name, owner), err)
+	}
+	return nil
+}
+
 func errNameTaken(name, owner string) error {
 	return fmt.Errorf("%w: name %q is taken by instance %s", ErrNameTaken, name, owner)
 }
@@ -53,11 +101,8 @@ func errNameBeingCreated(name, owner string, md *metadata) error {
 // whose create finished is never reclaimed, whatever its state.
 func (m *Manager) reclaimName(ctx context.Context, name, owner string) error {
 	md, err := m.loadMetadata(ctx, owner)
-	switch {
-	case err == nil && md.Creating == nil:
-		return errNameTaken(name, owner)
-	case err != nil && !errors.Is(err, ErrNotFound):
-		return fmt.Errorf("%w (%v)", errNameTaken(name, owner), err) // unreadable metadata: Delete removes such an instance
+	if err := holdStands(name, owner, md, err); err != nil {
+		return err
 	}
 	// An unfinished create, or no metadata at all: its lock decides. The name's lock comes first,
 	// so that of two creates that find the same dead reservation one reclaims it while the other
@@ -84,15 +129,11 @@ func (m *Manager) reclaimName(ctx context.Context, name, owner string) error {
 	}
 	defer unlock()
 	md, err = m.loadMetadata(ctx, owner) // again, now that nothing can change it
-	switch {
-	case err == nil && md.Creating == nil:
-		return errNameTaken(name, owner) // finished meanwhile
-	case err == nil && md.Creating.running():
-		return errNameBeingCreated(name, owner, md)
-	case errors.Is(err, ErrNotFound):
+	if err := holdStands(name, owner, md, err); err != nil {
+		return err
+	}
+	if err != nil {
 		md = nil // a directory without metadata never started a VMM: metadata comes first
-	case err != nil:
-		return fmt.Errorf("%w (%v)", errNameTaken(name, owner), err)
 	}
 	if md == nil {
 		m.log(ctx, "releasing a name whose instance is gone or has no metadata", map[string]any{"name": name, "stale_id": owner})

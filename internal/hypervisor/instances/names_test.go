@@ -686,3 +686,48 @@ func TestANameHeldByADirectoryWithoutMetadataGoesByItsLock(t *testing.T) {
 	}
 	assertNameFree(t, dataDir, "bare")
 }
+
+func TestNameHolderSaysWhatACreateOfTheNameWouldMeet(t *testing.T) {
+	dataDir := testutil.ShortTempDir(t)
+	m := nameTestManager(t, dataDir, host.Local{}, network.Config{})
+	image := ociTestImage(t, m)
+	ctx := testContext(t)
+	if err := os.MkdirAll(filepath.Join(dataDir, "names"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for kind, what := range leftovers {
+		name := fmt.Sprintf("left-%d", kind)
+		plantLeftover(t, m, name, kind)
+		if holder, err := m.NameHolder(ctx, name); holder != "" || err != nil {
+			t.Errorf("name held by %s: NameHolder = %q, %v; want it free for a create", what, holder, err)
+		}
+	}
+
+	inst, err := m.Create(ctx, nameTestSpec("taken", image), Stopped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := m.NameHolder(ctx, "taken")
+	if want := fmt.Sprintf("name %q is taken by instance %s", "taken", inst.ID); holder != inst.ID || !errors.Is(err, ErrNameTaken) ||
+		errors.Is(err, ErrNameBeingCreated) || !strings.Contains(err.Error(), want) {
+		t.Errorf("NameHolder of a finished instance = %q, %v; want %s and %q", holder, err, inst.ID, want)
+	}
+
+	// A create under way: the instance's lock is held, its metadata still marked creating.
+	busy := plantLeftover(t, m, "busy", slices.Index(leftovers, "a killed create"))
+	unlock, err := host.Local{}.Lock(ctx, filepath.Join(busy, ".lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err = m.NameHolder(ctx, "busy")
+	unlock()
+	if holder != filepath.Base(busy) || !errors.Is(err, ErrNameBeingCreated) || !strings.Contains(err.Error(), "is being created by another operation") {
+		t.Errorf("NameHolder of a name being created = %q, %v; want %s, ErrNameBeingCreated", holder, err, filepath.Base(busy))
+	}
+	if _, err := os.Stat(busy); err != nil {
+		t.Errorf("NameHolder changed what it looked at: %v", err)
+	}
+	if got := reservation(t, dataDir, "busy"); got != filepath.Base(busy) {
+		t.Errorf("the reservation moved to %s", got)
+	}
+}

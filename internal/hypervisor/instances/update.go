@@ -3,12 +3,16 @@ package instances
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 )
 
-// Update changes an instance's program (entrypoint, cmd, env, workdir). A running or paused guest
-// is restarted in place to pick it up, keeping its overlay, and comes back in the same state; a
-// stopped one takes it at its next start. Anything else in spec must match the instance.
+// Update changes an instance's program (entrypoint, cmd, env, workdir), and its image reference
+// to another spelling of the image it has (another tag, transport or a digest that resolves to
+// the same manifest). A running or paused guest is restarted in place to pick up a new program,
+// keeping its overlay, and comes back in the same state; a stopped one takes it at its next
+// start; a new spelling alone restarts nothing. Anything else in spec must match the instance.
 func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Instance, error) {
 	id, err := m.resolve(ctx, idOrName)
 	if err != nil {
@@ -25,8 +29,19 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		if err := spec.Validate(); err != nil {
 			return err
 		}
-		if diff := immutableDiff(md.spec(), spec); len(diff) > 0 {
+		digest := md.ImageDigest
+		if spec.Image != md.Image {
+			if digest, err = m.images.Resolve(ctx, spec.Image); err != nil {
+				return fmt.Errorf("cannot tell whether image %s is the instance's image %s (%s): %w", spec.Image, md.Image, md.ImageDigest, err)
+			}
+		}
+		if diff := immutableDiff(md.spec(), md.ImageDigest, spec, digest); len(diff) > 0 {
 			return fmt.Errorf("%w: %s cannot change on an existing instance (the instance must be replaced)", ErrInvalidConfig, strings.Join(diff, ", "))
+		}
+		newProgram := !sameProgram(md.spec(), spec)
+		md.Image = spec.Image
+		if !newProgram {
+			return m.saveMetadata(ctx, md)
 		}
 		cur, _, err := m.deriveState(ctx, md)
 		if err != nil {
@@ -65,14 +80,15 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 	return m.Get(ctx, id)
 }
 
-// immutableDiff names the fields that differ and need a new instance.
-func immutableDiff(have, want Spec) []string {
+// immutableDiff names the fields that differ and need a new instance. Images are compared by
+// the manifest digests their references resolve to, so another spelling of one image is none.
+func immutableDiff(have Spec, haveDigest string, want Spec, wantDigest string) []string {
 	var diff []string
 	if have.Name != want.Name {
 		diff = append(diff, "name")
 	}
-	if have.Image != want.Image {
-		diff = append(diff, "image")
+	if have.Image != want.Image && haveDigest != wantDigest {
+		diff = append(diff, fmt.Sprintf("image (%s is %s, the instance has %s)", want.Image, wantDigest, haveDigest))
 	}
 	if have.VCPUs != want.VCPUs {
 		diff = append(diff, "vcpus")
@@ -90,4 +106,11 @@ func immutableDiff(have, want Spec) []string {
 		diff = append(diff, "hypervisor")
 	}
 	return append(diff, NetworkDiff(have.Network, want.Network)...)
+}
+
+// sameProgram reports whether two specs run the same program.
+func sameProgram(a, b Spec) bool {
+	return slices.Equal(a.Entrypoint, b.Entrypoint) && (a.Entrypoint == nil) == (b.Entrypoint == nil) &&
+		slices.Equal(a.Cmd, b.Cmd) && (a.Cmd == nil) == (b.Cmd == nil) &&
+		maps.Equal(a.Env, b.Env) && (a.Env == nil) == (b.Env == nil) && a.Workdir == b.Workdir
 }

@@ -137,7 +137,9 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 
 	id := prior.ID.ValueString()
 	target := instances.State(plan.State.ValueString())
-	for _, s := range updateSteps(r.manager, id, target, spec, programChanged(&plan.instanceModel, &prior.instanceModel)) {
+	opts, d := stateOptions(ctx, req.Config)
+	resp.Diagnostics.Append(d...)
+	for _, s := range updateSteps(r.manager, id, target, spec, programChanged(&plan.instanceModel, &prior.instanceModel), opts...) {
 		tflog.Info(ctx, s.what, map[string]any{"id": id, "name": spec.Name, "from": prior.State.ValueString(), "to": string(target)})
 		if err := s.run(ctx); err != nil {
 			failure{action: "Update", name: spec.Name, id: id, err: fmt.Errorf("%s: %w", s.what, err)}.add(ctx, r.manager, &resp.Diagnostics)
@@ -155,9 +157,9 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 
 // updateSteps orders the manager calls of an update. A new program is applied by a restart, which
 // a Standby instance cannot take: leaving Standby comes first, and entering it comes last.
-func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram bool) []step {
+func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram bool, opts ...instances.StateOption) []step {
 	setState := step{"move to " + string(target), func(ctx context.Context) error {
-		_, err := m.SetState(ctx, id, target)
+		_, err := m.SetState(ctx, id, target, opts...)
 		return err
 	}}
 	restart := step{"restart with the new program", func(ctx context.Context) error {
@@ -286,6 +288,8 @@ func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 	for name, v := range plannedRuntime(&prior.instanceModel, &plan.instanceModel) {
 		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(name), v)...)
 	}
+	warnProgramExited(&prior.instanceModel, &plan.instanceModel, resp)
+	warnDiscardSnapshot(ctx, req.Config, &prior.instanceModel, &plan.instanceModel, resp)
 	standby := types.StringValue(string(instances.Standby))
 	if !prior.State.Equal(standby) || !plan.State.Equal(standby) || !programChanged(&plan.instanceModel, &prior.instanceModel) {
 		return
@@ -323,6 +327,7 @@ func plannedRuntime(prior, plan *instanceModel) map[string]attr.Value {
 	if plan.State.IsUnknown() {
 		return out
 	}
+	maps.Copy(out, plannedExit(prior, plan))
 	noVMM := map[string]attr.Value{"pid": types.Int64Null(), "started_at": types.StringNull()}
 	switch target := instances.State(plan.State.ValueString()); target {
 	case instances.Stopped:

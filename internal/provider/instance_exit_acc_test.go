@@ -29,23 +29,33 @@ resource "hypeman_instance" "p" {
   overlay_size = "256MiB"
   entrypoint   = %s
   state        = %q
-%s}
+%s
+}
 `, name, e.image, entrypoint, state, strings.Join(extra, "\n"))
 }
 
-// hostIsEmpty checks that no instance directory, name or VMM is left in the data_dir.
-func (e *accEnv) hostIsEmpty(t *testing.T) resource.TestCheckFunc {
+// nothingLeft checks that the state holds no resource and the host nothing of an instance.
+func (e *accEnv) nothingLeft(t *testing.T) resource.TestCheckFunc {
 	return func(s *terraform.State) error {
 		if n := len(s.RootModule().Resources); n != 0 {
 			return fmt.Errorf("%d resources in the state", n)
 		}
+		return e.hostIsEmpty(t)(s)
+	}
+}
+
+// hostIsEmpty checks that no instance directory, name or VMM is left in the data_dir.
+func (e *accEnv) hostIsEmpty(*testing.T) resource.TestCheckFunc {
+	return func(*terraform.State) error {
 		for _, d := range []string{"guests", "names"} {
 			entries, err := os.ReadDir(filepath.Join(e.dataDir, d))
 			if err != nil && !os.IsNotExist(err) {
 				return err
 			}
-			if len(entries) != 0 {
-				return fmt.Errorf("%s left in %s", entries, d)
+			for _, en := range entries {
+				if !strings.HasPrefix(en.Name(), ".") { // a name's lock file stays, by design
+					return fmt.Errorf("%s left in %s", en.Name(), d)
+				}
 			}
 		}
 		if pids := vmmPIDs(e.dataDir); len(pids) != 0 {
@@ -83,7 +93,8 @@ func TestAccProgramThatExits(t *testing.T) {
 	const addr = "hypeman_instance.p"
 	// later exits with code 3 well after the settle window and after the post-apply plan.
 	const later = `echo "started"; sleep 20; echo "leaving"; exit 3`
-	var consoleLog string
+	const fixed = `echo "fixed"; while true; do sleep 1; done`
+	var consoleLog, exitAt string
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: accProviders,
 		CheckDestroy:             env.hostIsEmpty(t),
@@ -95,7 +106,7 @@ func TestAccProgramThatExits(t *testing.T) {
 			},
 			{
 				Config: env.providerBlock(),
-				Check:  env.hostIsEmpty(t),
+				Check:  env.nothingLeft(t),
 			},
 			{
 				Config: env.programConfig("acc-exit", later, "Running"),
@@ -109,15 +120,16 @@ func TestAccProgramThatExits(t *testing.T) {
 					}),
 			},
 			{
-				// It exits later: refresh reads Stopped with the exit code, and the plan boots it again
-				// with exit_code known to become null.
+				// It exits later: refresh reads Stopped with the exit code. The fix is a new program:
+				// the plan boots it with exit_code known to become null, and apply boots the new
+				// program only, never the old one that exits.
 				PreConfig: func() {
-					waitConsole(t, consoleLog, 0, "the program's exit", func(c string) bool {
+					exitAt = waitConsole(t, consoleLog, 0, "the program's exit", func(c string) bool {
 						return strings.Contains(c, system.MarkerExited+"3")
 					})
 					waitGone(t, env.dataDir)
 				},
-				Config: env.programConfig("acc-exit", later, "Running"),
+				Config: env.programConfig("acc-exit", fixed, "Running"),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{
 						plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
@@ -128,7 +140,14 @@ func TestAccProgramThatExits(t *testing.T) {
 				},
 				Check: resource.ComposeTestCheckFunc(
 					resource.TestCheckResourceAttr(addr, "state", "Running"),
-					resource.TestCheckNoResourceAttr(addr, "exit_code")),
+					resource.TestCheckNoResourceAttr(addr, "exit_code"),
+					func(*terraform.State) error {
+						after := waitConsole(t, consoleLog, len(exitAt), "the new program", func(c string) bool { return strings.Contains(c, "fixed") })
+						if n := startedMarkers(after); n != 1 || strings.Contains(after, "leaving") {
+							return fmt.Errorf("want one boot, of the new program only, after the exit:\n%s", after)
+						}
+						return nil
+					}),
 			},
 		},
 	})

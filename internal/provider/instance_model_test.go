@@ -169,7 +169,7 @@ func TestUpdateLeavesStandbyBeforeRestartingAndEntersItLast(t *testing.T) {
 		want       []string
 	}{
 		{"state only", instances.Paused, false, []string{"move to Paused"}},
-		{"program while running", instances.Running, true, []string{"move to Running", "restart with the new program", "move to Running"}},
+		{"program while running", instances.Running, true, []string{"leave Standby", "restart with the new program", "move to Running"}},
 		{"program and standby", instances.Standby, true, []string{"restart with the new program", "move to Standby"}},
 		{"program while stopped", instances.Stopped, true, []string{"move to Stopped", "restart with the new program", "move to Stopped"}},
 	}

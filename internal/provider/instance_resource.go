@@ -171,9 +171,21 @@ func updateSteps(m *instances.Manager, id string, target instances.State, spec i
 		return []step{setState}
 	case target == instances.Standby:
 		return []step{restart, setState}
+	case target == instances.Stopped:
+		return []step{setState, restart, setState} // Update then only stores the program
 	default:
-		// Update brings a Running or Paused guest back as it was; the last move is then a no-op.
-		return []step{setState, restart, setState}
+		// Only Standby must be left first, as Update cannot restart it. Update brings a Running or
+		// Paused guest back as it was, and a Stopped one boots with the new program in the last
+		// move, never with the old one, which may be why the program is changed.
+		leaveStandby := step{"leave Standby", func(ctx context.Context) error {
+			inst, err := m.Get(ctx, id)
+			if err != nil || inst.State != instances.Standby {
+				return err
+			}
+			_, err = m.SetState(ctx, id, target, opts...)
+			return err
+		}}
+		return []step{leaveStandby, restart, setState}
 	}
 }
 

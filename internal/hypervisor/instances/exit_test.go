@@ -31,6 +31,7 @@ func (env *testEnv) startExiting(t *testing.T, spec Spec, code int) *Instance {
 // assertExitedAtOnce checks a boot's error for a program that exited within the settle window.
 func assertExitedAtOnce(t *testing.T, err error, name string, code int) {
 	t.Helper()
+	t.Logf("boot error: %v", err)
 	want := "the program of " + name + " exited with code " + strconv.Itoa(code) + " right after it started"
 	if !errors.Is(err, ErrProgramExited) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "last console lines:") {
 		t.Fatalf("boot error = %v; want ErrProgramExited saying %q with the console's last lines", err, want)
@@ -185,5 +186,25 @@ func TestHowTheLastBootEndedIsReported(t *testing.T) {
 		waitStopped(t, env.m, inst.ID, time.Minute)
 		assertEnded(t, env.m, inst.ID, nil, "guest powered off at ")
 	})
+	env.deleteAndCheckGone(t, inst)
+}
+
+// Over SSH the settle window and the end of a boot are read through the same host calls.
+func TestProgramExitIsToldOverSSH(t *testing.T) {
+	env, _, _ := newSSHTestEnv(t, nil)
+	ctx := testContext(t)
+	spec := env.spec("exit-ssh")
+	spec.Entrypoint = []string{"/bin/sh", "-c", "exit 1"}
+	_, err := env.m.Create(ctx, spec, Running)
+	assertExitedAtOnce(t, err, spec.Name, 1)
+	assertNoInstanceLeft(t, env.m, spec.Name)
+
+	spec.Entrypoint = []string{"/bin/sh", "-c", "sleep 4; exit 3"}
+	inst, err := env.m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStopped(t, env.m, inst.ID, time.Minute)
+	assertEnded(t, env.m, inst.ID, ptr(3), "program exited with code 3 at ")
 	env.deleteAndCheckGone(t, inst)
 }

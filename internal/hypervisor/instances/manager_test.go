@@ -242,6 +242,7 @@ func TestCorruptSnapshotKeepsStandbyUntilItIsDiscarded(t *testing.T) {
 			}
 			for _, target := range []State{Running, Stopped} {
 				_, err = m.SetState(ctx, inst.ID, target)
+				t.Logf("→ %s: %v", target, err)
 				if err == nil || !strings.Contains(err.Error(), "stays in Standby") || !strings.Contains(err.Error(), `set state = "Stopped" and discard_snapshot = true`) {
 					t.Fatalf("→ %s from a corrupt snapshot: %v; want it to stay in Standby and name discard_snapshot", target, err)
 				}

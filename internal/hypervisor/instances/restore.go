@@ -93,7 +93,7 @@ func keptInStandby(name string) string {
 // discardSnapshot takes a Standby instance to Stopped by deleting its snapshot, when asked to
 // explicitly (WithDiscardSnapshot). The overlay is left as the snapshot found it.
 func (m *Manager) discardSnapshot(ctx context.Context, md *metadata) error {
-	bytes, err := m.snapshotBytes(ctx, md.ID)
+	size, err := m.snapshotBytes(ctx, md.ID)
 	if err != nil {
 		return fmt.Errorf("discard the snapshot of %s: %w", md.Name, err)
 	}
@@ -107,6 +107,6 @@ func (m *Manager) discardSnapshot(ctx context.Context, md *metadata) error {
 	if err := m.host.RemoveAll(ctx, m.layout.snapshots(md.ID)); err != nil {
 		return fmt.Errorf("discard the snapshot of %s: %w", md.Name, err)
 	}
-	m.log(ctx, "snapshot discarded", map[string]any{"id": md.ID, "bytes": bytes})
+	m.log(ctx, "snapshot discarded", map[string]any{"id": md.ID, "bytes": size})
 	return nil
 }

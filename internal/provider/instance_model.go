@@ -36,6 +36,7 @@ type instanceModel struct {
 	Accelerator       types.String `tfsdk:"accelerator"`
 	KernelRelease     types.String `tfsdk:"kernel_release"`
 	StateReason       types.String `tfsdk:"state_reason"`
+	ExitCode          types.Int64  `tfsdk:"exit_code"`
 	PID               types.Int64  `tfsdk:"pid"`
 	CreatedAt         types.String `tfsdk:"created_at"`
 	StartedAt         types.String `tfsdk:"started_at"`
@@ -54,6 +55,8 @@ type instanceResourceModel struct {
 	// one set to its defaults, so Read keeps it as it was.
 	Network  types.Object   `tfsdk:"network"`
 	Timeouts timeouts.Value `tfsdk:"timeouts"`
+	// DiscardSnapshot is write-only: it is read from the configuration and never stored.
+	DiscardSnapshot types.Bool `tfsdk:"discard_snapshot"`
 }
 
 // spec is the manager's view of the configured instance, network included.
@@ -166,6 +169,10 @@ func (m *instanceModel) fill(ctx context.Context, inst *instances.Instance) diag
 	m.Accelerator = optionalString(inst.Accelerator)
 	m.KernelRelease = optionalString(inst.KernelRelease)
 	m.StateReason = optionalString(inst.StateReason)
+	m.ExitCode = types.Int64Null()
+	if inst.ExitCode != nil {
+		m.ExitCode = types.Int64Value(int64(*inst.ExitCode))
+	}
 	m.PID = types.Int64Null()
 	if inst.PID > 0 {
 		m.PID = types.Int64Value(int64(inst.PID))

@@ -170,7 +170,7 @@ func TestUpdateLeavesStandbyBeforeRestartingAndEntersItLast(t *testing.T) {
 		want       []string
 	}{
 		{"state only", instances.Paused, false, false, []string{"move to Paused"}},
-		{"program while running", instances.Running, true, false, []string{"move to Running", "restart with the new program", "move to Running"}},
+		{"program while running", instances.Running, true, false, []string{"leave Standby", "restart with the new program", "move to Running"}},
 		{"program and standby", instances.Standby, true, true, []string{"restart with the new program", "move to Standby"}},
 		{"program while stopped", instances.Stopped, true, false, []string{"move to Stopped", "restart with the new program", "move to Stopped"}},
 		{"image spelling and standby", instances.Standby, false, true, []string{"record the new spelling of the image", "move to Standby"}},

@@ -69,6 +69,7 @@ func plannedRuntime(prior, plan *instanceModel) map[string]attr.Value {
 	if plan.State.IsUnknown() {
 		return out
 	}
+	maps.Copy(out, plannedExit(prior, plan))
 	noVMM := map[string]attr.Value{"pid": types.Int64Null(), "started_at": types.StringNull()}
 	switch target := instances.State(plan.State.ValueString()); target {
 	case instances.Stopped:

@@ -152,7 +152,9 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 	id := prior.ID.ValueString()
 	target := instances.State(plan.State.ValueString())
 	newProgram, newImage := programChanged(&plan.instanceModel, &prior.instanceModel), !plan.Image.Equal(prior.Image)
-	for _, s := range updateSteps(r.manager, id, target, spec, newProgram, newImage) {
+	opts, d := stateOptions(ctx, req.Config)
+	resp.Diagnostics.Append(d...)
+	for _, s := range updateSteps(r.manager, id, target, spec, newProgram, newImage, opts...) {
 		tflog.Info(ctx, s.what, map[string]any{"id": id, "name": spec.Name, "from": prior.State.ValueString(), "to": string(target)})
 		if err := s.run(ctx); err != nil {
 			failure{action: "Update", name: spec.Name, id: id, err: fmt.Errorf("%s: %w", s.what, err)}.add(ctx, r.manager, &resp.Diagnostics)
@@ -171,9 +173,9 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 // updateSteps orders the manager calls of an update. A new program is applied by a restart, which
 // a Standby instance cannot take: leaving Standby comes first, and entering it comes last. A new
 // spelling of the image (the plan replaces the instance for another image) is only recorded.
-func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram, newImage bool) []step {
+func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram, newImage bool, opts ...instances.StateOption) []step {
 	setState := step{"move to " + string(target), func(ctx context.Context) error {
-		_, err := m.SetState(ctx, id, target)
+		_, err := m.SetState(ctx, id, target, opts...)
 		return err
 	}}
 	update := func(what string) step {
@@ -185,9 +187,21 @@ func updateSteps(m *instances.Manager, id string, target instances.State, spec i
 	switch {
 	case newProgram && target == instances.Standby:
 		return []step{update("restart with the new program"), setState}
+	case newProgram && target == instances.Stopped:
+		return []step{setState, update("restart with the new program"), setState} // Update then only stores the program
 	case newProgram:
-		// Update brings a Running or Paused guest back as it was; the last move is then a no-op.
-		return []step{setState, update("restart with the new program"), setState}
+		// Only Standby must be left first, as Update cannot restart it. Update brings a Running or
+		// Paused guest back as it was, and a Stopped one boots with the new program in the last
+		// move, never with the old one, which may be why the program is changed.
+		leaveStandby := step{"leave Standby", func(ctx context.Context) error {
+			inst, err := m.Get(ctx, id)
+			if err != nil || inst.State != instances.Standby {
+				return err
+			}
+			_, err = m.SetState(ctx, id, target, opts...)
+			return err
+		}}
+		return []step{leaveStandby, update("restart with the new program"), setState}
 	case newImage:
 		return []step{update("record the new spelling of the image"), setState}
 	}
@@ -295,4 +309,6 @@ func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 	p.planRuntime(ctx, resp)
 	p.planUnresponsiveVMM(resp)
 	p.planStandbyProgram(resp)
+	p.planProgramExited(resp)
+	p.planDiscardSnapshot(ctx, req.Config, resp)
 }

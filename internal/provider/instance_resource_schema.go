@@ -45,6 +45,19 @@ const (
 		"instance has no network interface."
 )
 
+// The exit attributes, shared with the hypeman_instance data source.
+var (
+	stateReasonDescription = "Why the state is `Unknown`, or how the last boot of a `Stopped` instance ended when no one " +
+		"asked it to: `program exited with code 1 at <time>`, `guest powered off at <time> …`, `guest kernel panicked at " +
+		"<time> …`, or `the VMM process ended without the guest reporting an exit …`. Null when there is nothing to say " +
+		"(running, or stopped on request)."
+	exitCodeDescription = fmt.Sprintf("The exit code of the program's last run, when the program ending is why the instance is "+
+		"`Stopped`; null while it runs, when it was stopped on request, and when the guest reported none. A program that "+
+		"exits within %s of starting fails the create, start or restart that booted it, with its exit code and last console "+
+		"lines; one that exits later leaves the instance `Stopped` with `exit_code` set, and the next plan that boots it "+
+		"again warns about it.", instances.ProgramSettle)
+)
+
 func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
 	// What replaces the instance is decided by planReplace, in one place with its warning.
 	sizeMods := []planmodifier.String{sizeKeepsStateSpelling{}}
@@ -185,8 +198,23 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Computed:            true,
 			},
 			"state_reason": schema.StringAttribute{
-				MarkdownDescription: "Why the state is `Unknown`, or what the guest last reported; null when there is nothing to say.",
+				MarkdownDescription: stateReasonDescription,
 				Computed:            true,
+			},
+			"exit_code": schema.Int64Attribute{
+				MarkdownDescription: exitCodeDescription,
+				Computed:            true,
+			},
+			"discard_snapshot": schema.BoolAttribute{
+				MarkdownDescription: "The way out of a Standby snapshot that cannot be restored (a corrupt memory image, a VMM " +
+					"version that cannot read it). With `state = \"Stopped\"`, an instance in `Standby` goes to `Stopped` by " +
+					"deleting its memory snapshot instead of restoring it: for the guest it is a power cut, and the overlay is " +
+					"kept as it was when the snapshot was taken. The plan warns when it will do so. Defaults to `false` (a " +
+					"`Standby` → `Stopped` change restores the guest and powers it off cleanly). It matters only for that " +
+					"change: in any other state, or with another `state`, it changes nothing and is never a change by itself " +
+					"(it is write-only: Terraform never stores it in the state).",
+				Optional:  true,
+				WriteOnly: true,
 			},
 			"pid": schema.Int64Attribute{
 				MarkdownDescription: "The VMM process id on the host while a VMM runs (`Running`, `Paused`); null in `Standby` and `Stopped`.",

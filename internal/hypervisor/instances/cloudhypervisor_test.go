@@ -2,6 +2,7 @@ package instances
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -149,8 +150,9 @@ func TestCloudHypervisorFaultsKeepTheGuarantees(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := m.SetState(ctx, inst.ID, Running); err == nil || !strings.Contains(err.Error(), "stays in Standby") {
-				t.Fatalf("restore with a failing server: %v", err)
+			if _, err := m.SetState(ctx, inst.ID, Running); err == nil || !strings.Contains(err.Error(), "stays in Standby") ||
+				!strings.Contains(err.Error(), `set state = "Stopped" and discard_snapshot = true`) {
+				t.Fatalf("restore with a failing server: %v; want it to stay in Standby and name discard_snapshot", err)
 			}
 			if got, _ := m.Get(ctx, inst.ID); got.State != Standby {
 				t.Fatalf("after a failed restore the state is %s, want Standby", got.State)
@@ -158,28 +160,51 @@ func TestCloudHypervisorFaultsKeepTheGuarantees(t *testing.T) {
 			if n := countVMMs(t, inst.Dir); n != 0 {
 				t.Fatalf("%d processes left by a failed restore", n)
 			}
+			// The way out: the snapshot is discarded, the overlay kept, and the instance boots again.
+			overlay, err := os.Stat(filepath.Join(inst.Dir, "overlay.raw"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := m.SetState(ctx, inst.ID, Stopped, WithDiscardSnapshot()); err != nil || got.State != Stopped {
+				t.Fatalf("discard: %v (%+v)", err, got)
+			}
+			if _, err := os.Stat(filepath.Join(inst.Dir, "snapshots")); !os.IsNotExist(err) {
+				t.Fatalf("the snapshot is still there: %v", err)
+			}
+			if now, err := os.Stat(filepath.Join(inst.Dir, "overlay.raw")); err != nil || !now.ModTime().Equal(overlay.ModTime()) {
+				t.Fatalf("the overlay changed with the discard: %v", err)
+			}
+			if got, err := m.SetState(ctx, inst.ID, Running); err != nil || got.State != Running {
+				t.Fatalf("boot after the discard: %v (%+v)", err, got)
+			}
+		})
+		t.Run(mode+"/die-right-after-boot", func(t *testing.T) {
+			m := chManager(t, env, mode, "die-after-boot=300ms")
+			ctx := testContext(t)
+			spec := chSpec(env, "chdienow-"+mode)
+			_, err := m.Create(ctx, spec, Running)
+			if !errors.Is(err, ErrProgramExited) || !strings.Contains(err.Error(), "the VMM process ended without the guest reporting an exit") {
+				t.Fatalf("create with a VMM that dies in the settle window: %v", err)
+			}
+			assertNoInstanceLeft(t, m, spec.Name)
+			inst, err := m.Create(ctx, spec, Stopped)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.SetState(ctx, inst.ID, Running); !errors.Is(err, ErrProgramExited) {
+				t.Fatalf("start with a VMM that dies in the settle window: %v", err)
+			}
+			assertEnded(t, m, inst.ID, nil, "the VMM process ended without the guest reporting an exit")
 		})
 		t.Run(mode+"/die-after-boot", func(t *testing.T) {
-			m := chManager(t, env, mode, "die-after-boot=1s")
+			m := chManager(t, env, mode, "die-after-boot="+(ProgramSettle+time.Second).String())
 			ctx := testContext(t)
 			inst, err := m.Create(ctx, chSpec(env, "chdie-"+mode), Running)
 			if err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(15 * time.Second)
-			for {
-				got, err := m.Get(ctx, inst.ID)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got.State == Stopped {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("a VMM that died is seen as %s, want Stopped", got.State)
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			waitStopped(t, m, inst.ID, 15*time.Second)
+			assertEnded(t, m, inst.ID, nil, "the VMM process ended without the guest reporting an exit")
 		})
 		t.Run(mode+"/slow-boot", func(t *testing.T) {
 			m := chManager(t, env, mode, "slow-boot=30s")

@@ -18,6 +18,9 @@ var (
 	ErrInvalidState = errors.New("invalid state for this operation")
 	// ErrInvalidConfig: a requested value is not allowed.
 	ErrInvalidConfig = errors.New("invalid configuration")
+	// ErrProgramExited: the guest's program ended (or its guest powered off) right after it
+	// started, so the boot did not leave the instance Running.
+	ErrProgramExited = errors.New("the program exited right after it started")
 )
 
 // FieldError is one bad input value: which field, which value, and what is allowed.
@@ -39,3 +42,10 @@ type configError string
 func (e configError) Error() string { return string(e) }
 
 func (e configError) Unwrap() error { return ErrInvalidConfig }
+
+// exitError is an ErrProgramExited that reads as its message alone.
+type exitError string
+
+func (e exitError) Error() string { return string(e) }
+
+func (e exitError) Unwrap() error { return ErrProgramExited }

@@ -100,6 +100,8 @@ func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) 
 		inst.PID, inst.StartedAt = md.PID, md.StartedAt
 	case Standby:
 		inst.SnapshotBytes = obs.snapshotBytes
+	case Stopped:
+		inst.ExitCode = obs.exitCode
 	}
 	return inst, nil
 }
@@ -138,6 +140,7 @@ type observed struct {
 	state         State
 	reason        string
 	snapshotBytes int64 // Standby only
+	exitCode      *int  // Stopped only
 }
 
 func (m *Manager) observe(ctx context.Context, md *metadata) (observed, error) {
@@ -153,7 +156,15 @@ func (m *Manager) observe(ctx context.Context, md *metadata) (observed, error) {
 		if snap >= 0 {
 			return observed{state: Standby, snapshotBytes: snap}, nil
 		}
-		return observed{state: Stopped}, nil
+		end := md.Ended
+		if end == nil && md.PID != 0 { // the VMM ended on its own and no operation has seen it yet
+			e := m.readBootEnd(ctx, md.ID)
+			end = &e
+		}
+		if end == nil { // never booted, or stopped on request
+			return observed{state: Stopped}, nil
+		}
+		return observed{state: Stopped, reason: end.Reason, exitCode: end.ExitCode}, nil
 	}
 	st, reason := m.askVMM(ctx, md)
 	return observed{state: st, reason: reason}, nil

@@ -36,9 +36,14 @@ type Instance struct {
 	KernelRelease     string
 
 	State State
-	// StateReason says why the state is Unknown, or what the guest last reported.
+	// StateReason says why the state is Unknown, or, for a Stopped instance whose last boot ended
+	// without being asked to, how it ended: "program exited with code 1 at …", "guest powered off
+	// at …", or that the VMM process ended without the guest reporting an exit.
 	StateReason string
-	PID         int
+	// ExitCode is the exit code of the program's last run when that is how the instance came to
+	// be Stopped; nil while it runs, when it was stopped on request, or never reported one.
+	ExitCode *int
+	PID      int
 
 	CreatedAt time.Time
 	StartedAt time.Time // last boot or restore; zero when not running

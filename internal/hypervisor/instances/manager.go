@@ -155,17 +155,36 @@ func (m *Manager) vmmVersion(ctx context.Context, drv vmm.Driver) (string, error
 	return v, nil
 }
 
+// StateOption changes how SetState reaches its target.
+type StateOption func(*stateOptions)
+
+type stateOptions struct {
+	discardSnapshot bool
+}
+
+// WithDiscardSnapshot makes Standby → Stopped delete the memory snapshot instead of restoring it
+// to power the guest off cleanly: the way out of a snapshot that cannot be restored. For the
+// guest it is a power cut; the overlay stays as it was when the snapshot was taken. It changes
+// nothing on any other path.
+func WithDiscardSnapshot() StateOption {
+	return func(o *stateOptions) { o.discardSnapshot = true }
+}
+
 // SetState moves an instance to target along the state graph, one hop at a time, re-reading the
 // live state before each hop. Asking for the current state does nothing.
-func (m *Manager) SetState(ctx context.Context, idOrName string, target State) (*Instance, error) {
+func (m *Manager) SetState(ctx context.Context, idOrName string, target State, opts ...StateOption) (*Instance, error) {
 	if _, err := Plan(Stopped, target); err != nil {
 		return nil, err
+	}
+	var o stateOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
 	id, err := m.resolve(ctx, idOrName)
 	if err != nil {
 		return nil, err
 	}
-	err = m.withLock(ctx, id, func() error { return m.reach(ctx, id, target) })
+	err = m.withLock(ctx, id, func() error { return m.reachWith(ctx, id, target, o) })
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +197,10 @@ const KillProbeTimeout = 10 * time.Second
 
 // reach runs hops until the instance is in target. The caller holds the instance lock.
 func (m *Manager) reach(ctx context.Context, id string, target State) error {
+	return m.reachWith(ctx, id, target, stateOptions{})
+}
+
+func (m *Manager) reachWith(ctx context.Context, id string, target State, o stateOptions) error {
 	booted := false
 	for range 8 { // the longest path has four hops; a hop may land further than one step
 		md, err := m.loadMetadata(ctx, id)
@@ -196,8 +219,7 @@ func (m *Manager) reach(ctx context.Context, id string, target State) error {
 			return nil
 		}
 		if cur == Stopped && booted {
-			return fmt.Errorf("%w: the program of %s %s, so the guest powered off and the instance is Stopped; see %s",
-				ErrInvalidState, md.Name, m.lastExit(ctx, md.ID), m.layout.console(md.ID))
+			return exitError(fmt.Sprintf("%s is Stopped again right after it booted: %s; see %s", md.Name, reason, m.layout.console(md.ID)))
 		}
 		booted = booted || cur == Stopped || cur == Shutdown
 		if cur == Unknown {
@@ -213,7 +235,7 @@ func (m *Manager) reach(ctx context.Context, id string, target State) error {
 			return err
 		}
 		m.log(ctx, "state transition", map[string]any{"id": id, "from": string(cur), "to": string(path[1]), "target": string(target)})
-		if err := m.hop(ctx, md, cur, path[1], target); err != nil {
+		if err := m.hop(ctx, md, cur, path[1], target, o); err != nil {
 			return err
 		}
 	}
@@ -221,7 +243,7 @@ func (m *Manager) reach(ctx context.Context, id string, target State) error {
 }
 
 // hop performs one edge of the state graph.
-func (m *Manager) hop(ctx context.Context, md *metadata, from, to, target State) error {
+func (m *Manager) hop(ctx context.Context, md *metadata, from, to, target State, o stateOptions) error {
 	switch {
 	case from == Stopped && to == Created:
 		return m.start(ctx, md) // boots through Created to Running
@@ -238,6 +260,8 @@ func (m *Manager) hop(ctx context.Context, md *metadata, from, to, target State)
 		return m.resume(ctx, md)
 	case from == Paused && to == Standby:
 		return m.standby(ctx, md, false)
+	case from == Standby && to == Stopped && o.discardSnapshot:
+		return m.discardSnapshot(ctx, md) // asked for explicitly: a power cut for the guest
 	case from == Standby && (to == Paused || to == Stopped):
 		// Standby → Stopped restores first so that the guest powers off cleanly and the overlay
 		// is consistent; discarding a snapshot would be a power cut.

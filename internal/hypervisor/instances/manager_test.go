@@ -21,9 +21,8 @@ import (
 
 // These tests boot real guests under QEMU TCG (see testenv_test.go), one at a time.
 
-func TestCreateRunsTheProgramWithExactlyTheConfiguredEnv(t *testing.T) {
+func TestTheProgramRunsWithExactlyTheConfiguredEnv(t *testing.T) {
 	env := newTestEnv(t)
-	ctx := testContext(t)
 	tricky := map[string]string{
 		"QUOTES":   `single ' and double " quotes`,
 		"SUBST":    "$(touch /pwned) and `id` and ${HOME}",
@@ -35,10 +34,7 @@ func TestCreateRunsTheProgramWithExactlyTheConfiguredEnv(t *testing.T) {
 	spec := env.spec("envcheck")
 	spec.Entrypoint = []string{"/bin/env"}
 	spec.Env = tricky
-	inst, err := env.m.Create(ctx, spec, Running)
-	if err != nil {
-		t.Fatal(err)
-	}
+	inst := env.startExiting(t, spec, 0)
 	out := env.waitProgramExit(t, inst, 0)
 	// The image sets PATH; the instance's values are merged over it, sorted by key.
 	want := "EMPTY=\nEQUALS=a=b=c\nNEWLINES=line one\nline two\n\nPATH=" + imagePath + "\nQUOTES=" + tricky["QUOTES"] +
@@ -60,10 +56,7 @@ func TestProgramGetsExactArgvAndWorkdirAndKeepsItsOverlay(t *testing.T) {
 	spec := env.spec("argv")
 	spec.Entrypoint = append([]string{"/bin/sh", "-c", script, "argv0"}, args...)
 	spec.Workdir = "/opt/app"
-	inst, err := env.m.Create(ctx, spec, Running)
-	if err != nil {
-		t.Fatal(err)
-	}
+	inst := env.startExiting(t, spec, 0)
 	out := env.waitProgramExit(t, inst, 0)
 	var want strings.Builder
 	for _, a := range args {
@@ -74,8 +67,8 @@ func TestProgramGetsExactArgvAndWorkdirAndKeepsItsOverlay(t *testing.T) {
 		t.Fatalf("program output\n%q\nwant\n%q", out, want.String())
 	}
 	// Start again: the overlay written by the first boot is still there.
-	if _, err := env.m.SetState(ctx, inst.ID, Running); err != nil && !strings.Contains(err.Error(), "exited") {
-		t.Fatal(err)
+	if _, err := env.m.SetState(ctx, inst.ID, Running); !errors.Is(err, ErrProgramExited) {
+		t.Fatalf("a start of a program that exits at once: %v", err)
 	}
 	if out := env.waitProgramExit(t, inst, 0); !strings.Contains(out, "MARKER<first-boot>") {
 		t.Fatalf("second boot did not find the overlay file:\n%s", out)
@@ -216,37 +209,100 @@ func TestStandbyFailureResumesTheVM(t *testing.T) {
 	env.deleteAndCheckGone(t, inst)
 }
 
-func TestCorruptSnapshotKeepsStandby(t *testing.T) {
+// A snapshot that cannot be restored keeps the instance in Standby, and the error names the way
+// out: discarding the snapshot, which keeps the overlay, and the instance boots again from it.
+func TestCorruptSnapshotKeepsStandbyUntilItIsDiscarded(t *testing.T) {
 	env := newTestEnv(t)
-	ctx := testContext(t)
-	spec := env.spec("corrupt")
-	spec.Entrypoint = []string{"/bin/sh", "-c", counterScript}
-	inst, err := env.m.Create(ctx, spec, Standby)
+	cases := []struct {
+		name     string
+		compress bool
+		corrupt  func(t *testing.T, mem string)
+	}{
+		{"truncated lz4", true, func(t *testing.T, mem string) { truncateHalf(t, mem) }},
+		{"garbled memory image", false, func(t *testing.T, mem string) { garble(t, mem) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := env.manager(t, func(o *Options) { o.CompressSnapshots = tc.compress })
+			ctx := testContext(t)
+			spec := env.spec("corrupt")
+			spec.Entrypoint = []string{"/bin/sh", "-c", `if [ -f /root/kept ]; then echo "KEPT<$(cat /root/kept)>"; else echo before-standby > /root/kept; sync; fi; ` + counterScript}
+			inst, err := m.Create(ctx, spec, Standby)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mem := filepath.Join(inst.Dir, "snapshots", "snapshot-latest", vmm.MemoryFile)
+			if tc.compress {
+				mem += ".lz4"
+			}
+			tc.corrupt(t, mem)
+			corrupted, err := os.ReadFile(mem)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, target := range []State{Running, Stopped} {
+				_, err = m.SetState(ctx, inst.ID, target)
+				t.Logf("→ %s: %v", target, err)
+				if err == nil || !strings.Contains(err.Error(), "stays in Standby") || !strings.Contains(err.Error(), `set state = "Stopped" and discard_snapshot = true`) {
+					t.Fatalf("→ %s from a corrupt snapshot: %v; want it to stay in Standby and name discard_snapshot", target, err)
+				}
+				if got, err := m.Get(ctx, inst.ID); err != nil || got.State != Standby {
+					t.Fatalf("after a failed restore: %v, %v; want Standby", got, err)
+				}
+				if now, err := os.ReadFile(mem); err != nil || !bytes.Equal(now, corrupted) {
+					t.Fatalf("the snapshot was not kept as it was: %v", err)
+				}
+				if n := countVMMs(t, inst.Dir); n != 0 {
+					t.Fatalf("%d VMM processes left after a failed restore", n)
+				}
+			}
+			overlay, err := os.Stat(filepath.Join(inst.Dir, "overlay.raw"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := m.SetState(ctx, inst.ID, Stopped, WithDiscardSnapshot())
+			if err != nil || got.State != Stopped || got.StateReason != "" || got.ExitCode != nil {
+				t.Fatalf("discard: %v, %+v", err, got)
+			}
+			if _, err := os.Stat(filepath.Join(inst.Dir, "snapshots")); !os.IsNotExist(err) {
+				t.Fatalf("the snapshot is still there: %v", err)
+			}
+			if now, err := os.Stat(filepath.Join(inst.Dir, "overlay.raw")); err != nil || !now.ModTime().Equal(overlay.ModTime()) || now.Size() != overlay.Size() {
+				t.Fatalf("the overlay changed with the discard: %v", err)
+			}
+			offset := len(env.console(t, inst))
+			if got, err = m.SetState(ctx, inst.ID, Running); err != nil || got.State != Running {
+				t.Fatalf("boot after the discard: %v, %+v", err, got)
+			}
+			env.m = m
+			env.waitConsole(t, got, offset, "KEPT<before-standby>")
+			env.deleteAndCheckGone(t, got)
+		})
+	}
+}
+
+func truncateHalf(t *testing.T, p string) {
+	t.Helper()
+	fi, err := os.Stat(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mem := filepath.Join(inst.Dir, "snapshots", "snapshot-latest", vmm.MemoryFile+".lz4")
-	fi, err := os.Stat(mem)
+	if err := os.Truncate(p, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// garble overwrites the start of a file, where QEMU's stream header is.
+func garble(t *testing.T, p string) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(mem, fi.Size()/2); err != nil {
+	defer func() { _ = f.Close() }()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xa5}, 4096), 0); err != nil {
 		t.Fatal(err)
 	}
-	_, err = env.m.SetState(ctx, inst.ID, Running)
-	if err == nil || !strings.Contains(err.Error(), "stays in Standby") {
-		t.Fatalf("restore of a corrupt snapshot: %v", err)
-	}
-	if got := env.state(t, inst.ID); got != Standby {
-		t.Fatalf("after a failed restore the state is %s, want Standby", got)
-	}
-	if fi2, err := os.Stat(mem); err != nil || fi2.Size() != fi.Size()/2 {
-		t.Fatalf("the snapshot was not kept as it was: %v", err)
-	}
-	if n := countVMMs(t, inst.Dir); n != 0 {
-		t.Fatalf("%d VMM processes left after a failed restore", n)
-	}
-	env.deleteAndCheckGone(t, inst)
 }
 
 func TestDeadVMMIsSeenAsStoppedAndRepaired(t *testing.T) {

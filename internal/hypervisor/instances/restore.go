@@ -32,7 +32,7 @@ func (m *Manager) restore(ctx context.Context, md *metadata) error {
 			return err
 		}
 		if _, err := compress.Decompress(ctx, m.host, compressed, raw); err != nil {
-			return fmt.Errorf("restore %s: decompress the snapshot: %w (the snapshot is kept; %s stays in Standby)", md.Name, err, md.Name)
+			return fmt.Errorf("restore %s: decompress the snapshot: %w (%s)", md.Name, err, keptInStandby(md.Name))
 		}
 		decompressed = true
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -52,7 +52,7 @@ func (m *Manager) restore(ctx context.Context, md *metadata) error {
 		if decompressed {
 			_ = m.host.Remove(undo, raw)
 		}
-		return fmt.Errorf("restore %s: %w (the snapshot is kept; %s stays in Standby)", md.Name, err, md.Name)
+		return fmt.Errorf("restore %s: %w (%s)", md.Name, err, keptInStandby(md.Name))
 	}
 	md.PID, md.Booted, md.StartedAt = pid, true, time.Now().UTC()
 	if err := m.saveMetadata(ctx, md); err != nil {
@@ -74,13 +74,42 @@ func (m *Manager) checkRestorable(ctx context.Context, drv vmm.Driver, md *metad
 		return fmt.Errorf("%s version: %w", drv.Name(), err)
 	}
 	if version != md.HypervisorVersion {
-		return fmt.Errorf("%w: the snapshot of %s was taken by %s %s, but %s is installed now; only the same version can restore it (install %s again, or delete the instance)",
-			ErrInvalidState, md.Name, drv.Name(), md.HypervisorVersion, version, md.HypervisorVersion)
+		return fmt.Errorf("%w: the snapshot of %s was taken by %s %s, but %s is installed now; only the same version can restore it (install %s again; %s)",
+			ErrInvalidState, md.Name, drv.Name(), md.HypervisorVersion, version, md.HypervisorVersion, keptInStandby(md.Name))
 	}
 	for _, f := range []string{md.VMM.Kernel, md.VMM.Initrd} {
 		if _, err := m.host.Stat(ctx, f); err != nil {
-			return fmt.Errorf("%w: the snapshot of %s needs %s, which is gone: %v", ErrInvalidState, md.Name, f, err)
+			return fmt.Errorf("%w: the snapshot of %s needs %s, which is gone: %v (%s)", ErrInvalidState, md.Name, f, err, keptInStandby(md.Name))
 		}
 	}
+	return nil
+}
+
+// keptInStandby ends every restore error: what is kept, and the way out when the snapshot cannot
+// be restored.
+func keptInStandby(name string) string {
+	return fmt.Sprintf("the snapshot is kept; %s stays in Standby. If the snapshot cannot be restored, set state = \"Stopped\" and "+
+		"discard_snapshot = true: the snapshot is deleted and the overlay kept as it was when the snapshot was taken "+
+		"(the guest's memory is lost, as in a power cut)", name)
+}
+
+// discardSnapshot takes a Standby instance to Stopped by deleting its snapshot, when asked to
+// explicitly (WithDiscardSnapshot). The overlay is left as the snapshot found it.
+func (m *Manager) discardSnapshot(ctx context.Context, md *metadata) error {
+	size, err := m.snapshotBytes(ctx, md.ID)
+	if err != nil {
+		return fmt.Errorf("discard the snapshot of %s: %w", md.Name, err)
+	}
+	// The memory image goes first: without it the instance is Stopped even if the rest stays.
+	snap := m.layout.snapshot(md.ID)
+	for _, f := range []string{vmm.MemoryFile + ".lz4", vmm.MemoryFile} {
+		if err := m.host.Remove(ctx, path.Join(snap, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("discard the snapshot of %s: %w (%s stays in Standby)", md.Name, err, md.Name)
+		}
+	}
+	if err := m.host.RemoveAll(ctx, m.layout.snapshots(md.ID)); err != nil {
+		return fmt.Errorf("discard the snapshot of %s: %w", md.Name, err)
+	}
+	m.log(ctx, "snapshot discarded", map[string]any{"id": md.ID, "bytes": size})
 	return nil
 }

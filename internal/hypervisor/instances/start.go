@@ -3,6 +3,7 @@ package instances
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,6 +13,10 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
+
+// ProgramSettle is how long a boot keeps watching the program after it started: a program that
+// exits within it (or whose guest powers off) fails the boot, instead of passing for Running.
+const ProgramSettle = 2 * time.Second
 
 // BootTimeout bounds the wait for the guest's program when the caller's context has no deadline.
 const BootTimeout = 2 * time.Minute
@@ -41,7 +46,7 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 		return fmt.Errorf("start %s: %w%s", drv.Name(), err, m.consoleTail(ctx, md.ID, offset))
 	}
 	laps.lap("vmm_start")
-	md.PID, md.VMM, md.Booted, md.StartedAt = pid, b.cfg, true, time.Now().UTC()
+	md.PID, md.VMM, md.Booted, md.StartedAt, md.Ended = pid, b.cfg, true, time.Now().UTC(), nil
 	md.HypervisorVersion, md.Accelerator = b.version, b.cfg.Accelerator
 	md.KernelHash, md.InitrdHash, md.KernelRelease = b.sys.KernelHash, b.sys.InitrdHash, b.sys.KernelRelease
 	if err := m.saveMetadata(ctx, md); err != nil {
@@ -54,6 +59,10 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 		return err
 	}
 	laps.lap("guest_boot")
+	if err := m.watchSettle(ctx, md, offset); err != nil {
+		_ = m.killVMM(context.WithoutCancel(ctx), md) // saves md.Ended with the cleared pid
+		return err
+	}
 	laps.fields["pid"], laps.fields["accelerator"] = pid, b.cfg.Accelerator
 	m.log(ctx, "guest program started", laps.fields)
 	m.growMemory(ctx, md)
@@ -176,6 +185,36 @@ func (m *Manager) waitStarted(ctx context.Context, md *metadata, offset int64) e
 		return fmt.Errorf("the guest did not start the program in time (%w)%s", err, tail(console))
 	}
 	return err
+}
+
+// watchSettle watches the first ProgramSettle after the program started. When the program exits,
+// or the VMM ends, meanwhile, the boot fails with the exit code and the console's last lines, and
+// md.Ended keeps how it ended for state_reason.
+func (m *Manager) watchSettle(ctx context.Context, md *metadata, offset int64) error {
+	ended := func(ctx context.Context) (bool, error) {
+		c := m.consoleSince(ctx, md.ID, offset)
+		if i := bytes.Index(c, []byte(system.MarkerExited)); i >= 0 && bytes.IndexByte(c[i:], '\n') >= 0 {
+			return true, nil
+		}
+		alive, err := m.host.ProcessAlive(ctx, md.PID, m.layout.dir(md.ID))
+		return err == nil && !alive, nil
+	}
+	err := poll.Within(ctx, ProgramSettle, 200*time.Millisecond, ended)
+	switch {
+	case errors.Is(err, poll.ErrTimeout):
+		return nil // still running: it settled
+	case err != nil:
+		return fmt.Errorf("watch the program of %s after it started: %w", md.Name, err)
+	}
+	m.waitGone(ctx, md, 3*time.Second) // the guest powers off after the exit: its last lines
+	end := m.readBootEnd(ctx, md.ID)
+	md.Ended = &end
+	console := m.consoleTail(ctx, md.ID, offset)
+	if end.ExitCode != nil {
+		return exitError(fmt.Sprintf("the program of %s exited with code %d right after it started; an instance runs as long as its program does%s",
+			md.Name, *end.ExitCode, console))
+	}
+	return exitError(fmt.Sprintf("%s ended right after its program started: %s%s%s", md.Name, end.Reason, console, m.vmmOutputTail(ctx, md)))
 }
 
 func (m *Manager) growMemory(ctx context.Context, md *metadata) {

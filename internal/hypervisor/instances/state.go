@@ -29,7 +29,7 @@ var hops = map[State][]State{
 	Running:  {Paused, Shutdown},
 	Paused:   {Running, Shutdown, Standby},
 	Shutdown: {Running, Stopped},
-	Standby:  {Paused, Stopped},
+	Standby:  {Paused, Stopped}, // Stopped: restored and powered off cleanly, or the snapshot discarded when asked
 }
 
 // ParseState accepts a settable state, case-insensitively, and returns its canonical spelling.

@@ -100,6 +100,9 @@ type metadata struct {
 
 	CreatedAt time.Time `json:"created_at"`
 	StartedAt time.Time `json:"started_at,omitzero"`
+	// Ended is how the last boot ended, when the manager saw it end on its own (console.go); a
+	// new boot clears it.
+	Ended *bootEnd `json:"ended,omitempty"`
 
 	// Creating marks an instance whose create has not finished, and names the process running
 	// it (creating.go); the create's last metadata write drops it.

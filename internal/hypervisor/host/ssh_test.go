@@ -755,7 +755,7 @@ func TestFreeSpaceThroughDFAgreesWithSFTP(t *testing.T) {
 
 func TestParseDFFindsAvailableBesideSpacesInNames(t *testing.T) {
 	for out, want := range map[string]int64{
-		"Filesystem 1024-blocks Used Available Capacity Mounted on\ntmpfs 8192 1024 7168 13% /tmp/with space\n": 7168,
+		"Filesystem 1024-blocks Used Available Capacity Mounted on\ntmpfs 8192 1024 7168 13% /mnt/with space\n": 7168,
 		"Filesystem 1024-blocks Used Available Capacity Mounted on\nmy disk 100 0 100 0% /mnt/a 50% b\n":        100,
 	} {
 		if got, err := parseDF([]byte(out)); err != nil || got != want {

@@ -86,8 +86,9 @@ func waitState(t *testing.T, m *Manager, id string, want State, within time.Dura
 }
 
 // writerScript writes 32 MiB to the overlay, flushed, and says how much the file holds; a write
-// that finds the host's disk full stops the guest until there is room.
-const writerScript = `dd if=/dev/zero of=/big bs=1M count=32 conv=fsync 2>/dev/null; echo "WROTE $(wc -c </big)"; ` + counterScript
+// that finds the host's disk full stops the guest until there is room. It starts writing well
+// after the boot's settle window, so that the create's last metadata write finds its room.
+const writerScript = `sleep 6; dd if=/dev/zero of=/big bs=1M count=32 conv=fsync 2>/dev/null; echo "WROTE $(wc -c </big)"; ` + counterScript
 
 const wroteAll = "WROTE 33554432"
 

@@ -62,20 +62,7 @@ func ptr(n int) *int { return &n }
 // waitStopped waits until the instance is Stopped.
 func waitStopped(t *testing.T, m *Manager, id string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		inst, err := m.Get(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if inst.State == Stopped {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the instance is still %s after %v, want Stopped", inst.State, within)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitState(t, m, id, Stopped, within)
 }
 
 func TestProgramThatExitsRightAfterItStartsFailsTheCreateAndLeavesNothing(t *testing.T) {

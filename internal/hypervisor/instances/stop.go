@@ -110,9 +110,13 @@ func (m *Manager) waitExit(ctx context.Context, pid int, marker string, d time.D
 	return poll.Within(ctx, d, 50*time.Millisecond, poll.IgnoreErrors(gone)) == nil
 }
 
-// clearPID records that no VMM runs, and removes its socket and its TAP device.
+// clearPID records that no VMM runs, once what the driver ran beside it has finished, and removes
+// its socket and its TAP device.
 func (m *Manager) clearPID(ctx context.Context, md *metadata) error {
 	if drv, err := m.driver(md.Hypervisor); err == nil && md.VMM.Dir != "" {
+		if err := drv.Reap(ctx, m.host, md.VMM); err != nil {
+			return err
+		}
 		if err := m.host.Remove(ctx, vmm.SocketPath(drv, md.VMM)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}

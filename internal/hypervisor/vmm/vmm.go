@@ -86,6 +86,10 @@ type Driver interface {
 	Restore(ctx context.Context, h host.Host, cfg Config, snapshotDir string) (pid int, err error)
 	// Connect opens a control connection to the VMM running for cfg.
 	Connect(ctx context.Context, h host.Host, cfg Config) (VM, error)
+	// Reap is called once the VMM process for cfg has exited, however it ended (quit, killed, or
+	// on its own): it waits for what the driver runs beside the VMM to finish, and stops what does
+	// not, so that no process of the instance outlives its VMM. Reaping twice is harmless.
+	Reap(ctx context.Context, h host.Host, cfg Config) error
 }
 
 // SocketPath is the control socket of the VMM that d runs for cfg. The VMM's command line always

@@ -118,6 +118,11 @@ func (d *Driver) SocketName() string { return socketName }
 
 func (d *Driver) LogName() string { return logName }
 
+// Reap waits for the console relay of the exited VMM to copy the rest and exit (see waitRelay).
+func (d *Driver) Reap(ctx context.Context, h host.Host, cfg vmm.Config) error {
+	return waitRelay(ctx, h, cfg)
+}
+
 func socketPath(cfg vmm.Config) string { return filepath.Join(cfg.Dir, socketName) }
 
 // logPath is where the VMM's standard output and error are appended.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,6 +119,33 @@ func TestBootRunsTheGuestAndQuitStopsTheVMM(t *testing.T) {
 		}
 		if _, err := os.Stat(relayPidPath(inst.cfg)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("relay pid file after Quit: %v", err)
+		}
+	})
+}
+
+// A VMM that was killed (or died) leaves its relay to notice by itself; Reap returns only once
+// the relay has copied the rest and gone, so that removing the instance right after leaves no
+// process of it behind.
+func TestReapWaitsForTheRelayOfAKilledVMM(t *testing.T) {
+	forEachHarness(t, func(t *testing.T, hn harness) {
+		ctx := testContext(t)
+		inst := newInstance(t, hn, 0)
+		pid, _ := boot(t, hn, inst)
+		waitConsole(t, inst.cfg.ConsoleLog, started)
+		if err := hn.host().Signal(ctx, pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if err := hn.driver().Reap(ctx, hn.host(), inst.cfg); err != nil {
+			t.Fatalf("Reap: %v", err)
+		}
+		if hn.alive(SerialPath(inst.cfg)) {
+			t.Errorf("a console relay still runs for %s after Reap", SerialPath(inst.cfg))
+		}
+		if _, err := os.Stat(relayPidPath(inst.cfg)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("relay pid file after Reap: %v", err)
+		}
+		if err := hn.driver().Reap(ctx, hn.host(), inst.cfg); err != nil {
+			t.Errorf("a second Reap: %v", err)
 		}
 	})
 }

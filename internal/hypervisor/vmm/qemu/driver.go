@@ -52,6 +52,9 @@ func (*Driver) SocketName() string { return socketName }
 
 func (*Driver) LogName() string { return logName }
 
+// Reap has nothing to do: QEMU runs no process beside itself.
+func (*Driver) Reap(context.Context, host.Host, vmm.Config) error { return nil }
+
 // Boot starts QEMU for cfg and returns its pid once QMP answers and the guest runs. On failure no
 // QEMU process is left.
 func (*Driver) Boot(ctx context.Context, h host.Host, cfg vmm.Config) (int, error) {

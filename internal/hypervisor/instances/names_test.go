@@ -325,7 +325,7 @@ func raceCreates(t *testing.T, m *Manager, job nameHelperJob, rounds int) {
 			t.Fatal(err)
 		}
 		if len(list) != 1 || list[0].ID != winner.ID || list[0].Name != job.Name || list[0].State != Stopped {
-			t.Fatalf("%s: List after the race = %s; want only %s, Stopped", at, describeList(list), winner.ID)
+			t.Fatalf("%s: List after the race = %s; want only %s, Stopped; on disk:\n%s", at, describeList(list), winner.ID, describeGuests(job.DataDir))
 		}
 		if entries, _ := os.ReadDir(filepath.Join(job.DataDir, "guests")); len(entries) != 1 {
 			t.Fatalf("%s: %d instance directories after the race, want 1", at, len(entries))
@@ -336,6 +336,26 @@ func raceCreates(t *testing.T, m *Manager, job nameHelperJob, rounds int) {
 		assertNameFree(t, job.DataDir, job.Name)
 	}
 	t.Logf("in %d rounds the losing create found the name %v", rounds, words)
+}
+
+// describeGuests lists the data directory's instance directories with their metadata, for a
+// failure message.
+func describeGuests(dataDir string) string {
+	var b strings.Builder
+	entries, err := os.ReadDir(filepath.Join(dataDir, "guests"))
+	if err != nil {
+		return err.Error()
+	}
+	for _, e := range entries {
+		md, err := os.ReadFile(filepath.Join(dataDir, "guests", e.Name(), "metadata.json"))
+		fmt.Fprintf(&b, "%s: %s %v\n", e.Name(), md, err)
+	}
+	links, _ := os.ReadDir(filepath.Join(dataDir, "names"))
+	for _, l := range links {
+		target, _ := os.Readlink(filepath.Join(dataDir, "names", l.Name()))
+		fmt.Fprintf(&b, "names/%s -> %s\n", l.Name(), target)
+	}
+	return b.String()
 }
 
 func describeList(list []*Instance) string {

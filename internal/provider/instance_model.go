@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -57,6 +58,17 @@ type instanceResourceModel struct {
 	Timeouts timeouts.Value `tfsdk:"timeouts"`
 	// DiscardSnapshot is write-only: it is read from the configuration and never stored.
 	DiscardSnapshot types.Bool `tfsdk:"discard_snapshot"`
+}
+
+// equal reports whether every attribute of m equals o's (sizes by spelling, as the state stores them).
+func (m *instanceModel) equal(o *instanceModel) bool {
+	a, b := reflect.ValueOf(m).Elem(), reflect.ValueOf(o).Elem()
+	for i := range a.NumField() {
+		if !a.Field(i).Interface().(attr.Value).Equal(b.Field(i).Interface().(attr.Value)) {
+			return false
+		}
+	}
+	return true
 }
 
 // spec is the manager's view of the configured instance, network included.

@@ -35,7 +35,7 @@ func serveOneRequest(mode string) int {
 	}
 	srv := tf6server.New("registry.terraform.io/hypeman/hypeman", providerserver.NewProtocol6(provider.New("test")())())
 	if _, err := srv.GetProviderSchema(context.Background(), nil); err != nil {
-		fmt.Fprintln(os.Stdout, "GetProviderSchema:", err)
+		_, _ = fmt.Fprintln(os.Stdout, "GetProviderSchema:", err)
 		return 1
 	}
 	return 0

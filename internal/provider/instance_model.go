@@ -34,8 +34,6 @@ type instanceModel struct {
 	ImageDigest       types.String `tfsdk:"image_digest"`
 	Hypervisor        types.String `tfsdk:"hypervisor"`
 	HypervisorVersion types.String `tfsdk:"hypervisor_version"`
-	Accelerator       types.String `tfsdk:"accelerator"`
-	KernelRelease     types.String `tfsdk:"kernel_release"`
 	StateReason       types.String `tfsdk:"state_reason"`
 	ExitCode          types.Int64  `tfsdk:"exit_code"`
 	PID               types.Int64  `tfsdk:"pid"`
@@ -47,6 +45,25 @@ type instanceModel struct {
 	IPAddress         types.String `tfsdk:"ip_address"`
 	MACAddress        types.String `tfsdk:"mac_address"`
 	TapDevice         types.String `tfsdk:"tap_device"`
+}
+
+// bootModel is what only the hypeman_instance data source adds: how the guest ran at its last
+// boot. The resource leaves it out: every instance a provider boots has the same (the provider's
+// accelerator, its kernel), and each attribute of a resource costs every plan of every instance.
+type bootModel struct {
+	Accelerator   types.String `tfsdk:"accelerator"`
+	KernelRelease types.String `tfsdk:"kernel_release"`
+}
+
+func (b *bootModel) fillBoot(inst *instances.Instance) {
+	b.Accelerator = optionalString(inst.Accelerator)
+	b.KernelRelease = optionalString(inst.KernelRelease)
+}
+
+// instanceDataModel is the hypeman_instance data source's view of an instance.
+type instanceDataModel struct {
+	instanceModel
+	bootModel
 }
 
 // instanceResourceModel adds what only the resource has.
@@ -178,8 +195,6 @@ func (m *instanceModel) fill(ctx context.Context, inst *instances.Instance) diag
 	m.ImageDigest = optionalString(inst.ImageDigest)
 	m.Hypervisor = optionalString(inst.Hypervisor)
 	m.HypervisorVersion = optionalString(inst.HypervisorVersion)
-	m.Accelerator = optionalString(inst.Accelerator)
-	m.KernelRelease = optionalString(inst.KernelRelease)
 	m.StateReason = optionalString(inst.StateReason)
 	m.ExitCode = types.Int64Null()
 	if inst.ExitCode != nil {

@@ -30,8 +30,6 @@ func (m *instanceModel) keepUnknownOutputs(prior *instanceModel) {
 	keep(&m.ImageDigest, prior.ImageDigest)
 	keep(&m.Hypervisor, prior.Hypervisor)
 	keep(&m.HypervisorVersion, prior.HypervisorVersion)
-	keep(&m.Accelerator, prior.Accelerator)
-	keep(&m.KernelRelease, prior.KernelRelease)
 	keep(&m.StateReason, prior.StateReason)
 	keep(&m.ExitCode, prior.ExitCode)
 	keep(&m.PID, prior.PID)
@@ -51,8 +49,8 @@ func keep[T attr.Value](planned *T, prior T) {
 	}
 }
 
-// willBoot reports whether applying plan may boot the guest afresh, which is when the VMM version,
-// the accelerator and the kernel release are read anew. Moving between Running, Paused and Standby
+// willBoot reports whether applying plan may boot the guest afresh, which is when the VMM version
+// is read anew. Moving between Running, Paused and Standby
 // (a restore included) and stopping never boot.
 func willBoot(prior, plan *instanceModel) bool {
 	if !plan.State.Equal(types.StringValue(string(instances.Stopped))) && programChanged(plan, prior) {
@@ -69,7 +67,7 @@ func willBoot(prior, plan *instanceModel) bool {
 // so that a state change shows as itself rather than as a list of "known after apply".
 func planRuntimeChange(prior, plan *instanceModel) {
 	if !willBoot(prior, plan) {
-		plan.Accelerator, plan.HypervisorVersion, plan.KernelRelease = prior.Accelerator, prior.HypervisorVersion, prior.KernelRelease
+		plan.HypervisorVersion = prior.HypervisorVersion
 	}
 	if plan.State.IsUnknown() {
 		return

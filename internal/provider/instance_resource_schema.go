@@ -189,7 +189,7 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				MarkdownDescription: "The VMM version that last booted the instance. A Standby snapshot can only be restored by the same version. " +
 					"How the guest's CPU ran at that boot and its kernel release, which are the same for every instance the provider boots, " +
 					"are read with the `hypeman_instance` data source (`accelerator`, `kernel_release`).",
-				Computed:            true,
+				Computed: true,
 			},
 			"state_reason": schema.StringAttribute{
 				MarkdownDescription: stateReasonDescription,

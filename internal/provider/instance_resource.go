@@ -300,8 +300,8 @@ var timeoutsAttrTypes = map[string]attr.Type{
 }
 
 // ModifyPlan makes the plan tell the truth: each check is one call, kept in its own
-// instance_plan_*.go file; a later check reads what an earlier one found in p, or planned in resp.
-// Each check only reads and writes p, and the plan is written once, at the end.
+// instance_plan_*.go file; a later check reads what an earlier one found or planned in p, and the
+// plan is written once, at the end.
 func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if planIsPriorState(req) {
 		return // nothing changes: every check looks at a change, and the framework's plan stands

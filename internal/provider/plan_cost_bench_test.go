@@ -30,7 +30,7 @@ const planCostReps = 3
 // instances is timed against the same plan with that VMM answering (goal: the stall ≤ 2 s).
 //
 // HYPEMAN_BENCH_CPUPROFILE=<dir> builds the provider with -tags cpuprofile and writes a CPU
-// profile of each of its processes during the largest plans into <dir>.
+// profile of each of its processes into <dir>/N=<n>.
 func BenchmarkPlanCostPerResource(b *testing.B) {
 	largest := planCostSizes[len(planCostSizes)-1]
 	profileDir := os.Getenv("HYPEMAN_BENCH_CPUPROFILE")
@@ -65,8 +65,12 @@ resource "noop_id" "x" {
 		for range planCostReps {
 			for _, n := range planCostSizes {
 				var env []string
-				if profileDir != "" && n == largest {
-					env = []string{"HYPEMAN_CPUPROFILE_DIR=" + profileDir}
+				if profileDir != "" {
+					dir := filepath.Join(profileDir, fmt.Sprintf("N=%d", n))
+					if err := os.MkdirAll(dir, 0o755); err != nil {
+						b.Fatal(err)
+					}
+					env = []string{"HYPEMAN_CPUPROFILE_DIR=" + dir}
 				}
 				hypeman[n] = append(hypeman[n], s.planCost(hypemanDirs[n], env...))
 				noop[n] = append(noop[n], s.runEnv(noopDirs[n], nil, "plan", "-input=false", "-detailed-exitcode"))
@@ -93,7 +97,7 @@ resource "noop_id" "x" {
 	b.ReportMetric(ms(hypemanPlugin[1])/ms(noopPlugin[1]), "hypeman/noop-at-N=1")
 	b.ReportMetric(ht/nt, "hypeman/noop-terraform+plugin-per-resource")
 	if profileDir != "" {
-		b.Logf("CPU profiles of the provider at N=%d: %s", largest, profileDir)
+		b.Logf("CPU profiles of the provider: %s/N=<n>", profileDir)
 	}
 
 	answering, hung := s.planWithHungVMM()

@@ -38,7 +38,7 @@ func BenchmarkPlanCostPerResource(b *testing.B) {
 	if profileDir != "" {
 		tags = []string{"-tags", "cpuprofile"}
 	}
-	s := newStandbyBench(b, largest, tags...)
+	s := newStandbyBench(b, largest, true, tags...)
 	s.installPlugin(filepath.Join(s.work, "overrides"), "noop", []string{"build", "../tools/noopprovider"})
 
 	hypemanDirs, noopDirs := map[int]string{}, map[int]string{}

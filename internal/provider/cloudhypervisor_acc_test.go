@@ -79,7 +79,6 @@ provider "hypeman" {
 				Config: config("Running"),
 				Check: resource.ComposeTestCheckFunc(
 					resource.TestCheckResourceAttr(addr, "hypervisor", "cloud-hypervisor"),
-					resource.TestCheckResourceAttr(addr, "accelerator", "kvm"),
 					resource.TestCheckResourceAttr(addr, "hypervisor_version", "v53.0"),
 					resource.TestCheckResourceAttr(addr, "state", "Running"),
 					resource.TestCheckResourceAttrSet(addr, "pid"),

@@ -101,7 +101,7 @@ func (d *InstanceDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 }
 
 func (d *InstanceDataSource) Read(ctx context.Context, req datasource.ReadRequest, resp *datasource.ReadResponse) {
-	var m instanceModel
+	var m instanceDataModel
 	resp.Diagnostics.Append(req.Config.Get(ctx, &m)...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -121,6 +121,7 @@ func (d *InstanceDataSource) Read(ctx context.Context, req datasource.ReadReques
 		return
 	}
 	resp.Diagnostics.Append(m.fill(ctx, inst)...)
+	m.fillBoot(inst)
 	tflog.Debug(ctx, "read instance data source", map[string]any{"id": inst.ID, "name": inst.Name, "state": string(inst.State)})
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
@@ -33,8 +34,6 @@ type instanceModel struct {
 	ImageDigest       types.String `tfsdk:"image_digest"`
 	Hypervisor        types.String `tfsdk:"hypervisor"`
 	HypervisorVersion types.String `tfsdk:"hypervisor_version"`
-	Accelerator       types.String `tfsdk:"accelerator"`
-	KernelRelease     types.String `tfsdk:"kernel_release"`
 	StateReason       types.String `tfsdk:"state_reason"`
 	ExitCode          types.Int64  `tfsdk:"exit_code"`
 	PID               types.Int64  `tfsdk:"pid"`
@@ -48,6 +47,25 @@ type instanceModel struct {
 	TapDevice         types.String `tfsdk:"tap_device"`
 }
 
+// bootModel is what only the hypeman_instance data source adds: how the guest ran at its last
+// boot. The resource leaves it out: every instance a provider boots has the same (the provider's
+// accelerator, its kernel), and each attribute of a resource costs every plan of every instance.
+type bootModel struct {
+	Accelerator   types.String `tfsdk:"accelerator"`
+	KernelRelease types.String `tfsdk:"kernel_release"`
+}
+
+func (b *bootModel) fillBoot(inst *instances.Instance) {
+	b.Accelerator = optionalString(inst.Accelerator)
+	b.KernelRelease = optionalString(inst.KernelRelease)
+}
+
+// instanceDataModel is the hypeman_instance data source's view of an instance.
+type instanceDataModel struct {
+	instanceModel
+	bootModel
+}
+
 // instanceResourceModel adds what only the resource has.
 type instanceResourceModel struct {
 	instanceModel
@@ -57,6 +75,17 @@ type instanceResourceModel struct {
 	Timeouts timeouts.Value `tfsdk:"timeouts"`
 	// DiscardSnapshot is write-only: it is read from the configuration and never stored.
 	DiscardSnapshot types.Bool `tfsdk:"discard_snapshot"`
+}
+
+// equal reports whether every attribute of m equals o's (sizes by spelling, as the state stores them).
+func (m *instanceModel) equal(o *instanceModel) bool {
+	a, b := reflect.ValueOf(m).Elem(), reflect.ValueOf(o).Elem()
+	for i := range a.NumField() {
+		if !a.Field(i).Interface().(attr.Value).Equal(b.Field(i).Interface().(attr.Value)) {
+			return false
+		}
+	}
+	return true
 }
 
 // spec is the manager's view of the configured instance, network included.
@@ -166,8 +195,6 @@ func (m *instanceModel) fill(ctx context.Context, inst *instances.Instance) diag
 	m.ImageDigest = optionalString(inst.ImageDigest)
 	m.Hypervisor = optionalString(inst.Hypervisor)
 	m.HypervisorVersion = optionalString(inst.HypervisorVersion)
-	m.Accelerator = optionalString(inst.Accelerator)
-	m.KernelRelease = optionalString(inst.KernelRelease)
 	m.StateReason = optionalString(inst.StateReason)
 	m.ExitCode = types.Int64Null()
 	if inst.ExitCode != nil {

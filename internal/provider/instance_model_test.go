@@ -187,3 +187,40 @@ func TestUpdateLeavesStandbyBeforeRestartingAndEntersItLast(t *testing.T) {
 		})
 	}
 }
+
+// Read stores the instance only when the host reports something new: equal must see any field.
+func TestModelEqualSeesEveryAttribute(t *testing.T) {
+	ctx := context.Background()
+	var base instanceModel
+	if d := base.fill(ctx, sampleInstance()); d.HasError() {
+		t.Fatal(d)
+	}
+	same := base
+	if !base.equal(&same) {
+		t.Fatal("a copy is not equal")
+	}
+	v := reflect.ValueOf(&base).Elem()
+	for i := range v.NumField() {
+		other := base
+		f := reflect.ValueOf(&other).Elem().Field(i)
+		var unknown attr.Value
+		switch f.Interface().(type) {
+		case types.String:
+			unknown = types.StringUnknown()
+		case types.Int64:
+			unknown = types.Int64Unknown()
+		case types.List:
+			unknown = types.ListUnknown(types.StringType)
+		case types.Map:
+			unknown = types.MapUnknown(types.StringType)
+		case SizeValue:
+			unknown = SizeValue{StringValue: types.StringUnknown()}
+		default:
+			t.Fatalf("field %s: type %T not covered", v.Type().Field(i).Name, f.Interface())
+		}
+		f.Set(reflect.ValueOf(unknown))
+		if base.equal(&other) {
+			t.Errorf("a change of %s is not seen", v.Type().Field(i).Name)
+		}
+	}
+}

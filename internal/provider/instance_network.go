@@ -160,7 +160,8 @@ func networkReplaces(ctx context.Context, planned types.Object, ip, mac types.St
 // planNetwork rejects at plan time an instance network the provider cannot give (the manager
 // would create the instance without an interface, or fail at apply), and plans the addresses of
 // a new instance that can be known before it exists.
-func (r *InstanceResource) planNetwork(ctx context.Context, plan *instanceResourceModel, creating bool, resp *resource.ModifyPlanResponse) {
+func (r *InstanceResource) planNetwork(ctx context.Context, p *instancePlan, resp *resource.ModifyPlanResponse) {
+	plan, creating := &p.plan, p.creating()
 	if r.manager == nil {
 		return // not configured: there is no provider network to check against
 	}
@@ -186,23 +187,19 @@ func (r *InstanceResource) planNetwork(ctx context.Context, plan *instanceResour
 		return
 	}
 	noInterface := (n == nil && addrs == nil) || (n != nil && !n.Enabled.IsUnknown() && !n.wantsInterface())
-	planned := map[string]attr.Value{}
 	switch {
 	case noInterface:
-		planned["ip_address"], planned["mac_address"], planned["tap_device"] = types.StringNull(), types.StringNull(), types.StringNull()
+		plan.IPAddress, plan.MACAddress, plan.TapDevice = types.StringNull(), types.StringNull(), types.StringNull()
 	case n != nil && addrs != nil:
 		if ip, err := netip.ParseAddr(n.IP.ValueString()); err == nil && !n.IP.IsUnknown() {
 			if err := checkIP(addrs, ip); err != nil {
 				resp.Diagnostics.AddAttributeError(path.Root("network").AtName("ip"), "Invalid Instance Network", err.Error())
 				return
 			}
-			planned["ip_address"] = types.StringValue(ip.String())
+			plan.IPAddress = types.StringValue(ip.String())
 		}
 		if mac, err := network.ParseMAC(n.MAC.ValueString()); err == nil && !n.MAC.IsUnknown() {
-			planned["mac_address"] = types.StringValue(mac)
+			plan.MACAddress = types.StringValue(mac)
 		}
-	}
-	for name, v := range planned {
-		resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root(name), v)...)
 	}
 }

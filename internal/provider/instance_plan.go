@@ -30,6 +30,12 @@ type instancePlan struct {
 	replacedBy []string
 }
 
+// planIsPriorState reports whether the framework planned the instance exactly as it is: a refresh
+// that found nothing new and a configuration that changes nothing. Nothing is applied then.
+func planIsPriorState(req resource.ModifyPlanRequest) bool {
+	return !req.Plan.Raw.IsNull() && !req.State.Raw.IsNull() && req.Plan.Raw.Equal(req.State.Raw)
+}
+
 // readPlan decodes the request; ok is false for a destroy (nothing to check) or on an error.
 func readPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) (p *instancePlan, ok bool) {
 	if req.Plan.Raw.IsNull() {
@@ -43,6 +49,13 @@ func readPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resourc
 		inState.remember(p.prior.ID.ValueString())
 	}
 	return p, !resp.Diagnostics.HasError()
+}
+
+// write stores p.plan as the plan, once, after every check has changed it as it had to.
+func (p *instancePlan) write(ctx context.Context, resp *resource.ModifyPlanResponse) {
+	if !resp.Diagnostics.HasError() {
+		resp.Diagnostics.Append(resp.Plan.Set(ctx, &p.plan)...)
+	}
 }
 
 func (p *instancePlan) creating() bool { return p.prior == nil }

@@ -3,7 +3,6 @@ package provider
 import (
 	"fmt"
 
-	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
@@ -37,14 +36,15 @@ func (p *instancePlan) planProgramExited(resp *resource.ModifyPlanResponse) {
 			instances.ProgramSettle, console))
 }
 
-// plannedExit is what exit_code and state_reason will be after apply. A change of state leaves
-// nothing to say about the last boot (a stop on request is no exit); otherwise they stay.
-func plannedExit(prior, plan *instanceModel) map[string]attr.Value {
+// planExit plans exit_code and state_reason. A change of state leaves nothing to say about the
+// last boot (a stop on request is no exit); otherwise they stay.
+func planExit(prior, plan *instanceModel) {
 	if plan.State.IsUnknown() {
-		return nil
+		return
 	}
 	if plan.State.Equal(prior.State) && (plan.State.ValueString() == string(instances.Stopped) || !programChanged(plan, prior)) {
-		return map[string]attr.Value{"exit_code": prior.ExitCode, "state_reason": prior.StateReason}
+		plan.ExitCode, plan.StateReason = prior.ExitCode, prior.StateReason
+		return
 	}
-	return map[string]attr.Value{"exit_code": types.Int64Null(), "state_reason": types.StringNull()}
+	plan.ExitCode, plan.StateReason = types.Int64Null(), types.StringNull()
 }

@@ -102,6 +102,7 @@ func (r *InstanceResource) Read(ctx context.Context, req resource.ReadRequest, r
 	ctx = instances.WithProbeTimeout(ctx, readProbe(state.Timeouts, timeout))
 
 	inState.remember(state.ID.ValueString())
+	prior := state.instanceModel
 	exists, d := r.read(ctx, "Read", state.ID.ValueString(), &state.instanceModel)
 	resp.Diagnostics.Append(d...)
 	if resp.Diagnostics.HasError() {
@@ -112,6 +113,9 @@ func (r *InstanceResource) Read(ctx context.Context, req resource.ReadRequest, r
 		warnOrphaned(ctx, r.manager, state.ID.ValueString(), state.Name.ValueString(), &resp.Diagnostics)
 		resp.State.RemoveResource(ctx)
 		return
+	}
+	if state.instanceModel.equal(&prior) {
+		return // resp.State is the prior state already
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
@@ -296,17 +300,22 @@ var timeoutsAttrTypes = map[string]attr.Type{
 }
 
 // ModifyPlan makes the plan tell the truth: each check is one call, kept in its own
-// instance_plan_*.go file; a later check reads what an earlier one found in p, or planned in resp.
+// instance_plan_*.go file; a later check reads what an earlier one found or planned in p, and the
+// plan is written once, at the end.
 func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if planIsPriorState(req) {
+		return // nothing changes: every check looks at a change, and the framework's plan stands
+	}
 	p, ok := readPlan(ctx, req, resp)
 	if !ok {
 		return // a destroy, or a plan that cannot be read
 	}
-	r.planNetwork(ctx, &p.plan, p.creating(), resp)
+	defer p.write(ctx, resp)
+	r.planNetwork(ctx, p, resp)
 	r.planName(ctx, p, resp)
 	r.planImage(ctx, p, resp)
 	p.planReplace(ctx, resp)
-	p.planRuntime(ctx, resp)
+	p.planRuntime(resp)
 	p.planUnresponsiveVMM(resp)
 	p.planStandbyProgram(resp)
 	p.planProgramExited(resp)

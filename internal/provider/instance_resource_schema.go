@@ -186,16 +186,10 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				PlanModifiers:       stable,
 			},
 			"hypervisor_version": schema.StringAttribute{
-				MarkdownDescription: "The VMM version that last booted the instance. A Standby snapshot can only be restored by the same version.",
-				Computed:            true,
-			},
-			"accelerator": schema.StringAttribute{
-				MarkdownDescription: "How the guest's CPU is run at its last boot: `kvm` (hardware) or `tcg` (emulation).",
-				Computed:            true,
-			},
-			"kernel_release": schema.StringAttribute{
-				MarkdownDescription: "The guest kernel release at the last boot (`uname -r` in the guest).",
-				Computed:            true,
+				MarkdownDescription: "The VMM version that last booted the instance. A Standby snapshot can only be restored by the same version. " +
+					"How the guest's CPU ran at that boot and its kernel release, which are the same for every instance the provider boots, " +
+					"are read with the `hypeman_instance` data source (`accelerator`, `kernel_release`).",
+				Computed: true,
 			},
 			"state_reason": schema.StringAttribute{
 				MarkdownDescription: stateReasonDescription,

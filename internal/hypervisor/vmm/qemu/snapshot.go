@@ -41,16 +41,37 @@ const nearlyFull = 1 << 20
 // pollInterval paces the polls of QEMU and of the host while waiting.
 const pollInterval = 50 * time.Millisecond
 
-// Snapshot writes the paused VM's migration stream into dir. QEMU 7.2 has no file: migration, so
-// the stream goes through a shell command; it is written under a temporary name and renamed at the
-// end, because QEMU reports "completed" before the command has finished writing. The temporary
-// name is new for every snapshot: the command of an abandoned migration may still rename its own
-// output, and must never rename this one's.
+// Snapshot writes the paused VM's migration stream into dir as vmm.MemoryFile.
 func (v *vm) Snapshot(ctx context.Context, dir string) error {
+	return v.snapshot(ctx, dir, vmm.MemoryFile, "cat")
+}
+
+var _ vmm.StreamCompressor = (*vm)(nil)
+
+// SnapshotCompressed writes the paused VM's migration stream into dir as vmm.CompressedMemoryFile,
+// compressed by lz4 as QEMU produces it: the raw stream never reaches the disk. lz4 runs at its
+// fastest level, as compress.Level, and without the frame's content checksum, which would cost a
+// pass over the whole stream; every block still has its size, and QEMU checks the stream it loads.
+func (v *vm) SnapshotCompressed(ctx context.Context, dir, lz4 string) error {
+	quoted, err := shellQuote(lz4)
+	if err != nil {
+		return err
+	}
+	return v.snapshot(ctx, dir, vmm.CompressedMemoryFile, quoted+" -1 -q -c --no-frame-crc")
+}
+
+// snapshot writes the paused VM's migration stream through the shell command filter (which reads
+// the stream on its standard input and writes the memory image on its standard output) into the
+// file name in dir. QEMU 7.2 has no file: migration, so the stream goes through a shell command;
+// it is written under a temporary name and renamed at the end, because QEMU reports "completed"
+// before the command has finished writing. The temporary name is new for every snapshot: the
+// command of an abandoned migration may still rename its own output, and must never rename this
+// one's.
+func (v *vm) snapshot(ctx context.Context, dir, name, filter string) error {
 	if !path.IsAbs(dir) {
 		return fmt.Errorf("snapshot directory %q must be absolute", dir)
 	}
-	memPath := path.Join(dir, vmm.MemoryFile)
+	memPath := path.Join(dir, name)
 	var token [8]byte
 	_, _ = rand.Read(token[:])
 	partial := memPath + ".partial-" + hex.EncodeToString(token[:])
@@ -59,8 +80,13 @@ func (v *vm) Snapshot(ctx context.Context, dir string) error {
 		return err
 	}
 	quotedPartial, _ := shellQuote(partial)
-	if err := v.h.Remove(ctx, memPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
+	failed := partial + ".failed"
+	quotedFailed, _ := shellQuote(failed)
+	// A snapshot holds one memory image: what an earlier one left under either name goes.
+	for _, f := range []string{vmm.MemoryFile, vmm.CompressedMemoryFile} {
+		if err := v.h.Remove(ctx, path.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 	}
 	var qemuVersion string
 	err = v.session(ctx, func(m *monitor) error {
@@ -91,7 +117,9 @@ func (v *vm) Snapshot(ctx context.Context, dir string) error {
 		if err := m.execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": unlimitedBandwidth}, nil); err != nil {
 			return err
 		}
-		uri := fmt.Sprintf("exec:cat > %s && mv %s %s", quotedPartial, quotedPartial, quotedMem)
+		// A command that fails after QEMU has handed it the whole stream (the disk filled with the
+		// last blocks) leaves the failed file, which ends the wait for the memory image.
+		uri := fmt.Sprintf("exec:{ %s > %s && mv %s %s; } || : > %s", filter, quotedPartial, quotedPartial, quotedMem, quotedFailed)
 		if err := m.execute(ctx, "migrate", map[string]any{"uri": uri}, nil); err != nil {
 			return err
 		}
@@ -106,7 +134,7 @@ func (v *vm) Snapshot(ctx context.Context, dir string) error {
 		return nil
 	})
 	if err == nil {
-		err = v.waitFile(ctx, memPath)
+		err = v.waitFile(ctx, memPath, failed)
 	}
 	if err != nil {
 		undo := context.WithoutCancel(ctx)
@@ -114,7 +142,9 @@ func (v *vm) Snapshot(ctx context.Context, dir string) error {
 		if free, ferr := v.h.FreeSpace(undo, dir); ferr == nil && free < nearlyFull {
 			err = fmt.Errorf("%w: %w on %s, which the memory image filled", err, syscall.ENOSPC, dir)
 		}
-		_ = v.h.Remove(undo, partial)
+		for _, f := range []string{partial, failed, memPath} {
+			_ = v.h.Remove(undo, f)
+		}
 		return err
 	}
 	config, err := json.MarshalIndent(v.cfg, "", "  ")
@@ -131,9 +161,17 @@ func (v *vm) Snapshot(ctx context.Context, dir string) error {
 	return v.h.WriteFile(ctx, path.Join(dir, snapshotState), info, 0o640)
 }
 
-// waitFile waits for the migration command to rename its output into place.
-func (v *vm) waitFile(ctx context.Context, p string) error {
-	err := poll.Until(ctx, pollInterval, func(ctx context.Context) (bool, error) {
+// finishTimeout bounds the wait for the migration command once QEMU has handed it the whole
+// stream: what is left is at most a pipe's and a compressor block's worth, and a rename.
+const finishTimeout = 30 * time.Second
+
+// waitFile waits for the migration command to rename its output into place as p, or to say it
+// failed by creating the file failed.
+func (v *vm) waitFile(ctx context.Context, p, failed string) error {
+	err := poll.Within(ctx, finishTimeout, pollInterval, func(ctx context.Context) (bool, error) {
+		if _, err := v.h.Stat(ctx, failed); err == nil {
+			return false, fmt.Errorf("snapshot: the command writing the memory image %s failed after QEMU had sent it the whole stream (its error is in %s)", p, logName)
+		}
 		info, err := v.h.Stat(ctx, p)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):

@@ -89,6 +89,7 @@ func (v *vm) snapshot(ctx context.Context, dir, name, filter string) error {
 		}
 	}
 	var qemuVersion string
+	started := false // the stream's command runs
 	err = v.session(ctx, func(m *monitor) error {
 		qemuVersion = m.version.String()
 		if err := abandonMigration(ctx, m); err != nil {
@@ -123,6 +124,7 @@ func (v *vm) snapshot(ctx context.Context, dir, name, filter string) error {
 		if err := m.execute(ctx, "migrate", map[string]any{"uri": uri}, nil); err != nil {
 			return err
 		}
+		started = true
 		if err := waitMigration(ctx, m); err != nil {
 			if ctx.Err() != nil {
 				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -141,6 +143,13 @@ func (v *vm) snapshot(ctx context.Context, dir, name, filter string) error {
 		// QEMU only sees the stream's command fail ("Broken pipe"); what is left free tells why.
 		if free, ferr := v.h.FreeSpace(undo, dir); ferr == nil && free < nearlyFull {
 			err = fmt.Errorf("%w: %w on %s, which the memory image filled", err, syscall.ENOSPC, dir)
+		}
+		if started && ctx.Err() == nil {
+			// The command ends soon after the stream does, by the rename or the failed file; what
+			// it leaves is removed once it has.
+			_ = poll.Within(undo, commandEndTimeout, pollInterval, func(ctx context.Context) (bool, error) {
+				return v.exists(ctx, failed) || v.exists(ctx, memPath), nil
+			})
 		}
 		for _, f := range []string{partial, failed, memPath} {
 			_ = v.h.Remove(undo, f)
@@ -164,6 +173,14 @@ func (v *vm) snapshot(ctx context.Context, dir, name, filter string) error {
 // finishTimeout bounds the wait for the migration command once QEMU has handed it the whole
 // stream: what is left is at most a pipe's and a compressor block's worth, and a rename.
 const finishTimeout = 30 * time.Second
+
+// commandEndTimeout bounds the wait for the command of a failed stream to end.
+const commandEndTimeout = 5 * time.Second
+
+func (v *vm) exists(ctx context.Context, p string) bool {
+	_, err := v.h.Stat(ctx, p)
+	return err == nil
+}
 
 // waitFile waits for the migration command to rename its output into place as p, or to say it
 // failed by creating the file failed.

@@ -29,13 +29,8 @@ func File(ctx context.Context, h host.Host, src, dst string) (int64, error) {
 		return n, err
 	}
 	return transform(ctx, h, src, dst, func(r io.Reader, w io.Writer) error {
-		zw := lz4.NewWriter(w)
-		if err := zw.Apply(
-			lz4.CompressionLevelOption(Level),
-			lz4.BlockSizeOption(blockSize),
-			lz4.ConcurrencyOption(workers()),
-			lz4.ChecksumOption(false),
-		); err != nil {
+		zw, err := NewWriter(w)
+		if err != nil {
 			return err
 		}
 		if _, err := io.Copy(zw, r); err != nil {
@@ -45,19 +40,43 @@ func File(ctx context.Context, h host.Host, src, dst string) (int64, error) {
 	})
 }
 
+// NewWriter compresses what is written to it into one LZ4 frame on w, as File does, with its
+// blocks compressed in parallel; Close ends the frame (and does not close w).
+func NewWriter(w io.Writer) (io.WriteCloser, error) {
+	zw := lz4.NewWriter(w)
+	if err := zw.Apply(
+		lz4.CompressionLevelOption(Level),
+		lz4.BlockSizeOption(blockSize),
+		lz4.ConcurrencyOption(workers()),
+		lz4.ChecksumOption(false),
+	); err != nil {
+		return nil, err
+	}
+	return zw, nil
+}
+
 // Decompress expands the LZ4 frame src into dst (both on h) and returns the bytes written.
 func Decompress(ctx context.Context, h host.Host, src, dst string) (int64, error) {
 	if n, handled, err := inPlace(ctx, h, src, dst, true); handled {
 		return n, err
 	}
 	return transform(ctx, h, src, dst, func(r io.Reader, w io.Writer) error {
-		zr := lz4.NewReader(r)
-		if err := zr.Apply(lz4.ConcurrencyOption(workers())); err != nil {
+		zr, err := NewReader(r)
+		if err != nil {
 			return err
 		}
-		_, err := io.Copy(w, zr)
+		_, err = io.Copy(w, zr)
 		return err
 	})
+}
+
+// NewReader decompresses the LZ4 frame read from r, its blocks in parallel.
+func NewReader(r io.Reader) (io.Reader, error) {
+	zr := lz4.NewReader(r)
+	if err := zr.Apply(lz4.ConcurrencyOption(workers())); err != nil {
+		return nil, err
+	}
+	return zr, nil
 }
 
 func inPlace(ctx context.Context, h host.Host, src, dst string, decompress bool) (int64, bool, error) {

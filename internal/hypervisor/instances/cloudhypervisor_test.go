@@ -24,8 +24,8 @@ var chModes = []string{"v52", "v53", "head"}
 
 // chManager is a Manager whose only driver is Cloud Hypervisor, run as the stand-in binary in mode
 // with the given faults. Every request the driver sent is checked against the official spec when
-// the test ends.
-func chManager(t *testing.T, env *testEnv, mode, faults string) *Manager {
+// the test ends. configure changes the options further.
+func chManager(t *testing.T, env *testEnv, mode, faults string, configure ...func(*Options)) *Manager {
 	t.Helper()
 	t.Setenv(chstandin.ModeEnv, mode)
 	t.Setenv(chstandin.FaultsEnv, faults)
@@ -33,6 +33,9 @@ func chManager(t *testing.T, env *testEnv, mode, faults string) *Manager {
 	m := env.manager(t, func(o *Options) {
 		o.Drivers = []vmm.Driver{&faultDriver{Driver: &cloudhypervisor.Driver{Binary: bin}, faults: env.faults}}
 		o.DefaultHypervisor, o.Accelerator, o.StopTimeout = "cloud-hypervisor", "auto", 5*time.Second
+		for _, c := range configure {
+			c(o)
+		}
 	})
 	t.Cleanup(func() {
 		logs, _ := filepath.Glob(filepath.Join(m.DataDir(), "guests", "*", "ch-stdout.log"))

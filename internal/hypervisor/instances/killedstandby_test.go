@@ -193,7 +193,7 @@ func (h *standbyHelper) waitFor(t *testing.T, what string, cond func() bool) {
 // streamBytes is the size of the migration stream QEMU is writing into the partial snapshot
 // (still under its temporary name), -1 when there is none.
 func streamBytes(inst *Instance) int64 {
-	files, _ := filepath.Glob(filepath.Join(inst.Dir, "snapshots", "snapshot-latest.partial", vmm.MemoryFile+".partial-*"))
+	files, _ := filepath.Glob(filepath.Join(inst.Dir, "snapshots", "snapshot-latest.partial", vmm.MemoryFile+"*.partial-*"))
 	if len(files) != 1 {
 		return -1
 	}
@@ -284,7 +284,7 @@ func TestProviderKilledMidStandbyIsRecoveredByTheNextStandbyOrRunning(t *testing
 			if c.completed {
 				// The stream goes on without the helper, and its command renames it when done.
 				h.waitFor(t, "the migration to complete", func() bool {
-					_, err := os.Stat(filepath.Join(inst.Dir, "snapshots", "snapshot-latest.partial", vmm.MemoryFile))
+					_, err := os.Stat(filepath.Join(inst.Dir, "snapshots", "snapshot-latest.partial", vmm.CompressedMemoryFile))
 					return err == nil
 				})
 			} else if streamBytes(inst) < 0 {

@@ -25,16 +25,25 @@ func (m *Manager) restore(ctx context.Context, md *metadata) error {
 	}
 	snap := m.layout.snapshot(md.ID)
 	raw := path.Join(snap, vmm.MemoryFile)
-	compressed := raw + ".lz4"
+	compressed := path.Join(snap, vmm.CompressedMemoryFile)
+	// A driver that reads the compressed image as it lies gets it with the host's lz4; otherwise it
+	// is decompressed beside the snapshot first, and that copy goes once the VMM has read it.
+	cr, streams := drv.(vmm.CompressedRestorer)
+	lz4 := ""
 	decompressed := false
 	if _, err := m.host.Stat(ctx, compressed); err == nil {
-		if err := m.checkRestoreRoom(ctx, md); err != nil {
-			return err
+		if streams {
+			lz4 = m.lz4Tool(ctx, md.ID)
 		}
-		if _, err := compress.Decompress(ctx, m.host, compressed, raw); err != nil {
-			return fmt.Errorf("restore %s: decompress the snapshot: %w (%s)", md.Name, err, keptInStandby(md.Name))
+		if lz4 == "" {
+			if err := m.checkRestoreRoom(ctx, md); err != nil {
+				return err
+			}
+			if _, err := compress.Decompress(ctx, m.host, compressed, raw); err != nil {
+				return fmt.Errorf("restore %s: decompress the snapshot: %w (%s)", md.Name, err, keptInStandby(md.Name))
+			}
+			decompressed = true
 		}
-		decompressed = true
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -44,7 +53,11 @@ func (m *Manager) restore(ctx context.Context, md *metadata) error {
 	pid := 0
 	err = m.plugTap(ctx, md, md.VMM.Net)
 	if err == nil {
-		pid, err = drv.Restore(ctx, m.host, md.VMM, snap)
+		if lz4 != "" {
+			pid, err = cr.RestoreCompressed(ctx, m.host, md.VMM, snap, lz4)
+		} else {
+			pid, err = drv.Restore(ctx, m.host, md.VMM, snap)
+		}
 	}
 	if err != nil {
 		undo := context.WithoutCancel(ctx)
@@ -63,7 +76,8 @@ func (m *Manager) restore(ctx context.Context, md *metadata) error {
 		// The VMM has read the memory image; the compressed copy stays until the guest runs.
 		_ = m.host.Remove(ctx, raw)
 	}
-	m.log(ctx, "restored", map[string]any{"id": md.ID, "pid": pid, "decompress_ms": t1.Sub(t0).Milliseconds(), "restore_ms": time.Since(t1).Milliseconds()})
+	m.log(ctx, "restored", map[string]any{"id": md.ID, "pid": pid, "decompress_ms": t1.Sub(t0).Milliseconds(), "restore_ms": time.Since(t1).Milliseconds(),
+		"streamed": lz4 != ""})
 	return nil
 }
 
@@ -102,7 +116,7 @@ func (m *Manager) discardSnapshot(ctx context.Context, md *metadata) error {
 	}
 	// The memory image goes first: without it the instance is Stopped even if the rest stays.
 	snap := m.layout.snapshot(md.ID)
-	for _, f := range []string{vmm.MemoryFile + ".lz4", vmm.MemoryFile} {
+	for _, f := range []string{vmm.CompressedMemoryFile, vmm.MemoryFile} {
 		if err := m.host.Remove(ctx, path.Join(snap, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("discard the snapshot of %s: %w (%s stays in Standby)", md.Name, err, md.Name)
 		}

@@ -135,13 +135,19 @@ func (k *killHost) Create(ctx context.Context, p string) (io.WriteCloser, error)
 	return k.Host.Create(ctx, p)
 }
 
+func (k *killHost) Stat(ctx context.Context, p string) (fs.FileInfo, error) {
+	k.at("stat", p)
+	return k.Host.Stat(ctx, p)
+}
+
 func TestSSHDKilledDuringStandbyLeavesTheVMWhereTheNextGetFindsIt(t *testing.T) {
 	points := []struct {
 		name string
 		when func(op, path string) bool
 	}{
 		{"after the pause", func(op, p string) bool { return op == "mkdir" && strings.HasSuffix(p, ".partial") }},
-		{"while compressing the snapshot", func(op, p string) bool { return op == "create" && strings.HasSuffix(p, ".lz4") }},
+		// QEMU's stream is compressed on the host as it is written; the driver then waits for it.
+		{"while the compressed snapshot is written", func(op, p string) bool { return op == "stat" && strings.HasSuffix(p, ".lz4") }},
 	}
 	for _, point := range points {
 		t.Run(point.name, func(t *testing.T) {

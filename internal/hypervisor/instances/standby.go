@@ -13,7 +13,7 @@ import (
 )
 
 // standby puts a running (or paused) guest to sleep on disk: check the room for the snapshot, give
-// back hotplugged memory, pause, snapshot into a partial directory, compress the memory image,
+// back hotplugged memory, pause, snapshot into a partial directory (compressing the memory image),
 // publish the snapshot, stop the VMM. Until the snapshot is published any failure resumes the
 // guest (or leaves it paused if it was), so a failed standby never loses the VM.
 func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err error) {
@@ -65,28 +65,9 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 	if err := m.host.MkdirAll(ctx, partial, 0o750); err != nil {
 		return err
 	}
-	if err := vm.Snapshot(ctx, partial); err != nil {
-		return fmt.Errorf("snapshot %s: %w", md.Name, err)
-	}
-	raw := path.Join(partial, vmm.MemoryFile)
-	fields := map[string]any{"id": md.ID, "snapshot_ms": time.Since(t0).Milliseconds()}
-	if m.opts.CompressSnapshots {
-		t1 := time.Now()
-		fi, err := m.host.Stat(ctx, raw)
-		if err != nil {
-			return fmt.Errorf("snapshot %s: %w", md.Name, err)
-		}
-		if err := m.checkCompressRoom(ctx, md, fi.Size()); err != nil {
-			return fmt.Errorf("standby %s: %w", md.Name, err)
-		}
-		n, err := compress.File(ctx, m.host, raw, raw+".lz4")
-		if err != nil {
-			return fmt.Errorf("compress the snapshot of %s: %w", md.Name, err)
-		}
-		if err := m.host.Remove(ctx, raw); err != nil {
-			return err
-		}
-		fields["compressed_bytes"], fields["compress_ms"] = n, time.Since(t1).Milliseconds()
+	fields := map[string]any{"id": md.ID}
+	if err := m.writeSnapshot(ctx, vm, md, partial, fields); err != nil {
+		return err
 	}
 	if err := m.host.RemoveAll(ctx, m.layout.snapshot(md.ID)); err != nil {
 		return err
@@ -110,4 +91,52 @@ func leftIn(running bool) State {
 		return Running
 	}
 	return Paused
+}
+
+// writeSnapshot snapshots the paused guest into the partial directory and, with
+// CompressSnapshots, leaves its memory image compressed there. A VMM that streams its memory image
+// has it compressed on the way by the host's lz4, so the raw image never reaches the disk and the
+// compression overlaps the snapshot; otherwise (Cloud Hypervisor writes its memory file itself)
+// the image is compressed right after, beside the raw one, which then goes. fields gets the phase
+// times for the log.
+func (m *Manager) writeSnapshot(ctx context.Context, vm vmm.VM, md *metadata, partial string, fields map[string]any) error {
+	t0 := time.Now()
+	if sc, ok := vm.(vmm.StreamCompressor); ok && m.opts.CompressSnapshots {
+		if lz4 := m.lz4Tool(ctx, md.ID); lz4 != "" {
+			if err := sc.SnapshotCompressed(ctx, partial, lz4); err != nil {
+				return fmt.Errorf("snapshot %s (compressed as it is written by %s): %w", md.Name, lz4, err)
+			}
+			fi, err := m.host.Stat(ctx, path.Join(partial, vmm.CompressedMemoryFile))
+			if err != nil {
+				return fmt.Errorf("snapshot %s: %w", md.Name, err)
+			}
+			fields["snapshot_ms"], fields["compressed_bytes"], fields["streamed"] = time.Since(t0).Milliseconds(), fi.Size(), true
+			return nil
+		}
+	}
+	if err := vm.Snapshot(ctx, partial); err != nil {
+		return fmt.Errorf("snapshot %s: %w", md.Name, err)
+	}
+	fields["snapshot_ms"] = time.Since(t0).Milliseconds()
+	if !m.opts.CompressSnapshots {
+		return nil
+	}
+	t1 := time.Now()
+	raw := path.Join(partial, vmm.MemoryFile)
+	fi, err := m.host.Stat(ctx, raw)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", md.Name, err)
+	}
+	if err := m.checkCompressRoom(ctx, md, fi.Size()); err != nil {
+		return fmt.Errorf("standby %s: %w", md.Name, err)
+	}
+	n, err := compress.File(ctx, m.host, raw, path.Join(partial, vmm.CompressedMemoryFile))
+	if err != nil {
+		return fmt.Errorf("compress the snapshot of %s: %w", md.Name, err)
+	}
+	if err := m.host.Remove(ctx, raw); err != nil {
+		return err
+	}
+	fields["compressed_bytes"], fields["compress_ms"] = n, time.Since(t1).Milliseconds()
+	return nil
 }

@@ -102,7 +102,7 @@ func newTestEnv(t testing.TB) *testEnv {
 // VMM it leaves is killed at cleanup.
 func (env *testEnv) manager(t testing.TB, configure ...func(*Options)) *Manager {
 	t.Helper()
-	var drv vmm.Driver = &faultDriver{Driver: qemu.New(), faults: env.faults}
+	drv := newFaultDriver(qemu.New(), env.faults)
 	opts := Options{
 		Host: host.Local{}, DataDir: testutil.ShortTempDir(t),
 		Drivers: []vmm.Driver{drv}, DefaultHypervisor: "qemu", Accelerator: "tcg",
@@ -239,12 +239,44 @@ type faultDriver struct {
 	faults *faults
 }
 
+// newFaultDriver wraps d, and keeps what d can do beyond vmm.Driver (streamed compression).
+func newFaultDriver(d vmm.Driver, f *faults) vmm.Driver {
+	fd := &faultDriver{Driver: d, faults: f}
+	if _, ok := d.(vmm.CompressedRestorer); ok {
+		return &streamFaultDriver{fd}
+	}
+	return fd
+}
+
 func (d *faultDriver) Connect(ctx context.Context, h host.Host, cfg vmm.Config) (vmm.VM, error) {
 	vm, err := d.Driver.Connect(ctx, h, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &faultVM{VM: vm, faults: d.faults}, nil
+	fv := &faultVM{VM: vm, faults: d.faults}
+	if _, ok := vm.(vmm.StreamCompressor); ok {
+		return &streamFaultVM{fv}, nil
+	}
+	return fv, nil
+}
+
+// streamFaultDriver is a faultDriver whose driver restores compressed snapshots itself.
+type streamFaultDriver struct{ *faultDriver }
+
+func (d *streamFaultDriver) RestoreCompressed(ctx context.Context, h host.Host, cfg vmm.Config, dir, lz4 string) (int, error) {
+	return d.Driver.(vmm.CompressedRestorer).RestoreCompressed(ctx, h, cfg, dir, lz4)
+}
+
+// streamFaultVM is a faultVM whose VM compresses its snapshot as it writes it.
+type streamFaultVM struct{ *faultVM }
+
+func (v *streamFaultVM) SnapshotCompressed(ctx context.Context, dir, lz4 string) error {
+	if err := v.VM.(vmm.StreamCompressor).SnapshotCompressed(ctx, dir, lz4); err != nil {
+		return err
+	}
+	v.faults.mu.Lock()
+	defer v.faults.mu.Unlock()
+	return v.faults.snapshot
 }
 
 type faultVM struct {

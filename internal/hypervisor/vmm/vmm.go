@@ -82,7 +82,8 @@ type Driver interface {
 	// VMM answers on its socket and the guest is running.
 	Boot(ctx context.Context, h host.Host, cfg Config) (pid int, err error)
 	// Restore starts a VMM process and restores the snapshot in snapshotDir into it. The guest is
-	// left Paused. The snapshot's memory file is uncompressed (the manager decompresses it).
+	// left Paused. The snapshot's memory image is MemoryFile, uncompressed (the manager
+	// decompresses a CompressedMemoryFile first), unless the driver is a CompressedRestorer.
 	Restore(ctx context.Context, h host.Host, cfg Config, snapshotDir string) (pid int, err error)
 	// Connect opens a control connection to the VMM running for cfg.
 	Connect(ctx context.Context, h host.Host, cfg Config) (VM, error)
@@ -123,8 +124,31 @@ type VM interface {
 }
 
 // MemoryFile is the name of a snapshot's memory image inside the snapshot directory, for every
-// driver (Cloud Hypervisor's own name). The manager compresses it to MemoryFile + ".lz4".
+// driver (Cloud Hypervisor's own name).
 const MemoryFile = "memory-ranges"
+
+// CompressedMemoryFile is the memory image as an LZ4 frame (the lz4 tool's format), which takes
+// MemoryFile's place in a compressed snapshot. A snapshot holds one of the two, never both.
+const CompressedMemoryFile = MemoryFile + ".lz4"
+
+// StreamCompressor is implemented by VMs whose VMM hands the memory image over as a stream (QEMU's
+// migration stream), so that it is compressed on its way to disk: the raw image is never written,
+// and the compression overlaps the snapshot instead of following it. VMs without it write
+// MemoryFile, and the manager compresses it afterwards.
+type StreamCompressor interface {
+	// SnapshotCompressed is Snapshot with the memory image written as CompressedMemoryFile
+	// instead of MemoryFile, compressed on the way by lz4, the host's lz4 tool (a path on the
+	// host). A compressor that fails fails the snapshot and leaves no memory image in dir.
+	SnapshotCompressed(ctx context.Context, dir, lz4 string) error
+}
+
+// CompressedRestorer is implemented by drivers that restore a snapshot holding a
+// CompressedMemoryFile as it lies, decompressing it on its way into the VMM with lz4, the host's
+// lz4 tool: no raw copy of the memory image is written. RestoreCompressed restores a snapshot
+// holding MemoryFile too (one taken uncompressed), as Restore does.
+type CompressedRestorer interface {
+	RestoreCompressed(ctx context.Context, h host.Host, cfg Config, snapshotDir, lz4 string) (pid int, err error)
+}
 
 // DiskError is a failed write to one of the guest's disks that made the VMM pause the guest by
 // itself, instead of failing the guest's I/O. The write is kept and retried when the guest is

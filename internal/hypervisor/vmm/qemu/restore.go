@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
@@ -18,25 +19,30 @@ var streamHeader = []byte("QEVM\x00\x00\x00\x03")
 
 // Restore starts QEMU with cfg's devices waiting for a migration stream, feeds it the snapshot in
 // snapshotDir and returns its pid with the guest Paused. On failure no QEMU process is left.
-func (*Driver) Restore(ctx context.Context, h host.Host, cfg vmm.Config, snapshotDir string) (int, error) {
-	memPath := path.Join(snapshotDir, vmm.MemoryFile)
-	quoted, err := shellQuote(memPath)
-	if err != nil {
-		return 0, err
-	}
+func (d *Driver) Restore(ctx context.Context, h host.Host, cfg vmm.Config, snapshotDir string) (int, error) {
+	return d.RestoreCompressed(ctx, h, cfg, snapshotDir, "")
+}
+
+var _ vmm.CompressedRestorer = (*Driver)(nil)
+
+// RestoreCompressed is Restore for a snapshot that holds either memory image: a
+// vmm.CompressedMemoryFile streams into QEMU through `lz4 -d`, with no raw copy on disk; a
+// vmm.MemoryFile (a snapshot taken uncompressed) streams as it is. lz4 is the host's lz4 tool,
+// needed only for the first.
+func (*Driver) RestoreCompressed(ctx context.Context, h host.Host, cfg vmm.Config, snapshotDir, lz4 string) (int, error) {
 	info, err := readSnapshot(ctx, h, cfg, snapshotDir)
 	if err != nil {
 		return 0, err
 	}
-	// QEMU would wait forever on an empty stream, and an unreadable one is better refused here.
-	if err := checkStream(ctx, h, memPath); err != nil {
+	memPath, source, err := streamSource(ctx, h, snapshotDir, lz4)
+	if err != nil {
 		return 0, err
 	}
 	return launch(ctx, h, cfg, true, func(m *monitor) error {
 		if running := m.version.String(); running != info.Version {
 			return fmt.Errorf("the snapshot in %s was taken by QEMU %s, but QEMU %s is running; only the same version can restore it", snapshotDir, info.Version, running)
 		}
-		if err := m.execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:cat " + quoted}, nil); err != nil {
+		if err := m.execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:" + source}, nil); err != nil {
 			return err
 		}
 		if err := waitMigration(ctx, m); err != nil {
@@ -44,6 +50,45 @@ func (*Driver) Restore(ctx context.Context, h host.Host, cfg vmm.Config, snapsho
 		}
 		return m.requireStatus(ctx, "paused", "after the restore")
 	})
+}
+
+// lz4Magic opens every LZ4 frame.
+var lz4Magic = []byte{0x04, 0x22, 0x4d, 0x18}
+
+// streamSource finds the memory image in dir and returns it with the shell command that writes
+// its migration stream to standard output. QEMU would wait forever on an empty stream, and an
+// unreadable one is better refused here, so the image's first bytes are checked first.
+func streamSource(ctx context.Context, h host.Host, dir, lz4 string) (memPath, command string, err error) {
+	compressed := path.Join(dir, vmm.CompressedMemoryFile)
+	_, err = h.Stat(ctx, compressed)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		memPath = path.Join(dir, vmm.MemoryFile)
+		quoted, err := shellQuote(memPath)
+		if err != nil {
+			return "", "", err
+		}
+		if err := checkStream(ctx, h, memPath, streamHeader, "a QEMU migration stream"); err != nil {
+			return "", "", err
+		}
+		return memPath, "cat " + quoted, nil
+	case err != nil:
+		return "", "", fmt.Errorf("snapshot memory image: %w", err)
+	case lz4 == "":
+		return "", "", fmt.Errorf("the snapshot memory image %s is compressed, and restoring it needs the lz4 tool on the host, which was not found; install lz4", compressed)
+	}
+	quoted, err := shellQuote(compressed)
+	if err != nil {
+		return "", "", err
+	}
+	quotedLZ4, err := shellQuote(lz4)
+	if err != nil {
+		return "", "", err
+	}
+	if err := checkStream(ctx, h, compressed, lz4Magic, "an LZ4 frame"); err != nil {
+		return "", "", err
+	}
+	return compressed, quotedLZ4 + " -d -q -c " + quoted, nil
 }
 
 // readSnapshot reads what Snapshot wrote beside the memory image and checks that cfg describes
@@ -95,14 +140,14 @@ func sameDevices(taken, cfg vmm.Config) error {
 	return nil
 }
 
-// checkStream checks that p starts like a QEMU migration stream.
-func checkStream(ctx context.Context, h host.Host, p string) error {
+// checkStream checks that the file p starts with header, which is what.
+func checkStream(ctx context.Context, h host.Host, p string, header []byte, what string) error {
 	f, err := h.Open(ctx, p)
 	if err != nil {
 		return fmt.Errorf("snapshot memory image: %w", err)
 	}
 	defer func() { _ = f.Close() }()
-	head := make([]byte, len(streamHeader))
+	head := make([]byte, len(header))
 	n, err := io.ReadFull(f, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("snapshot memory image %s: %w", p, err)
@@ -110,8 +155,8 @@ func checkStream(ctx context.Context, h host.Host, p string) error {
 	if n == 0 {
 		return fmt.Errorf("snapshot memory image %s is empty", p)
 	}
-	if !bytes.Equal(head[:n], streamHeader) {
-		return fmt.Errorf("snapshot memory image %s is not a QEMU migration stream (it starts with % x, not % x)", p, head[:n], streamHeader)
+	if !bytes.Equal(head[:n], header) {
+		return fmt.Errorf("snapshot memory image %s is not %s (it starts with % x, not % x)", p, what, head[:n], header)
 	}
 	return nil
 }

@@ -135,12 +135,20 @@ func TestCheckStreamRefusesWhatIsNotAMigrationStream(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	if err := checkStream(ctx, host.Local{}, filepath.Join(dir, "stream")); err != nil {
+	if err := checkStream(ctx, host.Local{}, filepath.Join(dir, "stream"), streamHeader, "a QEMU migration stream"); err != nil {
 		t.Errorf("a migration stream was refused: %v", err)
 	}
 	for _, name := range []string{"empty", "lz4", "short", "oldversion", "missing"} {
-		if err := checkStream(ctx, host.Local{}, filepath.Join(dir, name)); err == nil {
+		if err := checkStream(ctx, host.Local{}, filepath.Join(dir, name), streamHeader, "a QEMU migration stream"); err == nil {
 			t.Errorf("%s was accepted as a migration stream", name)
+		}
+	}
+	if err := checkStream(ctx, host.Local{}, filepath.Join(dir, "lz4"), lz4Magic, "an LZ4 frame"); err != nil {
+		t.Errorf("an LZ4 frame was refused: %v", err)
+	}
+	for _, name := range []string{"stream", "empty", "short", "missing"} {
+		if err := checkStream(ctx, host.Local{}, filepath.Join(dir, name), lz4Magic, "an LZ4 frame"); err == nil {
+			t.Errorf("%s was accepted as an LZ4 frame", name)
 		}
 	}
 }

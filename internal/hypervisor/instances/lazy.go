@@ -173,6 +173,17 @@ func (m *Manager) restoreLazily(ctx context.Context, drv vmm.Driver, md *metadat
 	return true, nil
 }
 
+// heldNote adds to a refused standby the room that a lazy restore's memory image takes until the
+// VMM stops; "" when there is none.
+func (m *Manager) heldNote(ctx context.Context, md *metadata) string {
+	fi, err := m.host.Stat(ctx, m.layout.heldMemory(md.ID))
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("; %s of what is used there is the memory image %s was lazily restored from (%s), which its VMM may still read and which is deleted when the VMM stops",
+		size(fi.Size()), md.Name, m.layout.heldMemory(md.ID))
+}
+
 // dropHeldMemory removes the memory image a lazy restore kept for the VMM, once no VMM runs.
 func (m *Manager) dropHeldMemory(ctx context.Context, md *metadata) error {
 	if err := m.host.Remove(ctx, m.layout.heldMemory(md.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -29,7 +29,7 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 		return err
 	}
 	if err := m.checkStandbyRoom(ctx, md); err != nil {
-		return fmt.Errorf("standby %s: %w (nothing was done: %s is still %s)", md.Name, err, md.Name, leftIn(running))
+		return fmt.Errorf("standby %s: %w%s (nothing was done: %s is still %s)", md.Name, err, m.heldNote(ctx, md), md.Name, leftIn(running))
 	}
 	published := false
 	defer func() {

@@ -91,6 +91,8 @@ func (l *lazyMemory) touchFirstPage() (uint64, error) {
 // prefault reads every page in the background, at least as slowly as minimum says, and then
 // closes the file: v53's handler thread.
 func (l *lazyMemory) prefault(size int64, minimum time.Duration) {
+	// The first page is kept as the guest's first touch, which may come after the file is closed.
+	_, _ = l.touchFirstPage()
 	start := time.Now()
 	buf := make([]byte, pageSize)
 	pages := (size + pageSize - 1) / pageSize

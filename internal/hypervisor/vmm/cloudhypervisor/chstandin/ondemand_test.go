@@ -173,3 +173,27 @@ func TestCounterContinuesAcrossRestore(t *testing.T) {
 		}
 	}
 }
+
+// A VM restored on demand and left paused can be snapshotted once the prefault is done and the
+// memory file closed (v53 on), or at once (v52): its memory is all there.
+func TestSnapshotOfAPausedOnDemandRestore(t *testing.T) {
+	for _, mode := range Modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := makeSnapshot(t)
+			ts := startServer(t, Options{Mode: mode})
+			ts.mustPut("vm.restore", fmt.Sprintf(`{"source_url":"file://%s","memory_restore_mode":"OnDemand"}`, dir))
+			body := fmt.Sprintf(`{"destination_url":"file://%s"}`, snapshotDir(t, ts))
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				r := ts.put("vm.snapshot", body)
+				if r.status == 204 {
+					break
+				}
+				if c := r.chain(); len(c) != 3 || c[2] != msgRestoring || time.Now().After(deadline) {
+					t.Fatalf("snapshot of a paused VM restored on demand: %d %s", r.status, r.body)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}

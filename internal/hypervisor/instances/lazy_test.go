@@ -3,6 +3,10 @@ package instances
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +49,25 @@ func chLazyManager(t *testing.T, env *testEnv, mode, faults string, configure fu
 		}
 	})
 	return m
+}
+
+// chSnapshotAnswer is what a Cloud Hypervisor API socket answers a vm.snapshot into dir.
+func chSnapshotAnswer(t *testing.T, socket, dir string) string {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}}
+	body := strings.NewReader(`{"destination_url":"file://` + dir + `"}`)
+	req, _ := http.NewRequest(http.MethodPut, "http://localhost/api/v1/vm.snapshot", body)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, _ := io.ReadAll(resp.Body)
+	return fmt.Sprintf("%d %s", resp.StatusCode, data)
 }
 
 func noUserfaultfd(o *Options, d *cloudhypervisor.Driver) {
@@ -106,7 +129,7 @@ func TestCloudHypervisorLazyRestoreContinuesTheGuest(t *testing.T) {
 	env := newTestEnv(t)
 	for _, mode := range chModes {
 		t.Run(mode, func(t *testing.T) {
-			m := chLazyManager(t, env, mode, "count=100ms,slow-prefault=1500ms", nil)
+			m := chLazyManager(t, env, mode, "count=100ms,slow-prefault=4s", nil)
 			ctx := testContext(t)
 			inst, err := m.Create(ctx, chSpec(env, "chlazy-"+mode), Running)
 			if err != nil {
@@ -130,7 +153,12 @@ func TestCloudHypervisorLazyRestoreContinuesTheGuest(t *testing.T) {
 			wantHeldMemory(t, inst, true)
 			wantCountingOn(t, waitCounts(t, inst, before+2))
 
-			// At once again: the stand-in's background prefault takes 1.5s from v53 on.
+			// At once again: the stand-in's background prefault takes 4s, and from v53 on it
+			// refuses snapshots until it is done (checked before the state), so standby retries.
+			answer := chSnapshotAnswer(t, filepath.Join(inst.Dir, "ch.sock"), t.TempDir())
+			if restoring := strings.Contains(answer, "still in progress"); restoring != (mode != "v52") {
+				t.Fatalf("a snapshot of the running guest right after the lazy restore was answered %s", answer)
+			}
 			if inst, err = m.SetState(ctx, inst.ID, Standby); err != nil || inst.State != Standby {
 				t.Fatalf("Standby during the on-demand restore: %v (%+v)", err, inst)
 			}

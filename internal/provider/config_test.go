@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
@@ -160,5 +162,26 @@ func TestHostPathsAreCheckedOnTheHostNamingTheSetting(t *testing.T) {
 	}
 	if diags := checkOnHost(context.Background(), host.Local{}, ok, from(fromConfig)); len(diags) != 0 {
 		t.Errorf("good paths: %v", diags)
+	}
+}
+
+// A snapshot_mode in the configuration is checked at validation, naming the attribute, the value
+// and what is allowed.
+func TestSnapshotModeIsValidatedInTheConfiguration(t *testing.T) {
+	for value, ok := range map[string]bool{"compressed": true, "lazy": true, "Lazy": false, "fast": false} {
+		var resp validator.StringResponse
+		validSnapshotMode().ValidateString(context.Background(), validator.StringRequest{
+			Path: path.Root("snapshot_mode"), ConfigValue: types.StringValue(value),
+		}, &resp)
+		if ok != !resp.Diagnostics.HasError() {
+			t.Errorf("%q: %v", value, resp.Diagnostics)
+			continue
+		}
+		if !ok {
+			detail := resp.Diagnostics.Errors()[0].Detail()
+			if want := `snapshot_mode "` + value + `" is not allowed: use compressed or lazy`; !strings.Contains(detail, want) {
+				t.Errorf("detail %q, want %q", detail, want)
+			}
+		}
 	}
 }

@@ -29,7 +29,7 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 		return err
 	}
 	if err := m.checkStandbyRoom(ctx, md); err != nil {
-		return fmt.Errorf("standby %s: %w (nothing was done: %s is still %s)", md.Name, err, md.Name, leftIn(running))
+		return fmt.Errorf("standby %s: %w%s (nothing was done: %s is still %s)", md.Name, err, m.heldNote(ctx, md), md.Name, leftIn(running))
 	}
 	published := false
 	defer func() {
@@ -66,7 +66,12 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 		return err
 	}
 	fields := map[string]any{"id": md.ID}
-	if err := m.writeSnapshot(ctx, vm, md, partial, fields); err != nil {
+	// Lazy snapshots (lazy.go) stay uncompressed: the VMM maps the raw image at restore.
+	lazy := m.snapshotsLazily(ctx, md)
+	if err := m.writeSnapshot(ctx, vm, md, partial, m.opts.CompressSnapshots && !lazy, fields); err != nil {
+		return err
+	}
+	if err := m.recordSnapshotMode(ctx, md, partial, lazy); err != nil {
 		return err
 	}
 	if err := m.host.RemoveAll(ctx, m.layout.snapshot(md.ID)); err != nil {
@@ -93,15 +98,15 @@ func leftIn(running bool) State {
 	return Paused
 }
 
-// writeSnapshot snapshots the paused guest into the partial directory and, with
-// CompressSnapshots, leaves its memory image compressed there. A VMM that streams its memory image
+// writeSnapshot snapshots the paused guest into the partial directory and, when compressed,
+// leaves its memory image compressed there. A VMM that streams its memory image
 // has it compressed on the way by the host's lz4, so the raw image never reaches the disk and the
 // compression overlaps the snapshot; otherwise (Cloud Hypervisor writes its memory file itself)
 // the image is compressed right after, beside the raw one, which then goes. fields gets the phase
 // times for the log.
-func (m *Manager) writeSnapshot(ctx context.Context, vm vmm.VM, md *metadata, partial string, fields map[string]any) error {
+func (m *Manager) writeSnapshot(ctx context.Context, vm vmm.VM, md *metadata, partial string, compressed bool, fields map[string]any) error {
 	t0 := time.Now()
-	if sc, ok := vm.(vmm.StreamCompressor); ok && m.opts.CompressSnapshots {
+	if sc, ok := vm.(vmm.StreamCompressor); ok && compressed {
 		if lz4 := m.lz4Tool(ctx, md.ID); lz4 != "" {
 			if err := sc.SnapshotCompressed(ctx, partial, lz4); err != nil {
 				return fmt.Errorf("snapshot %s (compressed as it is written by %s): %w", md.Name, lz4, err)
@@ -118,7 +123,7 @@ func (m *Manager) writeSnapshot(ctx context.Context, vm vmm.VM, md *metadata, pa
 		return fmt.Errorf("snapshot %s: %w", md.Name, err)
 	}
 	fields["snapshot_ms"] = time.Since(t0).Milliseconds()
-	if !m.opts.CompressSnapshots {
+	if !compressed {
 		return nil
 	}
 	t1 := time.Now()

@@ -91,6 +91,9 @@ func (v *vm) Snapshot(ctx context.Context, dir string) error {
 		if err := m.execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": unlimitedBandwidth}, nil); err != nil {
 			return err
 		}
+		if err := ignoreShared(ctx, m, v.cfg); err != nil {
+			return err
+		}
 		uri := fmt.Sprintf("exec:cat > %s && mv %s %s", quotedPartial, quotedPartial, quotedMem)
 		if err := m.execute(ctx, "migrate", map[string]any{"uri": uri}, nil); err != nil {
 			return err

@@ -13,6 +13,7 @@ provider "hypeman" {
   kernel             = "/var/cache/hypeman/kernel/vmlinuz"
   busybox            = "/bin/busybox"
   compress_snapshots = true
+  snapshot_mode      = "compressed" # or "lazy": restore without reading the memory first
   # hypervisor defaults to cloud-hypervisor when it is installed, else qemu.
 
   # Host networking is off unless this block is present, because it changes the host's network:

@@ -34,6 +34,7 @@ type providerModel struct {
 	KernelModules     types.String `tfsdk:"kernel_modules"`
 	Busybox           types.String `tfsdk:"busybox"`
 	CompressSnapshots types.Bool   `tfsdk:"compress_snapshots"`
+	SnapshotMode      types.String `tfsdk:"snapshot_mode"`
 	// Network is nil when the configuration has no network block: no host networking.
 	Network *networkModel `tfsdk:"network"`
 	// SSH is nil when the configuration has no ssh block.
@@ -53,6 +54,7 @@ type settings struct {
 	KernelModules     string // "" = instances.DefaultKernelModules when it exists on the host
 	Busybox           string
 	CompressSnapshots bool
+	SnapshotMode      string
 	Network           network.Config
 }
 
@@ -82,9 +84,11 @@ func resolveSettings(cfg providerModel, getenv func(string) string) (settings, d
 		Kernel:        pick(cfg.Kernel, "HYPEMAN_KERNEL", instances.DefaultKernel),
 		KernelModules: pick(cfg.KernelModules, "HYPEMAN_KERNEL_MODULES", ""),
 		Busybox:       pick(cfg.Busybox, "HYPEMAN_BUSYBOX", system.DefaultBusybox),
+		SnapshotMode:  pick(cfg.SnapshotMode, "HYPEMAN_SNAPSHOT_MODE", string(instances.SnapshotCompressed)),
 	}
 	oneOf("hypervisor", "HYPEMAN_HYPERVISOR", s.Hypervisor, hypervisorNames)
 	oneOf("accelerator", "HYPEMAN_ACCELERATOR", s.Accelerator, acceleratorNames)
+	oneOf("snapshot_mode", "HYPEMAN_SNAPSHOT_MODE", s.SnapshotMode, instances.SnapshotModes)
 	if err := instances.ValidateDataDir(s.DataDir, builtin.Drivers()); err != nil {
 		diags.AddAttributeError(path.Root("data_dir"), "Invalid Provider Setting", err.Error()+cfg.source("data_dir", getenv).note())
 	}
@@ -155,6 +159,10 @@ func checkHostPath(attr, p string) error {
 
 func validHostPath(attr string) validator.String {
 	return checkString{"Invalid Provider Setting", "must be an absolute path on the host", func(s string) error { return checkHostPath(attr, s) }}
+}
+
+func validSnapshotMode() validator.String {
+	return checkString{"Invalid Provider Setting", "must be " + codeList(instances.SnapshotModes), instances.ValidateSnapshotMode}
 }
 
 func validDataDir() validator.String {

@@ -19,12 +19,12 @@ import (
 func TestSettingsComeFromConfigThenEnvironmentThenDefaults(t *testing.T) {
 	env := map[string]string{
 		"HYPEMAN_DATA_DIR": "/srv/hypeman", "HYPEMAN_ACCELERATOR": "tcg", "HYPEMAN_KERNEL": "/boot/vmlinuz-test",
-		"HYPEMAN_COMPRESS_SNAPSHOTS": "false",
+		"HYPEMAN_COMPRESS_SNAPSHOTS": "false", "HYPEMAN_SNAPSHOT_MODE": "lazy",
 	}
 	cfg := providerModel{
 		DataDir: types.StringNull(), Hypervisor: types.StringNull(), Accelerator: types.StringValue("kvm"),
 		Kernel: types.StringNull(), KernelModules: types.StringNull(), Busybox: types.StringNull(),
-		CompressSnapshots: types.BoolNull(),
+		CompressSnapshots: types.BoolNull(), SnapshotMode: types.StringNull(),
 	}
 	s, diags := resolveSettings(cfg, func(k string) string { return env[k] })
 	if diags.HasError() {
@@ -32,7 +32,7 @@ func TestSettingsComeFromConfigThenEnvironmentThenDefaults(t *testing.T) {
 	}
 	want := settings{
 		DataDir: "/srv/hypeman", Hypervisor: "", Accelerator: "kvm", Kernel: "/boot/vmlinuz-test",
-		KernelModules: "", Busybox: "/bin/busybox", CompressSnapshots: false,
+		KernelModules: "", Busybox: "/bin/busybox", CompressSnapshots: false, SnapshotMode: "lazy",
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("settings = %+v\nwant       %+v", s, want)
@@ -44,7 +44,7 @@ func TestSettingsDefaultsWithNothingSet(t *testing.T) {
 	if diags.HasError() {
 		t.Fatal(diags)
 	}
-	want := settings{DataDir: "/var/lib/hypeman", Accelerator: "auto", Kernel: instances.DefaultKernel, Busybox: "/bin/busybox", CompressSnapshots: true}
+	want := settings{DataDir: "/var/lib/hypeman", Accelerator: "auto", Kernel: instances.DefaultKernel, Busybox: "/bin/busybox", CompressSnapshots: true, SnapshotMode: "compressed"}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("settings = %+v\nwant       %+v", s, want)
 	}
@@ -58,6 +58,7 @@ func TestBadSettingsFromTheEnvironmentAreRejected(t *testing.T) {
 		{"HYPEMAN_ACCELERATOR", "fast", []string{`accelerator "fast"`, "auto, kvm, tcg"}},
 		{"HYPEMAN_HYPERVISOR", "firecracker", []string{`hypervisor "firecracker"`, "cloud-hypervisor, qemu"}},
 		{"HYPEMAN_COMPRESS_SNAPSHOTS", "maybe", []string{`"maybe"`, "true or false"}},
+		{"HYPEMAN_SNAPSHOT_MODE", "fast", []string{`snapshot_mode "fast"`, "HYPEMAN_SNAPSHOT_MODE", "compressed, lazy"}},
 		{"HYPEMAN_DATA_DIR", "relative/dir", []string{`data_dir "relative/dir"`, "absolute path", "(the value comes from HYPEMAN_DATA_DIR)"}},
 		{"HYPEMAN_DATA_DIR", "/" + strings.Repeat("d", 80), []string{"has 81 bytes, more than the", "(the value comes from HYPEMAN_DATA_DIR)"}},
 		{"HYPEMAN_KERNEL", "vmlinuz", []string{`kernel "vmlinuz" is not allowed: an absolute path on the host`, "(the value comes from HYPEMAN_KERNEL)"}},
@@ -87,7 +88,7 @@ func nullProviderModel() providerModel {
 	return providerModel{
 		Host: types.StringNull(), DataDir: types.StringNull(), Hypervisor: types.StringNull(), Accelerator: types.StringNull(),
 		Kernel: types.StringNull(), KernelModules: types.StringNull(), Busybox: types.StringNull(),
-		CompressSnapshots: types.BoolNull(),
+		CompressSnapshots: types.BoolNull(), SnapshotMode: types.StringNull(),
 	}
 }
 

@@ -103,8 +103,23 @@ func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 			},
 			"compress_snapshots": schema.BoolAttribute{
 				MarkdownDescription: "Compress the memory image of `Standby` snapshots with LZ4: several times smaller on disk, " +
-					"at some CPU time on standby and restore. Defaults to `$HYPEMAN_COMPRESS_SNAPSHOTS`, else `true`.",
+					"at some CPU time on standby and restore. It applies to `compressed` snapshots (see `snapshot_mode`); `lazy` ones " +
+					"are never compressed. Defaults to `$HYPEMAN_COMPRESS_SNAPSHOTS`, else `true`.",
 				Optional: true,
+			},
+			"snapshot_mode": schema.StringAttribute{
+				MarkdownDescription: "How `Standby` snapshots are taken and restored. `compressed`: the memory image is LZ4-compressed " +
+					"(with `compress_snapshots`), typically a few times smaller than the guest's memory, and a restore decompresses " +
+					"it and reads it in whole before the guest runs, so it takes longer the more memory the guest has. `lazy`: " +
+					"the memory image stays uncompressed (up to the guest's memory on disk, untouched memory excepted), and a " +
+					"restore starts the guest at once and reads each page when the guest first touches it (Cloud Hypervisor v52 or " +
+					"later, on a host where it can use userfaultfd); a lazily restored guest keeps its memory image on disk until " +
+					"its VMM next stops (standby, stop, delete), so its next standby needs room for two. A host or hypervisor " +
+					"that cannot restore lazily (QEMU) takes `compressed` snapshots instead, and the plan warns. Each snapshot " +
+					"remembers how it was taken, so changing this never breaks restoring one. Defaults to `$HYPEMAN_SNAPSHOT_MODE`, " +
+					"else `compressed`. See the Standby guide.",
+				Optional:   true,
+				Validators: []validator.String{validSnapshotMode()},
 			},
 		},
 		Blocks: map[string]schema.Block{"network": networkBlock(), "ssh": sshBlock()},
@@ -128,7 +143,7 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 	for name, isUnknown := range map[string]bool{
 		"host": cfg.Host.IsUnknown(), "data_dir": cfg.DataDir.IsUnknown(), "hypervisor": cfg.Hypervisor.IsUnknown(), "accelerator": cfg.Accelerator.IsUnknown(),
 		"kernel": cfg.Kernel.IsUnknown(), "kernel_modules": cfg.KernelModules.IsUnknown(), "busybox": cfg.Busybox.IsUnknown(),
-		"compress_snapshots": cfg.CompressSnapshots.IsUnknown(),
+		"compress_snapshots": cfg.CompressSnapshots.IsUnknown(), "snapshot_mode": cfg.SnapshotMode.IsUnknown(),
 	} {
 		if isUnknown {
 			unknown(path.Root(name), name, "HYPEMAN_"+strings.ToUpper(name))
@@ -188,12 +203,16 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		Accelerator:       s.Accelerator,
 		System:            system.Config{Kernel: s.Kernel, Modules: s.KernelModules, Busybox: s.Busybox},
 		CompressSnapshots: s.CompressSnapshots,
+		SnapshotMode:      instances.SnapshotMode(s.SnapshotMode),
 		Network:           s.Network,
 		Log:               func(ctx context.Context, msg string, fields map[string]any) { tflog.Debug(ctx, msg, fields) },
 	})
 	if err != nil {
 		resp.Diagnostics.AddError("Unable to Configure Provider", err.Error())
 		return
+	}
+	if w := m.LazyRestoreWarning(ctx); w != "" {
+		resp.Diagnostics.AddAttributeWarning(path.Root("snapshot_mode"), "Lazy Restore Not Available", w)
 	}
 	where := "this machine"
 	if sh, ok := h.(fmt.Stringer); ok {
@@ -202,7 +221,8 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 	tflog.Info(ctx, "configured hypeman", map[string]any{
 		"host": where, "data_dir": s.DataDir, "hypervisor": hypervisor, "accelerator": s.Accelerator, "kernel": s.Kernel,
 		"kernel_modules": s.KernelModules, "busybox": s.Busybox, "compress_snapshots": s.CompressSnapshots,
-		"network": s.Network.Enabled, "bridge": s.Network.Bridge, "subnet": s.Network.Subnet, "uplink": s.Network.Uplink,
+		"snapshot_mode": s.SnapshotMode,
+		"network":       s.Network.Enabled, "bridge": s.Network.Bridge, "subnet": s.Network.Subnet, "uplink": s.Network.Uplink,
 	})
 	data := &providerData{manager: m}
 	resp.ResourceData = data

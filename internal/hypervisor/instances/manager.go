@@ -32,6 +32,9 @@ type Options struct {
 	System      system.Config // CacheDir defaults to {DataDir}/system
 	// CompressSnapshots turns LZ4 compression of standby memory on (the default in the provider).
 	CompressSnapshots bool
+	// SnapshotMode is how Standby snapshots are taken and restored (lazy.go); "" is
+	// SnapshotCompressed. SnapshotLazy leaves them uncompressed, whatever CompressSnapshots says.
+	SnapshotMode SnapshotMode
 	// StopTimeout bounds a graceful guest power-off before the VMM is stopped by force.
 	StopTimeout time.Duration
 	// Network is the host network instances join; the zero value gives them none.
@@ -80,6 +83,12 @@ func New(opts Options) (*Manager, error) {
 	}
 	if opts.Log == nil {
 		opts.Log = func(context.Context, string, map[string]any) {}
+	}
+	if opts.SnapshotMode == "" {
+		opts.SnapshotMode = SnapshotCompressed
+	}
+	if err := ValidateSnapshotMode(string(opts.SnapshotMode)); err != nil {
+		return nil, err
 	}
 	if err := ValidateDataDir(opts.DataDir, opts.Drivers); err != nil {
 		return nil, err

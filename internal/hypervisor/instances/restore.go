@@ -23,6 +23,10 @@ func (m *Manager) restore(ctx context.Context, md *metadata) error {
 	if err := m.checkRestorable(ctx, drv, md); err != nil {
 		return err
 	}
+	// A lazy snapshot is restored on demand when the VMM can (lazy.go); else on as below.
+	if done, err := m.restoreLazily(ctx, drv, md); done {
+		return err
+	}
 	snap := m.layout.snapshot(md.ID)
 	raw := path.Join(snap, vmm.MemoryFile)
 	compressed := raw + ".lz4"

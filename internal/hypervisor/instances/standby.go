@@ -29,7 +29,7 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 		return err
 	}
 	if err := m.checkStandbyRoom(ctx, md); err != nil {
-		return fmt.Errorf("standby %s: %w (nothing was done: %s is still %s)", md.Name, err, md.Name, leftIn(running))
+		return fmt.Errorf("standby %s: %w%s (nothing was done: %s is still %s)", md.Name, err, m.heldNote(ctx, md), md.Name, leftIn(running))
 	}
 	published := false
 	defer func() {
@@ -70,7 +70,12 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 	}
 	raw := path.Join(partial, vmm.MemoryFile)
 	fields := map[string]any{"id": md.ID, "snapshot_ms": time.Since(t0).Milliseconds()}
-	if m.opts.CompressSnapshots {
+	// Lazy snapshots (lazy.go) stay uncompressed: the VMM maps the raw image at restore.
+	lazy, err := m.lazyStandby(ctx, md, partial)
+	if err != nil {
+		return err
+	}
+	if m.opts.CompressSnapshots && !lazy {
 		t1 := time.Now()
 		fi, err := m.host.Stat(ctx, raw)
 		if err != nil {

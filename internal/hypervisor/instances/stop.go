@@ -125,5 +125,9 @@ func (m *Manager) clearPID(ctx context.Context, md *metadata) error {
 	if err := m.saveMetadata(ctx, md); err != nil {
 		return err
 	}
+	// No VMM reads a lazily restored memory image any more (lazy.go).
+	if err := m.dropHeldMemory(ctx, md); err != nil {
+		return err
+	}
 	return m.unplugTap(ctx, md)
 }

@@ -88,6 +88,15 @@ type restoreConfig struct {
 	Prefault  bool   `json:"prefault"`
 }
 
+// lazyRestoreConfig is RestoreConfig for an on-demand restore (v52 on, which is checked first:
+// an older server would drop both fields silently and copy the memory in). It never carries
+// prefault, which CH refuses together with OnDemand.
+type lazyRestoreConfig struct {
+	SourceURL         string `json:"source_url"`
+	MemoryRestoreMode string `json:"memory_restore_mode"`
+	Resume            bool   `json:"resume"`
+}
+
 // vmInfo is the part of VmInfo the driver reads.
 type vmInfo struct {
 	State  string `json:"state"`

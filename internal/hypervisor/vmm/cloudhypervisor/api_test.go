@@ -56,6 +56,7 @@ func TestRequestBodiesConformToTheSpec(t *testing.T) {
 		{"vm.resize", vmResize{DesiredRAM: 768 * mib}},
 		{"vm.snapshot", vmSnapshotConfig{DestinationURL: "file:///var/lib/hypeman/guests/01J/snapshots/snapshot-latest"}},
 		{"vm.restore", restoreConfig{SourceURL: "file:///var/lib/hypeman/guests/01J/snapshots/snapshot-latest"}},
+		{"vm.restore", lazyRestoreConfig{SourceURL: "file:///var/lib/hypeman/guests/01J/snapshots/snapshot-latest", MemoryRestoreMode: onDemand, Resume: true}},
 	}...)
 	for _, b := range bodies {
 		data, err := json.Marshal(b.body)
@@ -99,6 +100,9 @@ func TestSpecCheckRefusesNonConformingBodies(t *testing.T) {
 	}
 	if err := spec.CheckBody("vm.restore", []byte(`{"source_url":"file:///s","resume":"yes"}`)); err == nil {
 		t.Error("a restore body with a string for a boolean was accepted")
+	}
+	if err := spec.CheckBody("vm.restore", []byte(`{"source_url":"file:///s","memory_restore_mode":"ondemand"}`)); err == nil {
+		t.Error("a restore body with the CLI's spelling of OnDemand was accepted")
 	}
 	if err := spec.CheckBody("vm.restore", []byte(`{"source_url":"file:///s","net_fds":[]}`)); !errors.Is(err, chstandin.ErrUndeclaredField) {
 		t.Errorf("a field the spec lacks: %v", err)

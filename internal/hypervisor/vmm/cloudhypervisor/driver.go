@@ -50,6 +50,9 @@ type Driver struct {
 	Binary string
 	// StartTimeout bounds the wait for a new VMM to answer on its socket; 0 means 10s.
 	StartTimeout time.Duration
+	// Userfaultfd says why a VMM on h could not get a userfaultfd, which an on-demand restore
+	// needs (nil when it can); nil means CheckUserfaultfd.
+	Userfaultfd func(ctx context.Context, h host.Host) error
 }
 
 // New returns a driver for the cloud-hypervisor on the host's PATH.
@@ -164,7 +167,7 @@ func (d *Driver) Restore(ctx context.Context, h host.Host, cfg vmm.Config, snaps
 // startWith starts a VMM for cfg and runs steps against it. If they fail, the VMM is of no use
 // (a failed restore even leaves it without a VM) and is killed.
 func (d *Driver) startWith(ctx context.Context, h host.Host, cfg vmm.Config, what string, steps func(*client) error) (int, error) {
-	pid, c, err := d.start(ctx, h, cfg)
+	pid, c, _, err := d.start(ctx, h, cfg)
 	if err != nil {
 		return 0, err
 	}
@@ -198,12 +201,12 @@ func (d *Driver) Connect(ctx context.Context, h host.Host, cfg vmm.Config) (vmm.
 	return &VM{c: c, h: h, cfg: cfg, socket: sock, pid: ping.Pid}, nil
 }
 
-// start launches a VMM with no VM for cfg and waits until it answers. It returns the pid and a
-// client; on error nothing it started is left behind.
-func (d *Driver) start(ctx context.Context, h host.Host, cfg vmm.Config) (int, *client, error) {
+// start launches a VMM with no VM for cfg and waits until it answers. It returns the pid, a
+// client and what the VMM answered to vmm.ping; on error nothing it started is left behind.
+func (d *Driver) start(ctx context.Context, h host.Host, cfg vmm.Config) (int, *client, vmmPing, error) {
 	version, err := d.Version(ctx, h)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, vmmPing{}, err
 	}
 	sock := socketPath(cfg)
 	c := newClient(h, sock)
@@ -213,32 +216,32 @@ func (d *Driver) start(ctx context.Context, h host.Host, cfg vmm.Config) (int, *
 	_, err = c.ping(pingCtx)
 	cancel()
 	if err == nil {
-		return 0, nil, fmt.Errorf("a VMM already answers on %s", sock)
+		return 0, nil, vmmPing{}, fmt.Errorf("a VMM already answers on %s", sock)
 	}
 	if err := h.Remove(ctx, sock); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return 0, nil, fmt.Errorf("remove the stale socket %s: %w", sock, err)
+		return 0, nil, vmmPing{}, fmt.Errorf("remove the stale socket %s: %w", sock, err)
 	}
 	// The relay copies the new VMM's serial file from its start: it must not hold an old one.
 	if err := h.Remove(ctx, SerialPath(cfg)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return 0, nil, fmt.Errorf("remove the old serial file: %w", err)
+		return 0, nil, vmmPing{}, fmt.Errorf("remove the old serial file: %w", err)
 	}
 	argv := []string{d.binary(), "--api-socket", "path=" + sock}
 	pid, err := h.StartDetached(ctx, argv, logPath(cfg))
 	if err != nil {
-		return 0, nil, fmt.Errorf("start cloud-hypervisor: %w", err)
+		return 0, nil, vmmPing{}, fmt.Errorf("start cloud-hypervisor: %w", err)
 	}
+	var ping vmmPing
 	err = startRelay(ctx, h, cfg, pid)
 	if err == nil {
-		var ping vmmPing
 		if ping, err = d.waitForAPI(ctx, h, c, pid, cfg); err == nil {
 			err = checkVersion(version, ping)
 		}
 	}
 	if err != nil {
 		d.abandon(ctx, h, cfg, pid)
-		return 0, nil, err
+		return 0, nil, vmmPing{}, err
 	}
-	return pid, c, nil
+	return pid, c, ping, nil
 }
 
 // waitForAPI polls vmm.ping until the new VMM answers, it exits, or the start timeout passes.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
@@ -81,7 +83,7 @@ func (v *VM) Snapshot(ctx context.Context, dir string) error {
 	if len(entries) > 0 {
 		return fmt.Errorf("snapshot directory %s is not empty: it holds %s", dir, entries[0].Name())
 	}
-	err = v.c.put(ctx, "vm.snapshot", vmSnapshotConfig{DestinationURL: "file://" + dir})
+	err = v.snapshotWhenRestored(ctx, vmSnapshotConfig{DestinationURL: "file://" + dir})
 	if err == nil {
 		return nil
 	}
@@ -90,6 +92,42 @@ func (v *VM) Snapshot(ctx context.Context, dir string) error {
 		return fmt.Errorf("snapshot needs the VM Paused, and it is %s: %w", st, err)
 	}
 	return withState(err, st, stErr)
+}
+
+// restoringWait bounds how long Snapshot waits for an on-demand restore to finish copying the
+// guest's memory in; at disk speed that is seconds per GiB.
+const restoringWait = 5 * time.Minute
+
+// snapshotWhenRestored sends vm.snapshot, and again with a growing pause for as long as the
+// server (v53 on) answers that an on-demand restore is still copying the memory in: it refuses
+// to snapshot until every page is in, and wrote nothing.
+func (v *VM) snapshotWhenRestored(ctx context.Context, body vmSnapshotConfig) error {
+	wctx, cancel := context.WithTimeout(ctx, restoringWait)
+	defer cancel()
+	var last error
+	tries := 0
+	err := poll.Backoff(wctx, 20*time.Millisecond, time.Second, func(ctx context.Context) (bool, error) {
+		tries++
+		last = v.c.put(ctx, "vm.snapshot", body)
+		if last != nil && stillRestoring(last) {
+			return false, nil
+		}
+		return true, last
+	})
+	if poll.Stopped(err) && last != nil {
+		return fmt.Errorf("%w (asked %d times: the on-demand restore had not finished reading the memory in)", last, tries)
+	}
+	return err
+}
+
+// stillRestoring reports whether err is the answer to a snapshot during an on-demand restore
+// (VmRestoring, vmm/src/vm.rs): 500, "VM on-demand memory restore is still in progress".
+func stillRestoring(err error) bool {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusInternalServerError || len(apiErr.Messages) == 0 {
+		return false
+	}
+	return strings.HasSuffix(apiErr.Messages[len(apiErr.Messages)-1], "restore is still in progress")
 }
 
 func (v *VM) PowerButton(ctx context.Context) error {

@@ -545,13 +545,13 @@ func TestListenHandlesStaleSockets(t *testing.T) {
 }
 
 func TestParseFaults(t *testing.T) {
-	got, err := ParseFaults("snapshot-500, restore-fail,slow-boot=5s,slow-start=1s,die-after-boot=2s,ignore-power-button,text-errors,slow-plug=3s,stuck-plug")
+	got, err := ParseFaults("snapshot-500, restore-fail,slow-boot=5s,slow-start=1s,die-after-boot=2s,ignore-power-button,text-errors,slow-plug=3s,stuck-plug,fill=50%,slow-prefault=2s,count=300ms")
 	want := Faults{SnapshotFail: true, RestoreFail: true, BootDelay: 5 * time.Second, StartDelay: time.Second, DieAfterBoot: true, DieDelay: 2 * time.Second,
-		IgnorePowerButton: true, TextErrors: true, PlugDelay: 3 * time.Second, StuckPlug: true}
+		IgnorePowerButton: true, TextErrors: true, PlugDelay: 3 * time.Second, StuckPlug: true, Fill: 50, PrefaultDelay: 2 * time.Second, Count: 300 * time.Millisecond}
 	if err != nil || got != want {
 		t.Errorf("got %+v, %v; want %+v", got, err, want)
 	}
-	for _, bad := range []string{"snapshot-501", "slow-boot", "slow-boot=soon", "restore-fail=1s"} {
+	for _, bad := range []string{"snapshot-501", "slow-boot", "slow-boot=soon", "restore-fail=1s", "fill=101", "fill=half"} {
 		if _, err := ParseFaults(bad); err == nil {
 			t.Errorf("ParseFaults(%q) accepted it", bad)
 		}

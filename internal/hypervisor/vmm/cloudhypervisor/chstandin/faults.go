@@ -2,6 +2,7 @@ package chstandin
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,6 +31,17 @@ type Faults struct {
 	// a resize; 0 means 50ms. StuckPlug makes it never do so.
 	PlugDelay time.Duration
 	StuckPlug bool
+	// Fill is the percentage of its RAM the simulated guest has used: its snapshots' memory files
+	// hold that much data (1 KiB of random bytes in every 4 KiB page) instead of holes, which
+	// copying restores then read in.
+	Fill int
+	// Count makes the simulated guest's program print "count N" on the serial console every
+	// Count while it runs, N from 0 and kept in its memory across snapshot and restore: a guest
+	// restored on demand goes on counting once it has read that memory back.
+	Count time.Duration
+	// PrefaultDelay is the least time the background prefault after an on-demand restore takes
+	// (v53 on), during which vm.snapshot answers "still in progress".
+	PrefaultDelay time.Duration
 }
 
 // FaultsEnv is the environment variable the binary reads its faults from, as ParseFaults accepts.
@@ -39,7 +51,7 @@ const FaultsEnv = "HYPEMAN_STANDIN_FAULTS"
 const ModeEnv = "HYPEMAN_STANDIN_MODE"
 
 // FaultNames documents what ParseFaults accepts.
-const FaultNames = "snapshot-500, restore-fail, slow-boot=DURATION, slow-start=DURATION, die-after-boot[=DURATION], ignore-power-button, text-errors, slow-plug=DURATION, stuck-plug"
+const FaultNames = "snapshot-500, restore-fail, slow-boot=DURATION, slow-start=DURATION, die-after-boot[=DURATION], ignore-power-button, text-errors, slow-plug=DURATION, stuck-plug, fill=PERCENT, slow-prefault=DURATION, count=DURATION"
 
 // ParseFaults reads a comma-separated fault list such as "snapshot-500,slow-boot=5s".
 func ParseFaults(s string) (Faults, error) {
@@ -65,6 +77,15 @@ func ParseFaults(s string) (Faults, error) {
 			f.StartDelay, err = duration()
 		case name == "slow-plug" && hasValue:
 			f.PlugDelay, err = duration()
+		case name == "count" && hasValue:
+			f.Count, err = duration()
+		case name == "slow-prefault" && hasValue:
+			f.PrefaultDelay, err = duration()
+		case name == "fill" && hasValue:
+			f.Fill, err = strconv.Atoi(strings.TrimSuffix(value, "%"))
+			if err != nil || f.Fill < 0 || f.Fill > 100 {
+				err = fmt.Errorf("fault %q: %q is not a percentage from 0 to 100", name, value)
+			}
 		case name == "die-after-boot":
 			f.DieAfterBoot = true
 			if hasValue {

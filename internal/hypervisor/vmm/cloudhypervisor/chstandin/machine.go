@@ -45,6 +45,51 @@ type vmObject struct {
 	// config's hotplugged_size) at plugAt, while the guest runs.
 	plugged, plugTarget uint64
 	plugAt              time.Time
+	// lazy is the memory file of an on-demand restore while the VM still reads from it.
+	lazy *lazyMemory
+	// counter is the next number the guest's program prints (Faults.Count); it lives in guest
+	// memory, so it is unknown after an on-demand restore until the guest touches that page.
+	counter      uint64
+	counterKnown bool
+}
+
+// vmObject is the Vm object, nil without one.
+func (s *Server) vmObject() *vmObject {
+	if s.m == nil {
+		return nil
+	}
+	return s.m.vm
+}
+
+// startCounter runs the guest program of Faults.Count for Vm generation gen: "count N" on the
+// serial console every period while the guest runs.
+func (s *Server) startCounter(gen int) {
+	period := s.opts.Faults.Count
+	if period <= 0 {
+		return
+	}
+	go func() {
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+			case <-s.exited:
+				return
+			}
+			s.mu.Lock()
+			vm := s.vmObject()
+			if s.exiting.Load() || vm == nil || vm.generation != gen {
+				s.mu.Unlock()
+				return
+			}
+			if !vm.paused && vm.counterKnown {
+				s.guestPrint(fmt.Sprintf("count %d", vm.counter))
+				vm.counter++
+			}
+			s.mu.Unlock()
+		}
+	}()
 }
 
 // guestPlug is the simulated guest catching up with a virtio-mem resize.
@@ -253,8 +298,9 @@ func (s *Server) buildVM() []string {
 	// Memory plugged at boot (hotplugged_size) is there from the start.
 	plugged, _ := uintAt(objectAt(s.m.config, "memory"), "hotplugged_size")
 	s.m.vm = &vmObject{devices: newDeviceManager(s.m.config), diskLocks: locks, generation: s.vmGenerations,
-		bootRAM: ramBytes(s.m.config), plugged: plugged, plugTarget: plugged}
+		bootRAM: ramBytes(s.m.config), plugged: plugged, plugTarget: plugged, counterKnown: true}
 	s.m.consolesFresh = false
+	s.startCounter(s.vmGenerations)
 	return nil
 }
 
@@ -296,6 +342,9 @@ func (s *Server) dropVM() {
 	for _, f := range s.m.vm.diskLocks {
 		_ = f.Close()
 	}
+	if s.m.vm.lazy != nil {
+		s.m.vm.lazy.close()
+	}
 	s.m.vm = nil
 }
 
@@ -332,6 +381,10 @@ func (s *Server) resume() response {
 		return s.fromAPI(http.StatusInternalServerError, actResume, "Cannot resume VM", "Failed to resume migratable component", "Invalid transition: InvalidStateTransition(Running, Running)")
 	}
 	s.m.vm.paused = false
+	if l := s.m.vm.lazy; l != nil && !s.m.vm.counterKnown {
+		// A guest restored on demand and left paused touches its memory now.
+		go s.touchMemory(l, s.m.vm.generation)
+	}
 	if s.m.vm.powerButtonPending {
 		s.m.vm.powerButtonPending = false
 		s.schedulePowerOff()

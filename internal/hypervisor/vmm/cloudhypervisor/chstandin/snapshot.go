@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,8 +25,27 @@ const (
 )
 
 // memoryHeader starts the stand-in's memory-ranges file; the token after it ties the file to its
-// state.json, so that restore notices a memory file from another snapshot or a corrupt one.
+// state.json, so that restore notices a memory file from another snapshot or a corrupt one. The
+// next line holds the guest's counter (Faults.Count): guest memory the restored guest reads back.
 const memoryHeader = "CHSTANDIN-MEMORY "
+
+// firstPage is the start of memory-ranges for a snapshot with token whose guest had counted to n.
+func firstPage(token string, n uint64) string {
+	return fmt.Sprintf("%s%s\ncount=%d\n", memoryHeader, token, n)
+}
+
+// parseFirstPage reads the counter out of the first page, which must belong to token.
+func parseFirstPage(page []byte, token string) (uint64, error) {
+	head := memoryHeader + token + "\ncount="
+	var n uint64
+	if !bytes.HasPrefix(page, []byte(head)) {
+		return 0, fmt.Errorf("%s does not hold the memory of this snapshot", MemoryFile)
+	}
+	if _, err := fmt.Sscanf(string(page[len(head):]), "%d\n", &n); err != nil {
+		return 0, fmt.Errorf("%s has no counter after its header: %v", MemoryFile, err)
+	}
+	return n, nil
+}
 
 type snapshotRequest struct {
 	DestinationURL *string `json:"destination_url"`
@@ -91,6 +111,15 @@ type memoryState struct {
 	Token   string `json:"chstandin_token"`
 }
 
+// total is the size of the RAM the ranges cover, which is the size of memory-ranges.
+func (m memoryState) total() uint64 {
+	var total uint64
+	for _, r := range m.Ranges {
+		total += r.Length
+	}
+	return total
+}
+
 // guestRanges lays RAM out below the 32-bit hole at 3 GiB and above 4 GiB, as on x86.
 func guestRanges(total uint64) []memoryRange {
 	const low, high = 3 << 30, 4 << 30
@@ -117,7 +146,12 @@ func (s *Server) snapshot(req any) response {
 	switch s.state() {
 	case stateNone, stateCreated:
 		return s.fromAPI(http.StatusInternalServerError, actSnapshot, msgNotRunning)
-	case stateRunning:
+	}
+	// v53 checks this first, in any state of the Vm; v52 snapshots (and faults every page in).
+	if l := s.m.vm.lazy; l != nil && l.restoring.Load() && s.opts.Mode.atLeast53() {
+		return s.fromAPI(http.StatusInternalServerError, actSnapshot, msgRestoring)
+	}
+	if s.state() == stateRunning {
 		return s.fromAPI(http.StatusInternalServerError, actSnapshot, "Cannot snapshot VM", "Failed to snapshot migratable component", "Trying to snapshot while VM is running")
 	}
 	fail := func(causes ...string) response {
@@ -140,6 +174,14 @@ func (s *Server) snapshot(req any) response {
 	if s.opts.Faults.SnapshotFail {
 		return fail("Error writing memory ranges", osError(syscall.ENOSPC))
 	}
+	// Snapshotting reads all guest memory: v52 faults in what an on-demand restore has not yet.
+	if l := s.m.vm.lazy; l != nil && !s.m.vm.counterKnown {
+		n, err := l.touchFirstPage()
+		if err != nil {
+			return fail("Error reading guest memory", err.Error())
+		}
+		s.m.vm.counter, s.m.vm.counterKnown = n, true
+	}
 	token := make([]byte, 16)
 	_, _ = rand.Read(token)
 	s.guestPlug()
@@ -159,7 +201,7 @@ func (s *Server) snapshot(req any) response {
 	if err := createNew(filepath.Join(dir, StateFile), state); err != nil {
 		return fail("Error creating VM state snapshot file", osError(err))
 	}
-	if err := writeMemory(filepath.Join(dir, MemoryFile), mem); err != nil {
+	if err := writeMemory(filepath.Join(dir, MemoryFile), mem, s.m.vm.counter, s.opts.Faults.Fill); err != nil {
 		return fail("Error writing memory ranges", osError(err))
 	}
 	// Snapshot does not resume the VM.
@@ -184,25 +226,46 @@ func createNew(path string, data []byte) error {
 	return f.Close()
 }
 
-// writeMemory writes memory-ranges as a sparse file of the RAM's size that starts with the token.
-func writeMemory(path string, mem memoryState) error {
-	var total uint64
-	for _, r := range mem.Ranges {
-		total += r.Length
-	}
+// writeMemory writes memory-ranges as a sparse file of the RAM's size that starts with the token;
+// fill is the percentage of the RAM the guest has used, written after the first page as data
+// (see Faults.Fill), the rest left as holes.
+func writeMemory(path string, mem memoryState, counter uint64, fill int) error {
+	total := mem.total()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	if err := f.Truncate(int64(total)); err != nil {
-		_ = f.Close()
-		return err
+	err = f.Truncate(int64(total))
+	if err == nil {
+		_, err = f.WriteAt([]byte(firstPage(mem.Token, counter)), 0)
 	}
-	if _, err := f.WriteAt([]byte(memoryHeader+mem.Token+"\n"), 0); err != nil {
+	if err == nil && fill > 0 {
+		err = writeFill(f, min(total-pageSize, total*uint64(fill)/100))
+	}
+	if err != nil {
 		_ = f.Close()
 		return err
 	}
 	return f.Close()
+}
+
+// writeFill writes n bytes of used guest memory after the first page: in every 4 KiB page, 1 KiB
+// of random bytes and 3 KiB of zeros, which LZ4 shrinks about as much as a real guest's memory.
+func writeFill(f *os.File, n uint64) error {
+	var seed [32]byte
+	_, _ = rand.Read(seed[:])
+	rng := mrand.NewChaCha8(seed)
+	buf := make([]byte, 1<<20)
+	for off := uint64(0); off < n; off += uint64(len(buf)) {
+		chunk := buf[:min(uint64(len(buf)), n-off)]
+		for p := 0; p < len(chunk); p += pageSize {
+			_, _ = rng.Read(chunk[p:min(p+pageSize/4, len(chunk))])
+		}
+		if _, err := f.WriteAt(chunk, int64(pageSize+off)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 const actRestore = "The VM could not be restored"
@@ -212,8 +275,9 @@ func (s *Server) restore(req any) response {
 	if s.state() != stateNone {
 		return s.fromAPI(http.StatusInternalServerError, actRestore, msgAlreadyCreated)
 	}
-	if r.Prefault != nil && *r.Prefault && r.MemoryRestoreMode != nil && *r.MemoryRestoreMode == "OnDemand" {
-		return s.fromAPI(s.opts.Mode.validationStatus(false), actRestore, "Invalid restore configuration", "prefault cannot be used with the OnDemand memory restore mode")
+	onDemand := r.MemoryRestoreMode != nil && *r.MemoryRestoreMode == "OnDemand"
+	if r.Prefault != nil && *r.Prefault && onDemand {
+		return s.fromAPI(s.opts.Mode.validationStatus(false), actRestore, "Failed to validate config", "'prefault' cannot be combined with 'memory_restore_mode=ondemand'")
 	}
 	for _, n := range r.NetFds {
 		if *n.NumFds > 0 {
@@ -238,27 +302,46 @@ func (s *Server) restore(req any) response {
 	if err != nil {
 		return fail("Error restoring VM state", err.Error())
 	}
-	if err := checkMemory(filepath.Join(dir, MemoryFile), mem); err != nil {
-		return fail("Error restoring memory", err.Error())
+	var lazy *lazyMemory
+	if onDemand {
+		// The userfaultfd comes first; the memory file is opened, and not read.
+		if err := checkUserfaultfd(); err != nil {
+			return fail("Error restoring memory", "Failed to create userfaultfd", osError(err))
+		}
+		if lazy, err = openLazy(filepath.Join(dir, MemoryFile), mem); err != nil {
+			return fail("Error restoring memory", err.Error())
+		}
+	}
+	var counter uint64
+	if lazy == nil {
+		if counter, err = checkMemory(filepath.Join(dir, MemoryFile), mem); err != nil {
+			return fail("Error restoring memory", err.Error())
+		}
 	}
 	if s.opts.Faults.RestoreFail {
+		if lazy != nil {
+			lazy.close()
+		}
 		return fail("Failed to restore migratable component", "injected by the stand-in's restore-fail fault")
 	}
 	s.m = &machine{config: cfg}
-	if chain := s.openConsoles(); chain != nil {
+	failLazy := func(chain ...string) response {
+		if lazy != nil {
+			lazy.close()
+		}
 		return fail(chain...)
+	}
+	if chain := s.openConsoles(); chain != nil {
+		return failLazy(chain...)
 	}
 	locks, chain := lockDisks(cfg)
 	if chain != nil {
-		return fail(chain...)
+		return failLazy(chain...)
 	}
 	s.vmGenerations++
 	// The guest finishes a resize it had not finished when it was snapshotted.
 	target, _ := uintAt(objectAt(cfg, "memory"), "hotplugged_size")
-	var total uint64
-	for _, r := range mem.Ranges {
-		total += r.Length
-	}
+	total := mem.total()
 	s.m.vm = &vmObject{
 		devices:    newDeviceManager(cfg),
 		diskLocks:  locks,
@@ -269,10 +352,60 @@ func (s *Server) restore(req any) response {
 		plugged:    mem.Plugged,
 		plugTarget: target,
 		plugAt:     time.Now().Add(s.plugDelay()),
+		lazy:       lazy,
+		// An on-demand restore knows the counter once the guest has touched its first page.
+		counter:      counter,
+		counterKnown: lazy == nil,
 	}
+	s.startCounter(s.m.vm.generation)
 	s.m.consolesFresh = false
 	// The guest continues where it was: nothing new appears on its console.
-	return noContent()
+	resp := noContent()
+	if lazy != nil {
+		resp.after = s.serveOnDemand(lazy, int64(total))
+	}
+	return resp
+}
+
+// serveOnDemand is what runs beside the restored VM: the guest's first touch of its memory once
+// it runs (a file that is not this snapshot's crashes the VMM, as a guest on garbage would), and
+// from v53 on the background prefault.
+func (s *Server) serveOnDemand(lazy *lazyMemory, size int64) func() {
+	return func() {
+		if s.opts.Mode.atLeast53() {
+			lazy.restoring.Store(true)
+		}
+		gen := s.m.vm.generation
+		go func() {
+			s.mu.Lock()
+			running := s.m != nil && s.m.vm != nil && s.m.vm.generation == gen && !s.m.vm.paused
+			s.mu.Unlock()
+			if running && !s.touchMemory(lazy, gen) {
+				return
+			}
+			if s.opts.Mode.atLeast53() {
+				lazy.prefault(size, s.opts.Faults.PrefaultDelay)
+			}
+		}()
+	}
+}
+
+// touchMemory is the restored guest touching its first page, which holds its counter: read on
+// demand from the memory file. A file that is not the snapshot's crashes the VMM, as a guest
+// running on garbage would; touchMemory then reports false.
+func (s *Server) touchMemory(lazy *lazyMemory, gen int) bool {
+	n, err := lazy.touchFirstPage()
+	if err != nil {
+		s.logf("chstandin: the restored guest read garbage from its memory file: %v", err)
+		s.Kill()
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if vm := s.vmObject(); vm != nil && vm.generation == gen && !vm.counterKnown {
+		vm.counter, vm.counterKnown = n, true
+	}
+	return true
 }
 
 func readConfig(path string) (object, error) {
@@ -307,29 +440,33 @@ func readMemoryState(path string) (memoryState, error) {
 	return mem, nil
 }
 
-func checkMemory(path string, mem memoryState) error {
+// checkMemory is a Copy restore: the whole memory file is read in (fill_saved_regions), after
+// its first page is checked against the snapshot. It returns the guest's counter.
+func checkMemory(path string, mem memoryState) (uint64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return causef("Failed to open %s: %s", MemoryFile, osError(err))
+		return 0, causef("Failed to open %s: %s", MemoryFile, osError(err))
 	}
 	defer func() { _ = f.Close() }()
 	fi, err := f.Stat()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	var total uint64
-	for _, r := range mem.Ranges {
-		total += r.Length
+	if total := mem.total(); uint64(fi.Size()) != total {
+		return 0, fmt.Errorf("%s is %d bytes, but the snapshot's memory ranges add up to %d", MemoryFile, fi.Size(), total)
 	}
-	if uint64(fi.Size()) != total {
-		return fmt.Errorf("%s is %d bytes, but the snapshot's memory ranges add up to %d", MemoryFile, fi.Size(), total)
+	page := make([]byte, pageSize)
+	if _, err := io.ReadFull(f, page); err != nil {
+		return 0, fmt.Errorf("%s does not hold the memory of this snapshot", MemoryFile)
 	}
-	want := []byte(memoryHeader + mem.Token + "\n")
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(f, got); err != nil || !bytes.Equal(got, want) {
-		return fmt.Errorf("%s does not hold the memory of this snapshot", MemoryFile)
+	n, err := parseFirstPage(page, mem.Token)
+	if err != nil {
+		return 0, err
 	}
-	return nil
+	if _, err := io.CopyBuffer(io.Discard, f, make([]byte, 1<<20)); err != nil {
+		return 0, causef("Failed to read %s: %s", MemoryFile, osError(err))
+	}
+	return n, nil
 }
 
 // cause is one message of CH's error chain, worded (and capitalised) as CH words it.

@@ -88,7 +88,11 @@ func (m *Manager) LazyRestoreWarning(ctx context.Context) string {
 func (m *Manager) lazyStandby(ctx context.Context, md *metadata, partial string) (bool, error) {
 	mode := SnapshotCompressed
 	if m.opts.SnapshotMode == SnapshotLazy {
-		if why := m.whyNotLazy(ctx, md.Hypervisor); why != "" {
+		why := m.whyNotLazy(ctx, md.Hypervisor)
+		if drv, err := m.driver(md.Hypervisor); why == "" && err == nil {
+			why = bootedEagerly(drv, md)
+		}
+		if why != "" {
 			m.log(ctx, "snapshot compressed instead of lazy", map[string]any{"id": md.ID, "reason": why})
 		} else {
 			mode = SnapshotLazy

@@ -90,7 +90,11 @@ func (m *Manager) snapshotsLazily(ctx context.Context, md *metadata) bool {
 	if m.opts.SnapshotMode != SnapshotLazy {
 		return false
 	}
-	if why := m.whyNotLazy(ctx, md.Hypervisor); why != "" {
+	why := m.whyNotLazy(ctx, md.Hypervisor)
+	if drv, err := m.driver(md.Hypervisor); why == "" && err == nil {
+		why = bootedEagerly(drv, md)
+	}
+	if why != "" {
 		m.log(ctx, "snapshot compressed instead of lazy", map[string]any{"id": md.ID, "reason": why})
 		return false
 	}

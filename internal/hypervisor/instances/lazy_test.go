@@ -278,26 +278,6 @@ func TestCloudHypervisorLazyFallsBack(t *testing.T) {
 	})
 }
 
-// QEMU cannot restore lazily: a lazy-mode manager on it says so, naming the hypervisor, and
-// its snapshots are compressed.
-func TestLazyModeOnQEMUWarns(t *testing.T) {
-	m, err := New(Options{Host: host.Local{}, DataDir: t.TempDir(), Drivers: []vmm.Driver{qemu.New()}, SnapshotMode: SnapshotLazy})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := m.LazyRestoreWarning(context.Background())
-	if !strings.Contains(w, "qemu") || !strings.Contains(w, "eagerly") || !strings.Contains(w, `"compressed"`) {
-		t.Errorf("warning %q: want it to name qemu and say it restores eagerly", w)
-	}
-	m, err = New(Options{Host: host.Local{}, DataDir: t.TempDir(), Drivers: []vmm.Driver{qemu.New()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w := m.LazyRestoreWarning(context.Background()); w != "" {
-		t.Errorf("compressed mode warns %q", w)
-	}
-}
-
 func TestSnapshotModeIsValidated(t *testing.T) {
 	for _, ok := range SnapshotModes {
 		if err := ValidateSnapshotMode(ok); err != nil {

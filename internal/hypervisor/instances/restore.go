@@ -128,6 +128,9 @@ func (m *Manager) discardSnapshot(ctx context.Context, md *metadata) error {
 	if err := m.host.RemoveAll(ctx, m.layout.snapshots(md.ID)); err != nil {
 		return fmt.Errorf("discard the snapshot of %s: %w", md.Name, err)
 	}
+	if err := m.dropRAMFile(ctx, md); err != nil { // the memory the snapshot left there
+		return fmt.Errorf("discard the snapshot of %s: %w", md.Name, err)
+	}
 	m.log(ctx, "snapshot discarded", map[string]any{"id": md.ID, "bytes": size})
 	return nil
 }

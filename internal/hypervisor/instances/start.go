@@ -121,6 +121,7 @@ func (m *Manager) prepareBoot(ctx context.Context, md *metadata, drv vmm.Driver,
 		},
 		ConsoleLog: m.layout.console(md.ID), Accelerator: accel, Net: md.vmmNet(),
 	}
+	m.lazyBoot(drv, &cfg)
 	return &boot{cfg: cfg, sys: sys, version: version}, nil
 }
 

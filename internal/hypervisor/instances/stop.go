@@ -129,5 +129,8 @@ func (m *Manager) clearPID(ctx context.Context, md *metadata) error {
 	if err := m.dropHeldMemory(ctx, md); err != nil {
 		return err
 	}
+	if err := m.dropRAMFile(ctx, md); err != nil {
+		return err
+	}
 	return m.unplugTap(ctx, md)
 }

@@ -25,3 +25,10 @@ type LazyRestorer interface {
 
 // ErrNoLazyRestore is why a lazy restore was not attempted: the VMM or the host cannot do it.
 var ErrNoLazyRestore = errors.New("lazy restore is not available")
+
+// LazyBooter is implemented by LazyRestorers that can restore lazily only a guest booted for it
+// (QEMU: one whose memory lives in a RAM file). LazyBoot fills in what cfg, the config of a guest
+// about to boot, needs for that. A guest booted without it is restored eagerly.
+type LazyBooter interface {
+	LazyBoot(cfg *Config)
+}

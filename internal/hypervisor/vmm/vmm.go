@@ -60,6 +60,11 @@ type Config struct {
 	ConsoleLog string `json:"console_log"`
 	// Accelerator is "kvm" or "tcg" (resolved from "auto" by the caller).
 	Accelerator string `json:"accelerator"`
+	// RAMFile, when set, is a file on the host that holds the guest's boot memory (MemoryBytes)
+	// for the VM's whole life, mapped shared: a snapshot then leaves that memory in the file
+	// instead of copying it, and a restore maps the same file again, so the guest's pages are
+	// read when it first touches them (lazy restore). "" gives the guest anonymous memory.
+	RAMFile string `json:"ram_file,omitempty"`
 }
 
 // Driver starts VMM processes and connects to them.

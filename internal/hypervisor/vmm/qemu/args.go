@@ -59,8 +59,8 @@ func commandLine(cfg vmm.Config, incoming bool) ([]string, error) {
 	args := []string{Binary,
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-no-reboot", // a guest power-off, reboot or panic ends QEMU
-		"-M", "q35",
 	}
+	args = append(args, machineArgs(cfg)...)
 	args = append(args, accel...)
 	args = append(args, "-smp", strconv.Itoa(cfg.VCPUs))
 	args = append(args, memoryArgs(cfg)...)
@@ -96,7 +96,7 @@ func commandLine(cfg vmm.Config, incoming bool) ([]string, error) {
 		"-pidfile", path.Join(cfg.Dir, pidName),
 		"-device", "virtio-rng-pci",
 		// Without deflate-on-oom a guest under memory pressure can panic instead of taking pages back.
-		"-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on",
+		"-device", "virtio-balloon-pci,id=balloon0,free-page-reporting="+onOff(cfg.RAMFile == "")+",deflate-on-oom=on",
 	)
 	if incoming {
 		args = append(args, "-incoming", "defer", "-S")
@@ -115,14 +115,18 @@ func acceleratorArgs(accel string) ([]string, error) {
 }
 
 func memoryArgs(cfg vmm.Config) []string {
-	if cfg.HotplugBytes == 0 {
-		return []string{"-m", fmt.Sprintf("size=%dM", cfg.MemoryBytes/mib)}
+	var ram []string
+	if cfg.RAMFile != "" {
+		ram = ramFileArgs(cfg)
 	}
-	return []string{
+	if cfg.HotplugBytes == 0 {
+		return append(ram, "-m", fmt.Sprintf("size=%dM", cfg.MemoryBytes/mib))
+	}
+	return append(ram,
 		"-m", fmt.Sprintf("size=%dM,slots=1,maxmem=%dM", cfg.MemoryBytes/mib, (cfg.MemoryBytes+cfg.HotplugBytes)/mib),
 		"-object", fmt.Sprintf("memory-backend-ram,id=%s,size=%dM", hotplugBackend, cfg.HotplugBytes/mib),
 		"-device", fmt.Sprintf("virtio-mem-pci,id=%s,memdev=%s,requested-size=0", hotplugDevice, hotplugBackend),
-	}
+	)
 }
 
 func validate(cfg vmm.Config) error {
@@ -140,6 +144,9 @@ func validate(cfg vmm.Config) error {
 		if !path.IsAbs(p.value) {
 			return fmt.Errorf("%w: %s path %q must be absolute", ErrInvalidConfig, p.name, p.value)
 		}
+	}
+	if err := validateRAMFile(cfg); err != nil {
+		return err
 	}
 	if sock := socketPath(cfg); len(sock) > maxSocketPath {
 		return fmt.Errorf("%w: QMP socket path %q is %d bytes, longer than the %d a unix socket takes; use a shorter directory", ErrInvalidConfig, sock, len(sock), maxSocketPath)

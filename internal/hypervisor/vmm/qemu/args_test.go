@@ -202,3 +202,29 @@ func containsSeq(args, seq []string) bool {
 	}
 	return false
 }
+
+func TestCommandLineOfARAMFileGuest(t *testing.T) {
+	cfg := baseConfig()
+	cfg.RAMFile = "/data/guests/01J/memory,ram"
+	cfg.HotplugBytes = 128 * mib
+	got, err := commandLine(cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(got, " ")
+	for _, want := range []string{
+		"-M q35,memory-backend=ram0 ",
+		"-object memory-backend-file,id=ram0,size=256M,mem-path=/data/guests/01J/memory,,ram,share=on -m size=256M,slots=1,maxmem=384M",
+		// Hot-plugged memory stays anonymous: the stream carries it.
+		"memory-backend-ram,id=mem-hp,size=128M",
+		"free-page-reporting=off",
+	} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("argv lacks %q:\n%s", want, joined)
+		}
+	}
+	cfg.RAMFile = "memory.ram"
+	if _, err := commandLine(cfg, false); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "RAM file") {
+		t.Errorf("a relative RAM file: %v", err)
+	}
+}

@@ -58,6 +58,12 @@ func (*Driver) Reap(context.Context, host.Host, vmm.Config) error { return nil }
 // Boot starts QEMU for cfg and returns its pid once QMP answers and the guest runs. On failure no
 // QEMU process is left.
 func (*Driver) Boot(ctx context.Context, h host.Host, cfg vmm.Config) (int, error) {
+	if err := validate(cfg); err != nil {
+		return 0, err
+	}
+	if err := freshRAMFile(ctx, h, cfg); err != nil {
+		return 0, err
+	}
 	return launch(ctx, h, cfg, false, func(m *monitor) error {
 		return m.requireStatus(ctx, "running", "after boot")
 	})

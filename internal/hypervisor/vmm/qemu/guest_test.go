@@ -25,6 +25,11 @@ for s in /sys/block/vd*/serial; do
 	d=${s%/serial}
 	echo "test-guest: disk ${d##*/} serial=$(cat "$s") ro=$(cat "$d/ro")"
 done
+if [ "${FILL_MB:-0}" != 0 ]; then
+	mkdir -p /fill && mount -t tmpfs -o size=$((FILL_MB + 1))m fill /fill
+	yes hypeman-fill | head -c $((FILL_MB * 1048576)) > /fill/data
+	echo "test-guest: filled $(md5sum < /fill/data | cut -c1-32)"
+fi
 i=0
 while :; do
 	i=$((i + 1))
@@ -106,8 +111,9 @@ func prepareShared(vmlinuz, modules string) error {
 }
 
 // guestConfig makes an instance directory for one VM: overlay and config disks, and the
-// vmm.Config that boots it. countTo ends the program after that many counts (0: never).
-func guestConfig(t *testing.T, hotplug int64, countTo int) vmm.Config {
+// vmm.Config that boots it. countTo ends the program after that many counts (0: never); env
+// adds variables to the program's (FILL_MB=N: it first fills N MiB of a tmpfs, in memory).
+func guestConfig(t *testing.T, hotplug int64, countTo int, env ...string) vmm.Config {
 	t.Helper()
 	requireGuest(t)
 	dir := t.TempDir()
@@ -126,6 +132,9 @@ func guestConfig(t *testing.T, hotplug int64, countTo int) vmm.Config {
 		system.ConfigEnvDir + "/0000":  "PATH=/bin",
 		system.ConfigEnvDir + "/0001":  "COUNT_TO=" + strconv.Itoa(countTo),
 		system.ConfigHostname:          "test-guest",
+	}
+	for i, e := range env {
+		files[fmt.Sprintf("%s/%04d", system.ConfigEnvDir, 2+i)] = e
 	}
 	for name, data := range files {
 		p := filepath.Join(tree, name)

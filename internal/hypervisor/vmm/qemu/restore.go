@@ -38,9 +38,15 @@ func (*Driver) RestoreCompressed(ctx context.Context, h host.Host, cfg vmm.Confi
 	if err != nil {
 		return 0, err
 	}
+	if err := checkRAMFile(ctx, h, cfg); err != nil {
+		return 0, err
+	}
 	return launch(ctx, h, cfg, true, func(m *monitor) error {
 		if running := m.version.String(); running != info.Version {
 			return fmt.Errorf("the snapshot in %s was taken by QEMU %s, but QEMU %s is running; only the same version can restore it", snapshotDir, info.Version, running)
+		}
+		if err := ignoreShared(ctx, m, cfg); err != nil {
+			return err
 		}
 		if err := m.execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:" + source}, nil); err != nil {
 			return err

@@ -121,6 +121,9 @@ func (v *vm) snapshot(ctx context.Context, dir, name, filter string) error {
 		if err := m.execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": unlimitedBandwidth}, nil); err != nil {
 			return err
 		}
+		if err := ignoreShared(ctx, m, v.cfg); err != nil {
+			return err
+		}
 		// A command that fails after QEMU has handed it the whole stream (the disk filled with the
 		// last blocks) leaves the failed file, which ends the wait for the memory image.
 		uri := fmt.Sprintf("exec:{ %s > %s && mv %s %s; } || : > %s", filter, quotedPartial, quotedPartial, quotedMem, quotedFailed)

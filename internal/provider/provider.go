@@ -111,12 +111,13 @@ func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 				MarkdownDescription: "How `Standby` snapshots are taken and restored. `compressed`: the memory image is LZ4-compressed " +
 					"(with `compress_snapshots`), typically a few times smaller than the guest's memory, and a restore decompresses " +
 					"it and reads it in whole before the guest runs, so it takes longer the more memory the guest has. `lazy`: " +
-					"the memory image stays uncompressed (up to the guest's memory on disk, untouched memory excepted), and a " +
-					"restore starts the guest at once and reads each page when the guest first touches it (Cloud Hypervisor v52 or " +
-					"later, on a host where it can use userfaultfd); a lazily restored guest keeps its memory image on disk until " +
-					"its VMM next stops (standby, stop, delete), so its next standby needs room for two. A host or hypervisor " +
-					"that cannot restore lazily (QEMU) takes `compressed` snapshots instead, and the plan warns. Each snapshot " +
-					"remembers how it was taken, so changing this never breaks restoring one. Defaults to `$HYPEMAN_SNAPSHOT_MODE`, " +
+					"a restore starts the guest at once and reads each page when the guest first touches it, at a cost in disk " +
+					"space. Cloud Hypervisor (v52 or later, on a host where it can use userfaultfd) keeps the memory image " +
+					"uncompressed, and a lazily restored guest keeps it on disk until its VMM next stops, so its next standby needs " +
+					"room for two. QEMU keeps the memory of a guest booted in this mode in a file of the guest's whole `memory`, " +
+					"allocated at boot, for as long as the guest runs or is in `Standby`. A host or hypervisor that cannot restore " +
+					"lazily takes `compressed` snapshots instead, and the plan warns. Each snapshot remembers how it was taken, so " +
+					"changing this never breaks restoring one. Defaults to `$HYPEMAN_SNAPSHOT_MODE`, " +
 					"else `compressed`. See the Standby guide.",
 				Optional:   true,
 				Validators: []validator.String{validSnapshotMode()},

@@ -90,3 +90,16 @@ func TestQEMUGuestBootedEagerlyIsSnapshottedEagerly(t *testing.T) {
 		t.Errorf("a compressed-mode manager gave the guest a RAM file %q", cfg.RAMFile)
 	}
 }
+
+// A RAM-file guest's snapshot holds no boot memory: a standby needs room for the device state and
+// the hot-plugged memory only.
+func TestSnapshotRoomOfARAMFileGuestLeavesOutItsBootMemory(t *testing.T) {
+	cfg := vmm.Config{MemoryBytes: 4 << 30, HotplugBytes: 1 << 30}
+	if got := snapshotRoom(cfg); got != 5<<30 {
+		t.Errorf("room for a guest with anonymous memory: %d, want its whole memory", got)
+	}
+	cfg.RAMFile = "/data/guests/01J/memory.ram"
+	if got := snapshotRoom(cfg); got != 1<<30+deviceStateRoom {
+		t.Errorf("room for a RAM-file guest: %d, want its hot-plugged memory and the device state", got)
+	}
+}

@@ -16,7 +16,16 @@ import (
 
 // snapshotRoom is the most a snapshot's memory image takes before it is compressed: the guest's
 // whole memory, hotplug included (QEMU's stream is smaller where pages are zero).
-func snapshotRoom(cfg vmm.Config) int64 { return cfg.MemoryBytes + cfg.HotplugBytes }
+func snapshotRoom(cfg vmm.Config) int64 {
+	if cfg.RAMFile != "" { // the boot memory stays in the RAM file (ramfile.go)
+		return cfg.HotplugBytes + deviceStateRoom
+	}
+	return cfg.MemoryBytes + cfg.HotplugBytes
+}
+
+// deviceStateRoom bounds the device state a snapshot holds beside the memory: a few hundred KiB
+// for the devices a guest here has, with a wide margin.
+const deviceStateRoom = 64 << 20
 
 // needRoom fails unless the filesystem holding dir has need bytes free; what says what needs them.
 func (m *Manager) needRoom(ctx context.Context, dir string, need int64, what string) error {

@@ -3,7 +3,6 @@ package instances
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -30,43 +29,15 @@ func BenchmarkQEMULazyRestore(b *testing.B) {
 			o.SnapshotMode, o.Log = mode, nil
 		})
 	}
-	for _, size := range []int64{256 * units.MiB, units.GiB, 2 * units.GiB} {
-		b.Run(fmt.Sprintf("%dMiB", size/units.MiB), func(b *testing.B) {
-			var eager, lazy, cat time.Duration
-			n := 0
-			for b.Loop() {
-				n++
-				b.StopTimer()
-				e := halfFullGuestInStandby(b, env, managers[SnapshotCompressed], "qeager", size)
-				l := halfFullGuestInStandby(b, env, managers[SnapshotLazy], "qlazy", size)
-				if mode, err := managers[SnapshotLazy].snapshotMode(context.Background(), l.ID); err != nil || mode != SnapshotLazy {
-					b.Fatalf("the lazy guest's snapshot is %q (%v)", mode, err)
-				}
-				ram := filepath.Join(l.Dir, "memory.ram")
-				b.StartTimer()
-
-				cat += timeCommand(b, ram, os.DevNull, "cat")
-				eager += timed(b, func() error { return wantRunning(managers[SnapshotCompressed], e) })
-				lazy += timed(b, func() error { return wantRunning(managers[SnapshotLazy], l) })
-
-				b.StopTimer()
-				for m, inst := range map[*Manager]*Instance{managers[SnapshotCompressed]: e, managers[SnapshotLazy]: l} {
-					if err := m.Delete(context.Background(), inst.ID); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.StartTimer()
+	benchEagerVersusLazy(b, managers, "QEMU under TCG",
+		func(b *testing.B, m *Manager, prefix string, size int64) *Instance {
+			inst := halfFullGuestInStandby(b, env, m, "q"+prefix, size)
+			if mode, err := m.snapshotMode(context.Background(), inst.ID); err != nil || mode != m.opts.SnapshotMode {
+				b.Fatalf("%s's snapshot is %q (%v), want %q", inst.Name, mode, err, m.opts.SnapshotMode)
 			}
-			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(n) }
-			b.ReportMetric(ms(eager), "eager_ms")
-			b.ReportMetric(ms(lazy), "lazy_ms")
-			b.ReportMetric(ms(cat), "cat_ms")
-			b.ReportMetric(ms(eager)/ms(lazy), "eager/lazy")
-			b.ReportMetric(ms(cat)/ms(lazy), "cat/lazy")
-			b.ReportMetric(300/ms(lazy), "lazy-budget-300ms/actual")
-			b.Logf("QEMU, %d MiB, half used: eager %.1f ms, lazy %.1f ms, cat of the RAM file %.1f ms", size/units.MiB, ms(eager), ms(lazy), ms(cat))
-		})
-	}
+			return inst
+		},
+		func(lazy *Instance) string { return filepath.Join(lazy.Dir, "memory.ram") })
 }
 
 // halfFullGuestInStandby creates a guest of size bytes on m, lets it fill half its memory, and

@@ -90,8 +90,9 @@ func (s *standbyBench) installPlugin(overrides, name string, build []string) {
 	}
 }
 
-// config is the configuration of the first n instances, with extra provider settings.
-func (s *standbyBench) config(n int, providerExtra string) string {
+// header is the terraform block and the provider block of the benchmarks' configurations, with
+// extra provider settings.
+func (s *standbyBench) header(providerExtra string) string {
 	return fmt.Sprintf(`
 terraform {
   required_providers {
@@ -105,6 +106,12 @@ provider "hypeman" {
   kernel         = %q
   kernel_modules = %q
 %s}
+`, s.dataDir, s.kernel, s.modules, providerExtra)
+}
+
+// config is the configuration of the first n instances, with extra provider settings.
+func (s *standbyBench) config(n int, providerExtra string) string {
+	return s.header(providerExtra) + fmt.Sprintf(`
 variable "first" {
   type = string
 }
@@ -120,7 +127,7 @@ resource "hypeman_instance" "vm" {
   entrypoint   = ["/bin/sh", "-c", "while true; do sleep 1; done"]
   state        = count.index == 0 ? var.first : var.others
 }
-`, s.dataDir, s.kernel, s.modules, providerExtra, n, s.image)
+`, n, s.image)
 }
 
 // withProvider makes a configuration directory for the same instances (a copy of their state)

@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 // planCostSizes are the numbers of resources each plan of BenchmarkPlanCostPerResource refreshes.
@@ -115,7 +116,7 @@ func (s *standbyBench) planWithHungVMM() (answering, hung time.Duration) {
 	s.run(s.vms, append([]string{"apply", "-auto-approve", "-input=false"}, vars...)...)
 	pid := s.firstPID()
 	answering = s.run(s.vms, append([]string{"plan", "-input=false", "-detailed-exitcode"}, vars...)...)
-	stopProcess(s.b, pid)
+	testutil.Hang(s.b, pid)
 	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
 	// The refresh finds the VMM silent and the instance Unknown: the plan has a change.
 	hung = s.run(s.vms, append([]string{"plan", "-input=false"}, vars...)...)
@@ -151,43 +152,6 @@ func (s *standbyBench) firstPID() int {
 	}
 	s.b.Fatal("instance 0 has no VMM pid in the state")
 	return 0
-}
-
-// stopProcess stops pid as a VMM stuck in the kernel is: alive and silent. It returns once every
-// thread of it is stopped: kill(2) only starts the stop, and a thread not there yet still answers.
-func stopProcess(b *testing.B, pid int) {
-	b.Helper()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		b.Fatal(err)
-	}
-	var running int
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if running = runningThreads(b, pid); running == 0 {
-			return
-		}
-	}
-	b.Fatalf("process %d: %d threads still run 10s after SIGSTOP", pid, running)
-}
-
-// runningThreads counts the threads of pid whose state (in /proc/PID/task/TID/stat) is not T.
-func runningThreads(b *testing.B, pid int) int {
-	b.Helper()
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
-	if err != nil || len(tasks) == 0 {
-		b.Fatalf("the threads of process %d: %v", pid, err)
-	}
-	running := 0
-	for _, task := range tasks {
-		stat, err := os.ReadFile(task)
-		if err != nil {
-			continue // the thread has exited
-		}
-		// The state follows the parenthesised command name, which may hold spaces.
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] != 'T' && stat[i+2] != 't' {
-			running++
-		}
-	}
-	return running
 }
 
 func pluginOf(c cost) time.Duration { return c.plugin }

@@ -1,16 +1,13 @@
 package instances
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -224,44 +221,7 @@ func TestHungVMMIsUnknownWithinTheProbeBoundAndRunningAgainColdBootsIt(t *testin
 	env.deleteAndCheckGone(t, got)
 }
 
-// hang stops process pid, as a VMM stuck in the kernel or in a deadlock is: alive, and silent.
-// It returns once every thread of it has stopped: kill(2) only starts the stop, and a thread
-// that has not reached it yet can still answer.
-func hang(t *testing.T, pid int) {
-	t.Helper()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
-	var running []string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if running = runningThreads(t, pid); len(running) == 0 {
-			return
-		}
-	}
-	t.Fatalf("process %d did not stop within 10s of SIGSTOP: threads %v", pid, running)
-}
-
-// runningThreads lists the threads of pid that are not stopped, as "tid:state".
-func runningThreads(t *testing.T, pid int) []string {
-	t.Helper()
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
-	if err != nil || len(tasks) == 0 {
-		t.Fatalf("the threads of process %d: %v", pid, err)
-	}
-	var out []string
-	for _, task := range tasks {
-		stat, err := os.ReadFile(task)
-		if err != nil {
-			continue // the thread has exited
-		}
-		// The state follows the parenthesised command name, which may contain spaces.
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && stat[i+2] != 'T' && stat[i+2] != 't' {
-			out = append(out, filepath.Base(filepath.Dir(task))+":"+string(stat[i+2]))
-		}
-	}
-	return out
-}
+func hang(t *testing.T, pid int) { t.Helper(); testutil.Hang(t, pid) }
 
 func TestCloudHypervisorHungVMMIsUnknownWithinTheProbeBound(t *testing.T) {
 	env := newTestEnv(t)

@@ -62,9 +62,16 @@ func resolveProgram(spec Spec, img *images.Image) (guestProgram, error) {
 	return prog, nil
 }
 
+// guestVolume is one attached volume as the guest init mounts it (system.ConfigVolumesDir).
+type guestVolume struct {
+	Serial   string
+	Path     string
+	ReadOnly bool
+}
+
 // configTar lays out the config disk of the guest boot contract (system/contract.go): one file per
 // argv item and per env entry, holding the raw bytes.
-func configTar(prog guestProgram, hostname string, gnet *guestNetwork) ([]byte, error) {
+func configTar(prog guestProgram, hostname string, gnet *guestNetwork, vols []guestVolume) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	dir := func(name string) error {
@@ -106,8 +113,8 @@ const configDiskMin = 1 << 20
 
 // writeConfigDisk builds config.erofs for the instance on the host: the tar is unpacked into a
 // scratch directory there (one round trip, also over SSH) and mkfs.erofs packs it.
-func (m *Manager) writeConfigDisk(ctx context.Context, id string, prog guestProgram, hostname string, gnet *guestNetwork) error {
-	content, err := configTar(prog, hostname, gnet)
+func (m *Manager) writeConfigDisk(ctx context.Context, id string, prog guestProgram, hostname string, gnet *guestNetwork, vols []guestVolume) error {
+	content, err := configTar(prog, hostname, gnet, vols)
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,9 @@ type Instance struct {
 	MACAddress string
 	TapDevice  string
 
+	// Volumes are the volumes attached to the instance, as its spec asked for them.
+	Volumes []VolumeMount
+
 	Dir        string
 	ConsoleLog string
 	// SnapshotBytes is the size of the snapshot on disk (Standby only).
@@ -76,6 +79,8 @@ type Spec struct {
 	Hypervisor string
 	// Network nil: an interface with the next free address when the manager has a host network.
 	Network *NetworkSpec
+	// Volumes are attached in this order (volume.go).
+	Volumes []VolumeMount
 }
 
 // Limits on what a Spec may ask for.
@@ -269,5 +274,6 @@ func (s *Spec) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, s.Network.validate()...)
+	errs = append(errs, ValidateMounts("volume", s.Volumes)...)
 	return errors.Join(errs...)
 }

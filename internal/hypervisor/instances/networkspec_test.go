@@ -94,7 +94,7 @@ func TestConfigDiskCarriesTheNetworkOnlyWhenThereIsOne(t *testing.T) {
 
 func tarFiles(t *testing.T, prog guestProgram, gnet *guestNetwork) map[string]string {
 	t.Helper()
-	b, err := configTar(prog, "host", gnet)
+	b, err := configTar(prog, "host", gnet, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,7 +102,7 @@ func (m *Manager) prepareBoot(ctx context.Context, md *metadata, drv vmm.Driver,
 	if err != nil {
 		return nil, err
 	}
-	if err := m.writeConfigDisk(ctx, md.ID, prog, md.Name, gnet); err != nil {
+	if err := m.writeConfigDisk(ctx, md.ID, prog, md.Name, gnet, nil); err != nil {
 		return nil, err
 	}
 	laps.lap("config_disk")

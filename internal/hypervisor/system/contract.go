@@ -10,6 +10,18 @@ const (
 	SerialConfig  = "hypeman-config"
 )
 
+// VolumeSerialLength is how much of a serial the guest sees: virtio-blk gives it 20 bytes.
+const VolumeSerialLength = 20
+
+// VolumeSerial is the serial of a volume's disk: the first 20 characters of its id (a ULID; 10 of
+// them are random, so two volumes of one instance differing there is checked, not hoped for).
+func VolumeSerial(volumeID string) string {
+	if len(volumeID) > VolumeSerialLength {
+		return volumeID[:VolumeSerialLength]
+	}
+	return volumeID
+}
+
 // Config disk layout (an erofs image). Each argv item and each environment entry is a file of its
 // own holding the raw bytes, so no value is ever parsed by a shell.
 //
@@ -36,6 +48,19 @@ const (
 	ConfigNetGateway = "net/gateway" // the default route's gateway
 	ConfigNetDNS     = "net/dns"     // name servers, one per line
 	ConfigNetMAC     = "net/mac"     // the interface's MAC address, lower-case
+)
+
+// Volumes on the config disk: volumes/0000, volumes/0001, …, one directory per attached volume,
+// mounted in that order once the merged root is up and before the network and the program. The
+// init finds the disk by its serial, creates the mount path inside the root when missing
+// (following links inside the root, as for the workdir) and mounts the ext4 filesystem there,
+// read-only (ro,noload) when the readonly file exists. A volume that cannot be mounted is an
+// error (MarkerError) and the guest powers off: the boot fails.
+const (
+	ConfigVolumesDir     = "volumes"
+	ConfigVolumeSerial   = "serial"   // in each volumes/NNNN: the disk's serial (VolumeSerial)
+	ConfigVolumePath     = "path"     // the mount path inside the root, exact bytes
+	ConfigVolumeReadOnly = "readonly" // present when the volume is mounted read-only
 )
 
 // Console markers the init prints, one line each. The ACPI power button (vmm.VM.PowerButton)

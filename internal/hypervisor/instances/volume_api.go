@@ -52,10 +52,22 @@ func (m *Manager) DeleteVolume(ctx context.Context, idOrName string) error {
 	return errVolumesNotBuilt
 }
 
+// MountProblem is one mount of a CheckMounts call that could not be attached now.
+type MountProblem struct {
+	// Index is the mount's position in the list checked.
+	Index int
+	// Holder is the id of the instance whose hold on the volume stands in the way; "" when the
+	// volume does not exist.
+	Holder string
+	// Err is an ErrVolumeNotFound or an ErrVolumeInUse, in words that name the volume and holder.
+	Err error
+}
+
 // CheckMounts tells, changing nothing, whether instance (an id, or "" for one not created yet)
 // could attach mounts now: each volume exists (ErrVolumeNotFound), and a writable one is held by no
-// other instance, a read-only one by no other instance writably (ErrVolumeInUse, naming the
-// holder). For plan-time checks; Create and Update check again under the volumes' locks.
-func (m *Manager) CheckMounts(ctx context.Context, instance string, mounts []VolumeMount) error {
-	return errVolumesNotBuilt
+// other instance, a read-only one by no other instance writably (ErrVolumeInUse). For plan-time
+// checks; Create and Update check again under the volumes' locks. The error is for a host that
+// could not be asked.
+func (m *Manager) CheckMounts(ctx context.Context, instance string, mounts []VolumeMount) ([]MountProblem, error) {
+	return nil, errVolumesNotBuilt
 }

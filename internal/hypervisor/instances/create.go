@@ -89,6 +89,7 @@ func (m *Manager) claim(ctx context.Context, spec Spec, undo *cleanups) (*metada
 		Memory: spec.Memory, Hotplug: spec.Hotplug, OverlaySize: spec.OverlaySize,
 		Entrypoint: spec.Entrypoint, Cmd: spec.Cmd, Env: spec.Env, Workdir: spec.Workdir,
 		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(), Creating: newCreator(),
+		PeerGroups: peerGroupsOf(spec.Network),
 	}
 	if err := m.saveMetadata(ctx, md); err != nil {
 		return nil, unlock, err

@@ -93,7 +93,7 @@ func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) 
 		Hypervisor: md.Hypervisor, HypervisorVersion: md.HypervisorVersion, Accelerator: md.Accelerator,
 		KernelRelease: md.KernelRelease, State: st, StateReason: reason, CreatedAt: md.CreatedAt,
 		Dir: m.layout.dir(md.ID), ConsoleLog: m.layout.console(md.ID),
-		IPAddress: md.IPAddress, MACAddress: md.MACAddress, TapDevice: md.TapDevice,
+		IPAddress: md.IPAddress, MACAddress: md.MACAddress, TapDevice: md.TapDevice, PeerGroups: md.PeerGroups,
 	}
 	switch st {
 	case Running, Paused, Created, Shutdown, Unknown:

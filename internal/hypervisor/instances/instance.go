@@ -53,6 +53,8 @@ type Instance struct {
 	IPAddress  string
 	MACAddress string
 	TapDevice  string
+	// PeerGroups are the groups of guests this one reaches on the bridge (NetworkSpec.PeerGroups).
+	PeerGroups []string
 
 	// Volumes are the volumes attached to the instance, as its spec asked for them.
 	Volumes []VolumeMount

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,10 @@ type NetworkSpec struct {
 	IP string
 	// MAC is a fixed unicast MAC address; "" derives one from the IP.
 	MAC string
+	// PeerGroups are the groups whose guests this one reaches on the bridge, and is reached by;
+	// guests that share none are isolated from each other (network/isolation.go). They change
+	// without a restart.
+	PeerGroups []string
 }
 
 func (ns *NetworkSpec) validate() []error {
@@ -46,7 +51,31 @@ func (ns *NetworkSpec) validate() []error {
 			errs = append(errs, err)
 		}
 	}
+	for _, g := range ns.PeerGroups {
+		if err := ValidatePeerGroup(g); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if ns.Disabled && len(ns.PeerGroups) > 0 {
+		errs = append(errs, &FieldError{Field: "network", Value: "disabled", Allowed: "no peer_groups for an instance without a network"})
+	}
 	return errs
+}
+
+// ValidatePeerGroup checks the name of a peer group.
+func ValidatePeerGroup(g string) error {
+	if network.CheckPeerGroup(g) != nil {
+		return &FieldError{Field: "network.peer_groups", Value: g, Allowed: network.PeerGroupRule}
+	}
+	return nil
+}
+
+// peerGroupsOf is what a spec asks for, sorted and without repeats; nil for none.
+func peerGroupsOf(ns *NetworkSpec) []string {
+	if ns == nil || len(ns.PeerGroups) == 0 {
+		return nil
+	}
+	return slices.Compact(slices.Sorted(slices.Values(ns.PeerGroups)))
 }
 
 // ValidateIP checks a fixed instance address; which addresses the host network can lease is
@@ -90,7 +119,7 @@ func (md *metadata) networkSpec() *NetworkSpec {
 	if md.IPAddress == "" {
 		return &NetworkSpec{Disabled: true}
 	}
-	return &NetworkSpec{IP: md.IPAddress, MAC: md.MACAddress}
+	return &NetworkSpec{IP: md.IPAddress, MAC: md.MACAddress, PeerGroups: md.PeerGroups}
 }
 
 // setLease records the instance's addresses and the TAP device named from its id.
@@ -224,12 +253,36 @@ func (m *Manager) plugTap(ctx context.Context, md *metadata, nc *vmm.NetConfig) 
 	if err := m.net.CreateTap(ctx, nc.Tap, md.ID); err != nil {
 		return fmt.Errorf("the network device of %s: %w", md.Name, err)
 	}
+	// The TAP is isolated before any VMM can send through it: fail closed.
+	if err := m.net.Join(ctx, nc.Tap, md.PeerGroups); err != nil {
+		_ = network.DeleteTap(context.WithoutCancel(ctx), m.host, nc.Tap)
+		return fmt.Errorf("the network isolation of %s: %w", md.Name, err)
+	}
 	return nil
 }
 
-// unplugTap removes the instance's TAP device, once no VMM holds it.
+// unplugTap removes the instance's TAP device, once no VMM holds it, and its isolation rules.
 func (m *Manager) unplugTap(ctx context.Context, md *metadata) error {
-	return network.DeleteTap(ctx, m.host, md.TapDevice)
+	if err := network.DeleteTap(ctx, m.host, md.TapDevice); err != nil {
+		return err
+	}
+	if m.net == nil || md.TapDevice == "" {
+		return nil
+	}
+	return m.net.Leave(ctx, md.TapDevice)
+}
+
+// setPeerGroups gives the instance new peer groups; a guest that is on the bridge reaches its
+// new peers at once. The caller holds the instance lock.
+func (m *Manager) setPeerGroups(ctx context.Context, md *metadata, groups []string) error {
+	md.PeerGroups = groups
+	if err := m.saveMetadata(ctx, md); err != nil {
+		return err
+	}
+	if m.net == nil || md.TapDevice == "" {
+		return nil
+	}
+	return m.net.Join(ctx, md.TapDevice, groups) // a TAP that is not on the bridge drops out again
 }
 
 // releaseLease frees the instance's addresses, even when networking has since been turned off.

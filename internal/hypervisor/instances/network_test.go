@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,7 +29,8 @@ import (
 // after the other; at most two run at once.
 
 // serverScript serves "hello from NAME" on port 80 of the guest, prints what the init gave the
-// guest, and, when PEER is set, asks the peer guest's server once a second.
+// guest, and, once a second, asks the peer guest's server when PEER is set, and the gateway's
+// ports 8080 and 53 when GW is set.
 const serverScript = `mkdir -p /www && echo "hello from $(hostname)" > /www/index.html
 /bin/busybox httpd -p 80 -h /www
 echo "ADDR<$(/bin/busybox ip -o -4 address show dev eth0 | tr -s ' ' | cut -d' ' -f4)>"
@@ -36,6 +38,7 @@ echo "ROUTE<$(/bin/busybox ip route show default)>"
 echo "RESOLV<$(cat /etc/resolv.conf)>"
 while :; do
 	[ -z "$PEER" ] || echo "PEER-REPLY<$(printf 'GET / HTTP/1.0\r\n\r\n' | /bin/busybox nc -w 2 "$PEER" 80 | tail -n 1)>"
+	[ -z "$GW" ] || echo "GATEWAY<http=$(/bin/busybox nc -w 2 "$GW" 8080 </dev/null | head -n 1) dns=$(/bin/busybox nc -w 2 "$GW" 53 </dev/null | head -n 1)>"
 	sleep 1
 done`
 
@@ -43,9 +46,29 @@ func (env *testEnv) serverSpec(name string, peer string) Spec {
 	spec := env.spec(name)
 	spec.Entrypoint = []string{"/bin/sh", "-c", serverScript}
 	if peer != "" {
-		spec.Env = map[string]string{"PEER": peer}
+		spec.Env = map[string]string{"PEER": peer, "GW": "10.100.0.1"}
 	}
 	return spec
+}
+
+// serveBanner answers every TCP connection to addr with one line, banner, until the test ends.
+func serveBanner(t *testing.T, addr, banner string) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte(banner + "\n"))
+			_ = c.Close()
+		}
+	}()
 }
 
 // networkManager makes a Manager on the host network cfg; wrap, if set, wraps its VMM driver.
@@ -180,23 +203,34 @@ func TestInstancesOnTheHostNetwork(t *testing.T) {
 	}
 	env := newTestEnv(t)
 	ctx := testContext(t)
-	env.m = env.networkManager(t, network.Config{DNS: []string{"10.100.0.53", "10.100.0.54"}}, nil)
+	// The gateway is one of the name servers, so guests may reach its port 53 and nothing else of
+	// the host.
+	env.m = env.networkManager(t, network.Config{DNS: []string{"10.100.0.1", "10.100.0.54"}}, nil)
 	m := env.m
 	var a, b *Instance
+	top := t // what outlives one step
 	step := func(name string, f func(t *testing.T)) {
 		if !t.Run(name, f) {
 			t.FailNow() // later steps build on this one
 		}
 	}
 
-	step("two instances get distinct addresses, serve on them and reach each other", func(t *testing.T) {
+	step("two instances get distinct addresses and serve on them, isolated from each other and the host", func(t *testing.T) {
 		var err error
 		if b, err = m.Create(ctx, env.serverSpec("netb", ""), Running); err != nil {
 			t.Fatal(err)
 		}
+		serveBanner(top, "10.100.0.1:8080", "host-http")
+		serveBanner(top, "10.100.0.1:53", "host-dns")
 		if a, err = m.Create(ctx, env.serverSpec("neta", b.IPAddress), Running); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				out, _ := exec.Command("nft", "list", "ruleset").CombinedOutput()
+				t.Logf("rules:\n%s\nconsole of %s:\n%s", out, a.Name, env.console(t, a))
+			}
+		})
 		if b.IPAddress != "10.100.0.2" || a.IPAddress != "10.100.0.3" || a.MACAddress == b.MACAddress || a.TapDevice == b.TapDevice {
 			t.Fatalf("addresses: a %s %s %s, b %s %s %s", a.IPAddress, a.MACAddress, a.TapDevice, b.IPAddress, b.MACAddress, b.TapDevice)
 		}
@@ -210,9 +244,33 @@ func TestInstancesOnTheHostNetwork(t *testing.T) {
 			}
 			env.waitConsole(t, inst, 0, "ADDR<"+inst.IPAddress+"/16>")
 			env.waitConsole(t, inst, 0, "ROUTE<default via 10.100.0.1 dev eth0")
-			env.waitConsole(t, inst, 0, "RESOLV<nameserver 10.100.0.53\nnameserver 10.100.0.54>")
+			env.waitConsole(t, inst, 0, "RESOLV<nameserver 10.100.0.1\nnameserver 10.100.0.54>")
 		}
-		env.waitConsole(t, a, 0, "PEER-REPLY<hello from netb>")
+		env.waitConsole(t, a, 0, "PEER-REPLY<>")
+		env.waitConsole(t, a, 0, "GATEWAY<http= dns=host-dns>")
+		if c := string(env.console(t, a)); strings.Contains(c, "PEER-REPLY<hello") || strings.Contains(c, "host-http") {
+			t.Fatalf("a guest reached another guest or a host service it should not:\n%s", c)
+		}
+	})
+
+	step("a shared peer group lets them reach each other at once, without a restart", func(t *testing.T) {
+		offset := env.consoleLen(t, a)
+		for _, inst := range []*Instance{a, b} {
+			spec := env.serverSpec(inst.Name, "")
+			if inst == a {
+				spec = env.serverSpec(inst.Name, b.IPAddress)
+			}
+			spec.Network = &NetworkSpec{PeerGroups: []string{"web", "web"}}
+			got, err := m.Update(ctx, inst.ID, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.PID != inst.PID || !slices.Equal(got.PeerGroups, []string{"web"}) {
+				t.Fatalf("after the update %s has pid %d (was %d) and peer groups %q", inst.Name, got.PID, inst.PID, got.PeerGroups)
+			}
+		}
+		env.waitConsole(t, a, offset, "PEER-REPLY<hello from netb>")
+		env.waitConsole(t, a, offset, "GATEWAY<http= dns=host-dns>") // the host stays closed
 	})
 
 	step("standby and restore keep the address, MAC and TAP, and the server answers again", func(t *testing.T) {
@@ -319,6 +377,10 @@ func TestInstancesOnTheHostNetwork(t *testing.T) {
 		assertNoTap(t, b.TapDevice)
 		if ips := leasedIPs(t, m); len(ips) != 0 {
 			t.Fatalf("leases after deleting everything: %v", ips)
+		}
+		rules, err := exec.Command("nft", "list", "ruleset").CombinedOutput()
+		if err != nil || strings.Contains(string(rules), a.TapDevice) || strings.Contains(string(rules), b.TapDevice) {
+			t.Fatalf("the isolation rules still name a deleted instance's TAP (%v):\n%s", err, rules)
 		}
 	})
 }

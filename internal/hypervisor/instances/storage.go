@@ -82,6 +82,8 @@ type metadata struct {
 	IPAddress  string `json:"ip_address,omitempty"`
 	MACAddress string `json:"mac_address,omitempty"`
 	TapDevice  string `json:"tap_device,omitempty"`
+	// PeerGroups are the guests this one may reach on the bridge (NetworkSpec.PeerGroups).
+	PeerGroups []string `json:"peer_groups,omitempty"`
 
 	Hypervisor        string `json:"hypervisor"`
 	HypervisorVersion string `json:"hypervisor_version"`

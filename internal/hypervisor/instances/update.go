@@ -8,7 +8,8 @@ import (
 	"strings"
 )
 
-// Update changes an instance's program (entrypoint, cmd, env, workdir), and its image reference
+// Update changes an instance's program (entrypoint, cmd, env, workdir), its peer groups (at once,
+// whatever its state), and its image reference
 // to another spelling of the image it has (another tag, transport or a digest that resolves to
 // the same manifest). A running or paused guest is restarted in place to pick up a new program,
 // keeping its overlay, and comes back in the same state; a stopped one takes it at its next
@@ -37,6 +38,11 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		}
 		if diff := immutableDiff(md.spec(), md.ImageDigest, spec, digest); len(diff) > 0 {
 			return fmt.Errorf("%w: %s cannot change on an existing instance (the instance must be replaced)", ErrInvalidConfig, strings.Join(diff, ", "))
+		}
+		if groups := peerGroupsOf(spec.Network); spec.Network != nil && !slices.Equal(groups, md.PeerGroups) {
+			if err := m.setPeerGroups(ctx, md, groups); err != nil {
+				return fmt.Errorf("change the peer groups of %s: %w", md.Name, err)
+			}
 		}
 		newProgram := !sameProgram(md.spec(), spec)
 		md.Image = spec.Image

@@ -70,7 +70,7 @@ func (n *Network) removeNAT(ctx context.Context) error {
 	if _, err := n.h.LookPath(ctx, "nft"); err != nil {
 		return nil
 	}
-	chains, err := n.natChains(ctx)
+	chains, err := n.tableChains(ctx, natFamily, NATTable)
 	if err != nil || chains == nil {
 		return err
 	}
@@ -88,14 +88,14 @@ func (n *Network) removeNAT(ctx context.Context) error {
 	return nil
 }
 
-// natChains lists the chains of NATTable; nil when the table does not exist.
-func (n *Network) natChains(ctx context.Context) (map[string]bool, error) {
-	out, err := n.h.Run(ctx, nil, "nft", "-j", "list", "table", natFamily, NATTable)
+// tableChains lists the chains of an nftables table; nil when the table does not exist.
+func (n *Network) tableChains(ctx context.Context, family, table string) (map[string]bool, error) {
+	out, err := n.h.Run(ctx, nil, "nft", "-j", "list", "table", family, table)
 	if err != nil {
 		if strings.Contains(err.Error(), "No such file or directory") {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("list nftables table %s: %w", NATTable, err)
+		return nil, fmt.Errorf("list nftables table %s %s: %w", family, table, err)
 	}
 	var listing struct {
 		Nftables []struct {

@@ -96,15 +96,26 @@ func (n *Network) Setup(ctx context.Context) (uplink string, err error) {
 		return "", err
 	}
 	if uplink == "" {
-		return "", n.removeNAT(ctx)
+		err = n.removeNAT(ctx)
+	} else {
+		err = n.ensureNAT(ctx, uplink)
 	}
-	return uplink, n.ensureNAT(ctx, uplink)
+	if err != nil {
+		return "", err
+	}
+	if err := n.recordUplink(ctx, uplink); err != nil {
+		return "", err
+	}
+	return uplink, nil
 }
 
 // Teardown removes what Setup made: the NAT rule, and the bridge when this data directory
 // created it and no interface is attached to it any more.
 func (n *Network) Teardown(ctx context.Context) error {
 	if err := n.removeNAT(ctx); err != nil {
+		return err
+	}
+	if err := n.removeIsolation(ctx); err != nil {
 		return err
 	}
 	br, ok, err := n.linkByName(ctx, n.s.bridge)

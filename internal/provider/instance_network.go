@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 
+	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -25,12 +27,14 @@ var _ validator.Object = networkConsistent{}
 
 // instanceNetworkModel is hypeman_instance's network attribute.
 type instanceNetworkModel struct {
-	Enabled types.Bool   `tfsdk:"enabled"`
-	IP      types.String `tfsdk:"ip"`
-	MAC     types.String `tfsdk:"mac"`
+	Enabled    types.Bool   `tfsdk:"enabled"`
+	IP         types.String `tfsdk:"ip"`
+	MAC        types.String `tfsdk:"mac"`
+	PeerGroups types.Set    `tfsdk:"peer_groups"`
 }
 
-var instanceNetworkAttrTypes = map[string]attr.Type{"enabled": types.BoolType, "ip": types.StringType, "mac": types.StringType}
+var instanceNetworkAttrTypes = map[string]attr.Type{"enabled": types.BoolType, "ip": types.StringType, "mac": types.StringType,
+	"peer_groups": types.SetType{ElemType: types.StringType}}
 
 func instanceNetworkAttribute() schema.Attribute {
 	return schema.SingleNestedAttribute{
@@ -58,6 +62,16 @@ func instanceNetworkAttribute() schema.Attribute {
 				Optional:            true,
 				Validators:          []validator.String{validMAC()},
 			},
+			"peer_groups": schema.SetAttribute{
+				MarkdownDescription: "The groups of guests this instance reaches on the bridge, and is reached by. Guests are " +
+					"isolated by default: a guest reaches the gateway's name server (when the gateway is one of the provider's " +
+					"`dns` servers), ping of the gateway and the outside through NAT, and no other guest and no other service of " +
+					"the host. Two instances that share a group reach each other. Each name: " + network.PeerGroupRule + ". " +
+					"Changing it takes effect at once, without a restart.",
+				ElementType: types.StringType,
+				Optional:    true,
+				Validators:  []validator.Set{setvalidator.ValueStringsAre(validPeerGroup())},
+			},
 		},
 		Validators: []validator.Object{networkConsistent{}},
 		PlanModifiers: []planmodifier.Object{objectplanmodifier.RequiresReplaceIf(replaceForNetwork,
@@ -68,6 +82,10 @@ func instanceNetworkAttribute() schema.Attribute {
 
 func validInstanceIP() validator.String {
 	return checkString{"Invalid Instance Network", "must be an IPv4 address", instances.ValidateIP}
+}
+
+func validPeerGroup() validator.String {
+	return checkString{"Invalid Instance Network", "must be a peer group name", instances.ValidatePeerGroup}
 }
 
 func validMAC() validator.String {
@@ -88,6 +106,10 @@ func (networkConsistent) ValidateObject(ctx context.Context, req validator.Objec
 	resp.Diagnostics.Append(diags...)
 	if n == nil || n.Enabled.IsNull() || n.Enabled.IsUnknown() || n.Enabled.ValueBool() {
 		return
+	}
+	if !n.PeerGroups.IsNull() {
+		resp.Diagnostics.AddAttributeError(req.Path.AtName("peer_groups"), "Invalid Instance Network",
+			"network.peer_groups is not allowed with enabled = false: an instance without a network interface has no peers; remove peer_groups or set enabled = true")
 	}
 	for name, v := range map[string]types.String{"ip": n.IP, "mac": n.MAC} {
 		if !v.IsNull() {
@@ -112,7 +134,29 @@ func (n *instanceNetworkModel) spec() *instances.NetworkSpec {
 	if n == nil {
 		return nil
 	}
-	return &instances.NetworkSpec{Disabled: !n.wantsInterface(), IP: n.IP.ValueString(), MAC: n.MAC.ValueString()}
+	return &instances.NetworkSpec{Disabled: !n.wantsInterface(), IP: n.IP.ValueString(), MAC: n.MAC.ValueString(), PeerGroups: n.peerGroups()}
+}
+
+// peerGroups are the peer groups asked for, sorted; nil for none (or while unknown).
+func (n *instanceNetworkModel) peerGroups() []string {
+	if n == nil || n.PeerGroups.IsNull() || n.PeerGroups.IsUnknown() {
+		return nil
+	}
+	var groups []string
+	for _, e := range n.PeerGroups.Elements() {
+		if s, ok := e.(types.String); ok && !s.IsUnknown() {
+			groups = append(groups, s.ValueString())
+		}
+	}
+	slices.Sort(groups)
+	return groups
+}
+
+// peerGroupsChanged reports whether an update gives the instance other peer groups.
+func peerGroupsChanged(ctx context.Context, plan, prior types.Object) bool {
+	p, _ := instanceNetwork(ctx, plan)
+	q, _ := instanceNetwork(ctx, prior)
+	return !slices.Equal(p.peerGroups(), q.peerGroups())
 }
 
 // wantsInterface is enabled, which defaults to true.
@@ -122,7 +166,7 @@ func (n *instanceNetworkModel) wantsInterface() bool {
 
 // unknown reports whether any setting is known only after apply.
 func (n *instanceNetworkModel) unknown() bool {
-	return n.Enabled.IsUnknown() || n.IP.IsUnknown() || n.MAC.IsUnknown()
+	return n.Enabled.IsUnknown() || n.IP.IsUnknown() || n.MAC.IsUnknown() // peer groups change in place
 }
 
 // differsFrom reports whether an instance with the addresses ip and mac (null: no interface)

@@ -156,9 +156,10 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 	id := prior.ID.ValueString()
 	target := instances.State(plan.State.ValueString())
 	newProgram, newImage := programChanged(&plan.instanceModel, &prior.instanceModel), !plan.Image.Equal(prior.Image)
+	inPlace := newImage || peerGroupsChanged(ctx, plan.Network, prior.Network)
 	opts, d := stateOptions(ctx, req.Config)
 	resp.Diagnostics.Append(d...)
-	for _, s := range updateSteps(r.manager, id, target, spec, newProgram, newImage, opts...) {
+	for _, s := range updateSteps(r.manager, id, target, spec, newProgram, inPlace, opts...) {
 		tflog.Info(ctx, s.what, map[string]any{"id": id, "name": spec.Name, "from": prior.State.ValueString(), "to": string(target)})
 		if err := s.run(ctx); err != nil {
 			failure{action: "Update", name: spec.Name, id: id, err: fmt.Errorf("%s: %w", s.what, err)}.add(ctx, r.manager, &resp.Diagnostics)
@@ -175,9 +176,10 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 }
 
 // updateSteps orders the manager calls of an update. A new program is applied by a restart, which
-// a Standby instance cannot take: leaving Standby comes first, and entering it comes last. A new
-// spelling of the image (the plan replaces the instance for another image) is only recorded.
-func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram, newImage bool, opts ...instances.StateOption) []step {
+// a Standby instance cannot take: leaving Standby comes first, and entering it comes last. What
+// changes without a restart (inPlace: a new spelling of the image, as the plan replaces the
+// instance for another image; new peer groups) is applied by Update alone.
+func updateSteps(m *instances.Manager, id string, target instances.State, spec instances.Spec, newProgram, inPlace bool, opts ...instances.StateOption) []step {
 	setState := step{"move to " + string(target), func(ctx context.Context) error {
 		_, err := m.SetState(ctx, id, target, opts...)
 		return err
@@ -206,8 +208,8 @@ func updateSteps(m *instances.Manager, id string, target instances.State, spec i
 			return err
 		}}
 		return []step{leaveStandby, update("restart with the new program"), setState}
-	case newImage:
-		return []step{update("record the new spelling of the image"), setState}
+	case inPlace:
+		return []step{update("update in place (image spelling, peer groups)"), setState}
 	}
 	return []step{setState}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
@@ -23,8 +24,9 @@ type networkModel struct {
 	Bridge  types.String `tfsdk:"bridge"`
 	Subnet  types.String `tfsdk:"subnet"`
 	Gateway types.String `tfsdk:"gateway"`
-	DNS     types.List   `tfsdk:"dns"`
-	Uplink  types.String `tfsdk:"uplink"`
+	DNS       types.List   `tfsdk:"dns"`
+	Uplink    types.String `tfsdk:"uplink"`
+	HostPorts types.List   `tfsdk:"host_ports"`
 }
 
 // networkEnv names the variable that fills in each setting of a network block that is present.
@@ -40,7 +42,9 @@ func networkBlock() schema.Block {
 		MarkdownDescription: "The host network instances join. Its presence turns networking on (`network {}` takes every default): " +
 			"the provider creates a Linux bridge with the gateway address, gives each instance an IPv4 address from `subnet` " +
 			"and a MAC address for its whole life, attaches a TAP device per running instance to the bridge and, unless " +
-			"`uplink = \"none\"`, masquerades guest traffic out of the uplink with an nftables rule. Without the block the " +
+			"`uplink = \"none\"`, masquerades guest traffic out of the uplink with an nftables rule. Guests are isolated from " +
+			"each other (unless they share a `peer_groups` name) and from the host's services and other networks (but for " +
+			"`host_ports`), by nftables chains of the provider's own. Without the block the " +
 			"provider creates no bridge, TAP device or NAT rule, and instances have no network interface: " + networkOptIn + ". " +
 			"For the same reason the `HYPEMAN_BRIDGE`, `HYPEMAN_SUBNET`, `HYPEMAN_GATEWAY`, `HYPEMAN_DNS` and `HYPEMAN_UPLINK` " +
 			"variables only fill in settings of a block that is present; they never turn networking on. Networking needs the " +
@@ -76,6 +80,14 @@ func networkBlock() schema.Block {
 				Optional: true,
 				Validators: []validator.List{listvalidator.ValueStringsAre(
 					validNetworkSetting("dns", func(s string) network.Config { return network.Config{DNS: []string{s}} }))},
+			},
+			"host_ports": schema.ListAttribute{
+				ElementType: types.Int64Type,
+				MarkdownDescription: "TCP ports of the gateway address that guests may reach on the host, for a host service they " +
+					"need (a registry, a metrics sink). Guests are isolated: without this they reach, of the host, only ping " +
+					"of the gateway and its name server when the gateway is one of the `dns` servers. No variable fills it in.",
+				Optional: true,
+				Validators: []validator.List{listvalidator.ValueInt64sAre(int64validator.Between(1, 65535))},
 			},
 			"uplink": schema.StringAttribute{
 				MarkdownDescription: "The host interface guest traffic leaves through, masqueraded. Defaults to `$HYPEMAN_UPLINK`, else " +
@@ -131,6 +143,11 @@ func resolveNetwork(m *networkModel, getenv func(string) string) (network.Config
 		Subnet:  pick("subnet", m.Subnet),
 		Gateway: pick("gateway", m.Gateway),
 		Uplink:  pick("uplink", m.Uplink),
+	}
+	for _, e := range m.HostPorts.Elements() {
+		if p, ok := e.(types.Int64); ok {
+			cfg.HostPorts = append(cfg.HostPorts, int(p.ValueInt64()))
+		}
 	}
 	if !m.DNS.IsNull() {
 		for _, e := range m.DNS.Elements() {

@@ -219,6 +219,8 @@ func TestNetworkChangeReplacesOnlyAnInstanceThatLacksWhatItAsks(t *testing.T) {
 		{"another MAC", withNIC("Standby"), net(map[string]tftypes.Value{"mac": str("02:00:00:00:00:09")}), true},
 		{"no interface", withNIC("Stopped"), net(map[string]tftypes.Value{"enabled": tftypes.NewValue(tftypes.Bool, false)}), true},
 		{"an interface for an instance without one", existing("Running", nil), net(map[string]tftypes.Value{}), true},
+		{"new peer groups", withNIC("Running"), net(map[string]tftypes.Value{"peer_groups": tftypes.NewValue(tftypes.Set{ElementType: tftypes.String},
+			[]tftypes.Value{str("web")})}), false},
 		{"the block removed", merge(withNIC("Running"), map[string]tftypes.Value{"network": net(map[string]tftypes.Value{"enabled": on, "ip": str("10.100.0.2")})}),
 			net(nil), false},
 	}
@@ -357,14 +359,23 @@ func TestCreatePlansTheFixedAddressesAndRefusesOnesOutsideTheSubnet(t *testing.T
 
 func TestNetworkAttributeBecomesTheManagersNetworkSpec(t *testing.T) {
 	ctx := context.Background()
-	obj := func(enabled bool, ip, mac string) types.Object {
+	obj := func(enabled bool, ip, mac string, groups ...string) types.Object {
 		opt := func(s string) types.String {
 			if s == "" {
 				return types.StringNull()
 			}
 			return types.StringValue(s)
 		}
-		return types.ObjectValueMust(instanceNetworkAttrTypes, map[string]attr.Value{"enabled": types.BoolValue(enabled), "ip": opt(ip), "mac": opt(mac)})
+		peers := types.SetNull(types.StringType)
+		if groups != nil {
+			var elems []attr.Value
+			for _, g := range groups {
+				elems = append(elems, types.StringValue(g))
+			}
+			peers = types.SetValueMust(types.StringType, elems)
+		}
+		return types.ObjectValueMust(instanceNetworkAttrTypes, map[string]attr.Value{"enabled": types.BoolValue(enabled), "ip": opt(ip), "mac": opt(mac),
+			"peer_groups": peers})
 	}
 	tests := []struct {
 		name    string
@@ -375,6 +386,7 @@ func TestNetworkAttributeBecomesTheManagersNetworkSpec(t *testing.T) {
 		{"defaults", obj(true, "", ""), &instances.NetworkSpec{}},
 		{"no interface", obj(false, "", ""), &instances.NetworkSpec{Disabled: true}},
 		{"fixed addresses", obj(true, "10.100.0.7", "02:00:00:00:00:07"), &instances.NetworkSpec{IP: "10.100.0.7", MAC: "02:00:00:00:00:07"}},
+		{"peer groups, sorted", obj(true, "", "", "web", "db"), &instances.NetworkSpec{PeerGroups: []string{"db", "web"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -154,6 +154,7 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		for setting, isUnknown := range map[string]bool{
 			"bridge": n.Bridge.IsUnknown(), "subnet": n.Subnet.IsUnknown(), "gateway": n.Gateway.IsUnknown(),
 			"dns": n.DNS.IsUnknown() || slices.ContainsFunc(n.DNS.Elements(), attr.Value.IsUnknown), "uplink": n.Uplink.IsUnknown(),
+			"host_ports": n.HostPorts.IsUnknown() || slices.ContainsFunc(n.HostPorts.Elements(), attr.Value.IsUnknown),
 		} {
 			if isUnknown {
 				unknown(path.Root("network").AtName(setting), "network "+setting, networkEnv[setting])

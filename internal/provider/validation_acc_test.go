@@ -99,6 +99,8 @@ func TestAccBadInputIsRejectedAtPlan(t *testing.T) {
 		{"timeouts", attr("timeouts", `{ read = "soon" }`), `timeouts.read "soon" is not allowed: a positive duration: a number and a unit (h, m, s, ms), such as "30s"`},
 		{"instance network", attr("network", `{ ip = "10.100.0.5" }`), `the provider has no network block`},
 		{"instance network", attr("network", `{ mac = "01:00:5e:00:00:01" }`), `network.mac "01:00:5e:00:00:01" is not allowed: a unicast MAC address`},
+		{"instance network", attr("network", `{ peer_groups = ["web", "Back_End"] }`), `network.peer_groups "Back_End" is not allowed: 1 to 63 characters`},
+		{"instance network", attr("network", `{ enabled = false, peer_groups = ["web"] }`), `network.peer_groups is not allowed with enabled = false`},
 		{"instance network", provider(network(`subnet = "10.123.0.0/24"`)) + instance(map[string]string{"network": `{ ip = "10.124.0.5" }`}),
 			`network.ip "10.124.0.5" is not allowed: an address of the provider's subnet 10.123.0.0/24`},
 
@@ -116,6 +118,7 @@ func TestAccBadInputIsRejectedAtPlan(t *testing.T) {
 		{"host port", setting(`host = "ssh://root@10.0.0.5:99999"`), `host "ssh://root@10.0.0.5:99999" has the port "99999"; a port is a number from 1 to 65535`},
 		{"host empty user", setting(`host = "ssh://@10.0.0.5"`), `host "ssh://@10.0.0.5" has an empty user name before '@'`},
 		{"network", setting(network(`subnet = "10.123.0.0/24"`, `gateway = "10.124.0.1"`)), `network gateway "10.124.0.1" is not allowed: an address inside 10.123.0.0/24`},
+		{"network", setting(network(`host_ports = [443, 0]`)), `value must be between 1 and 65535, got: 0`},
 		{"network", setting(network(`subnet = "10.123.0.1/24"`)), `network subnet "10.123.0.1/24" is not allowed: the network address with no host bits set: 10.123.0.0/24`},
 		{"empty network setting", setting(network(`bridge = ""`)), `network bridge "" is not allowed: a value that is not empty; leave bridge out (or null) for the default: $HYPEMAN_BRIDGE, else vmbr0`},
 

@@ -3,6 +3,7 @@ package network
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -23,6 +24,9 @@ type Config struct {
 	// Uplink is the interface guest traffic leaves the host through, masqueraded. "" picks the
 	// interface of the host's default route (no NAT when there is none); UplinkNone turns NAT off.
 	Uplink string
+	// HostPorts are the TCP ports of the gateway address that guests may reach on the host (see
+	// isolation.go); none by default.
+	HostPorts []int
 }
 
 // Defaults and special values of Config.
@@ -43,6 +47,7 @@ type settings struct {
 	gateway netip.Addr
 	dns     []netip.Addr
 	uplink  string // "" = the default route's interface
+	ports   []int
 }
 
 // Check applies the defaults and checks every setting of c as New does, without a host: one
@@ -92,6 +97,16 @@ func (c Config) resolve() (settings, []error) {
 			s.gateway = gw
 		}
 	}
+	for _, p := range c.HostPorts {
+		if p < 1 || p > 65535 {
+			errs = append(errs, &SettingError{Setting: "host_ports", Value: fmt.Sprint(p), Allowed: "a TCP port from 1 to 65535"})
+			continue
+		}
+		if !slices.Contains(s.ports, p) {
+			s.ports = append(s.ports, p)
+		}
+	}
+	slices.Sort(s.ports)
 	for _, d := range c.DNS {
 		a, err := netip.ParseAddr(d)
 		if err != nil || a.Zone() != "" {

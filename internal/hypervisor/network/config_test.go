@@ -37,6 +37,7 @@ func TestConfigRejectsBadSettingsNamingEach(t *testing.T) {
 	}{
 		{"bridge name too long", Config{Bridge: "a-very-long-bridge"}, []string{`network bridge "a-very-long-bridge" is not allowed: 1 to 15 bytes`}},
 		{"bridge name with a slash", Config{Bridge: "br/0"}, []string{`network bridge "br/0"`}},
+		{"host port out of range", Config{HostPorts: []int{80, 0, 70000}}, []string{`network host_ports "0" is not allowed: a TCP port from 1 to 65535`, `network host_ports "70000"`}},
 		{"uplink with a space", Config{Uplink: "eth 0"}, []string{`network uplink "eth 0" is not allowed`, `or "none"`}},
 		{"subnet that is not CIDR", Config{Subnet: "10.100.0.0"}, []string{`network subnet "10.100.0.0" is not allowed: an IPv4 network in CIDR notation`}},
 		{"IPv6 subnet", Config{Subnet: "fd00::/64"}, []string{`network subnet "fd00::/64"`}},

@@ -15,8 +15,8 @@ import (
 )
 
 // Guest isolation (docs/adr/0009-guest-isolation.md). A guest on the bridge reaches the gateway's
-// name server (when the gateway is one of the DNS servers) and ping, the outside through the
-// uplink, and nothing else: not another guest, not the host's other services or networks. Guests
+// name server (when the gateway is one of the DNS servers), ping and the TCP ports of HostPorts
+// there, the outside through the uplink, and nothing else: not another guest, not the host's other services or networks. Guests
 // that share a peer group reach each other. The rules live in tables named FilterTable of the
 // bridge family (guest to guest, which the bridge forwards without IP routing) and of the inet
 // family (guest to host and to the host's other networks), one chain per bridge each, and are
@@ -211,8 +211,8 @@ func (n *Network) isolationRules(f isolationFile, guests map[string]bool) []nftC
 	// "in" tests flags: either one set, as `ct state established,related` does.
 	established := map[string]any{"match": map[string]any{"op": "in",
 		"left": map[string]any{"ct": map[string]any{"key": "state"}}, "right": []any{"established", "related"}}}
-	// Guest to the host itself: replies to what the host opened, ping, and the gateway's name
-	// server when guests are given it.
+	// Guest to the host itself: replies to what the host opened, ping, the gateway's name server
+	// when guests are given it, and the host ports the operator opened.
 	hostChain := chainCmds("inet", n.HostChain(), "input")
 	rule(hostChain, "replies", iif(br), established, accept)
 	rule(hostChain, "ping", iif(br),
@@ -225,6 +225,17 @@ func (n *Network) isolationRules(f isolationFile, guests map[string]bool) []nftC
 				match(map[string]any{"payload": map[string]any{"protocol": proto, "field": "dport"}}, 53),
 				accept)
 		}
+	}
+	if len(n.s.ports) > 0 {
+		ports := make([]any, len(n.s.ports))
+		for i, p := range n.s.ports {
+			ports[i] = p
+		}
+		rule(hostChain, "host-ports",
+			iif(br),
+			match(map[string]any{"payload": map[string]any{"protocol": "ip", "field": "daddr"}}, n.s.gateway.String()),
+			match(map[string]any{"payload": map[string]any{"protocol": "tcp", "field": "dport"}}, map[string]any{"set": ports}),
+			accept)
 	}
 	rule(hostChain, "isolate", iif(br), drop)
 

@@ -71,7 +71,7 @@ func TestGuestsAreIsolatedUnlessTheyShareAPeerGroup(t *testing.T) {
 	}
 	ctx := context.Background()
 	setForwarding(t, false)
-	n := newNetwork(t, Config{DNS: []string{"10.100.0.1"}})
+	n := newNetwork(t, Config{DNS: []string{"10.100.0.1"}, HostPorts: []int{5000, 443, 5000}})
 	other := newNetwork(t, Config{}) // another data directory on the same bridge
 	if _, err := n.Setup(ctx); err != nil {
 		t.Fatal(err)
@@ -116,7 +116,10 @@ func TestGuestsAreIsolatedUnlessTheyShareAPeerGroup(t *testing.T) {
 			t.Fatalf("no %s rule in the host chain:\n%s", want.comment, strings.Join(hostRules, "\n"))
 		}
 	}
-	if h := rulesOf(t, "inet", other.HostChain()); ruleWith(h, "dns") {
+	if !ruleWith(hostRules, "host-ports", "vmbr0", "10.100.0.1", "443", "5000") {
+		t.Fatalf("no rule for the host ports:\n%s", strings.Join(hostRules, "\n"))
+	}
+	if h := rulesOf(t, "inet", other.HostChain()); ruleWith(h, "dns") || ruleWith(h, "host-ports") {
 		t.Fatalf("guests given no name server on the gateway get no DNS rule:\n%s", strings.Join(h, "\n"))
 	}
 	if fwd := rulesOf(t, "inet", n.ForwardChain()); !ruleWith(fwd, "bridged", "vmbr0", "accept") || !ruleWith(fwd, "isolate", "drop") || ruleWith(fwd, "uplink") {

@@ -21,9 +21,9 @@ import (
 
 // networkModel is the provider's network block. Its presence alone turns host networking on.
 type networkModel struct {
-	Bridge  types.String `tfsdk:"bridge"`
-	Subnet  types.String `tfsdk:"subnet"`
-	Gateway types.String `tfsdk:"gateway"`
+	Bridge    types.String `tfsdk:"bridge"`
+	Subnet    types.String `tfsdk:"subnet"`
+	Gateway   types.String `tfsdk:"gateway"`
 	DNS       types.List   `tfsdk:"dns"`
 	Uplink    types.String `tfsdk:"uplink"`
 	HostPorts types.List   `tfsdk:"host_ports"`
@@ -86,7 +86,7 @@ func networkBlock() schema.Block {
 				MarkdownDescription: "TCP ports of the gateway address that guests may reach on the host, for a host service they " +
 					"need (a registry, a metrics sink). Guests are isolated: without this they reach, of the host, only ping " +
 					"of the gateway and its name server when the gateway is one of the `dns` servers. No variable fills it in.",
-				Optional: true,
+				Optional:   true,
 				Validators: []validator.List{listvalidator.ValueInt64sAre(int64validator.Between(1, 65535))},
 			},
 			"uplink": schema.StringAttribute{

@@ -128,10 +128,13 @@ func ValidateVolumeSource(src string) error {
 	return nil
 }
 
+// volumeIDRule describes volume ids, for error messages.
+const volumeIDRule = "a volume's id: 26 characters of Crockford base32 (digits and upper-case letters but I, L, O and U), as in a hypeman_volume's id attribute"
+
 // ValidateVolumeID checks that id can be a volume id (a ULID, like an instance id).
 func ValidateVolumeID(id string) error {
 	if !ulidRE.MatchString(id) {
-		return &FieldError{Field: "volume_id", Value: id, Allowed: "a volume's id: " + IDRule[len("a ULID: "):]}
+		return &FieldError{Field: "volume_id", Value: id, Allowed: volumeIDRule}
 	}
 	return nil
 }
@@ -169,8 +172,8 @@ func ValidateMounts(field string, mounts []VolumeMount) []error {
 	var errs []error
 	for i, v := range mounts {
 		at := fmt.Sprintf("%s[%d]", field, i)
-		if err := ValidateVolumeID(v.VolumeID); err != nil {
-			errs = append(errs, &FieldError{Field: at + ".volume_id", Value: v.VolumeID, Allowed: err.(*FieldError).Allowed})
+		if ValidateVolumeID(v.VolumeID) != nil {
+			errs = append(errs, &FieldError{Field: at + ".volume_id", Value: v.VolumeID, Allowed: volumeIDRule})
 		}
 		if err := ValidateMountPath(v.MountPath); err != nil {
 			errs = append(errs, &FieldError{Field: at + ".mount_path", Value: v.MountPath, Allowed: MountPathRule})

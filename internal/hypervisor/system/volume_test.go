@@ -47,13 +47,38 @@ if echo x >/srv/shared/out.txt; then echo "write ro: ok"; else echo "write ro: r
 		if got := debugfsCat(t, rw, "/out.txt"); got != "written by the guest\n" {
 			t.Errorf("the host reads %q from the writable volume, want the guest's line", got)
 		}
-		for _, image := range []string{rw, ro} {
-			if out, err := exec.Command("e2fsck", "-fn", image).CombinedOutput(); err != nil {
-				t.Errorf("e2fsck -fn %s after the guest powered off: %v\n%s", filepath.Base(image), err, out)
-			}
-		}
+		wantClean(t, rw)
+		wantClean(t, ro)
 		if got := debugfsCat(t, ro, "/out.txt"); got != "" {
 			t.Errorf("the read-only volume holds /out.txt %q", got)
+		}
+	})
+
+	t.Run("a process holding a volume's file open at the program's end does not leave it dirty", func(t *testing.T) {
+		rw := newExt4(t, filepath.Join(t.TempDir(), "rw.raw"), 32<<20, nil)
+		// The background writer outlives the program; the init kills it, then unmounts.
+		script := `(while :; do echo busy; sleep 0.01; done) >/data/busy.log & sleep 1; echo left a writer`
+		cfg := guestConfig{argv: []string{"sh", "-c", script}, volumes: []guestVolume{{serial: serialWritable, path: "/data"}}}
+		console := bootGuest(t, a, newGuest(t, cfg, extraDisk{rw, serialWritable, false}), nil)
+		if !strings.Contains(console, "left a writer\n"+MarkerExited+"0\n") {
+			t.Fatalf("the program did not run as planned:\n%s", console)
+		}
+		if strings.Contains(console, "cannot unmount") {
+			t.Errorf("the init could not unmount the volume:\n%s", console)
+		}
+		wantClean(t, rw)
+		if got := debugfsCat(t, rw, "/busy.log"); !strings.HasPrefix(got, "busy\n") {
+			t.Errorf("the writer's file holds %q, want its lines", got)
+		}
+	})
+
+	t.Run("a mount path with spaces, quotes, $() and a newline is data", func(t *testing.T) {
+		vol := newExt4(t, filepath.Join(t.TempDir(), "v.raw"), 32<<20, map[string]string{"seed.txt": "hostile path mounted\n"})
+		at := "/srv/two words/'single' \"double\" $(poweroff) `false` ${HOME}\nsecond line"
+		cfg := guestConfig{argv: []string{"cat", at + "/seed.txt"}, volumes: []guestVolume{{serial: serialWritable, path: at, readonly: true}}}
+		console := bootGuest(t, a, newGuest(t, cfg, extraDisk{vol, serialWritable, true}), nil)
+		if !strings.Contains(console, MarkerStarted+"\nhostile path mounted\n"+MarkerExited+"0\n") {
+			t.Errorf("the program did not read the volume at its exact path:\n%s", console)
 		}
 	})
 
@@ -133,4 +158,22 @@ func debugfsCat(t *testing.T, image, name string) string {
 		t.Fatalf("debugfs cat %s: %v", name, err)
 	}
 	return string(out)
+}
+
+// wantClean checks that the ext4 image was unmounted before the guest powered off: no journal
+// left to replay (which e2fsck -n would skip without complaint) and nothing for e2fsck to fix.
+func wantClean(t *testing.T, image string) {
+	t.Helper()
+	out, err := exec.Command("dumpe2fs", "-h", image).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dumpe2fs -h %s: %v\n%s", filepath.Base(image), err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "Filesystem features:") && strings.Contains(line, "needs_recovery") {
+			t.Errorf("%s was not unmounted: its journal needs recovery (%s)", filepath.Base(image), line)
+		}
+	}
+	if out, err := exec.Command("e2fsck", "-fn", image).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn %s after the guest powered off: %v\n%s", filepath.Base(image), err, out)
+	}
 }

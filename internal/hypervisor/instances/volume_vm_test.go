@@ -6,12 +6,15 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
 // Volumes in real guests under QEMU.
@@ -251,6 +254,47 @@ func TestStandbyWithAVolumeContinuesItsOpenFileAndRefusesAResize(t *testing.T) {
 	}
 	env.deleteAndCheckGone(t, inst)
 	if err := env.m.DeleteVolume(ctx, v.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCloudHypervisorStandbyKeepsTheVolumeDisks(t *testing.T) {
+	env := newTestEnv(t)
+	m := chManager(t, env, "head", "")
+	ctx := testContext(t)
+	v, err := m.CreateVolume(ctx, VolumeSpec{Name: "chvol", Size: MinVolume})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := chSpec(env, "ch-volume")
+	spec.Volumes = []VolumeMount{{VolumeID: v.ID, MountPath: "/data"}}
+	inst, err := m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disks := func() []vmm.Disk {
+		md, err := m.loadMetadata(ctx, inst.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return md.VMM.Disks
+	}
+	booted := disks()
+	want := vmm.Disk{Path: v.Path, Serial: system.VolumeSerial(v.ID)}
+	if len(booted) != 4 || booted[3] != want {
+		t.Fatalf("the VMM's disks are %+v, want the volume as the fourth, %+v", booted, want)
+	}
+	for _, step := range []State{Standby, Running} {
+		if inst, err = m.SetState(ctx, inst.ID, step); err != nil || inst.State != step {
+			t.Fatalf("→ %s: %v", step, err)
+		}
+		if got := disks(); !slices.Equal(got, booted) {
+			t.Fatalf("after %s the disks are %+v, want %+v", step, got, booted)
+		}
+	}
+	env.m = m
+	env.deleteAndCheckGone(t, inst)
+	if err := m.DeleteVolume(ctx, v.ID); err != nil {
 		t.Fatal(err)
 	}
 }

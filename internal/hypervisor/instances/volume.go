@@ -169,8 +169,9 @@ func ValidateMounts(field string, mounts []VolumeMount) []error {
 	var errs []error
 	for i, v := range mounts {
 		at := fmt.Sprintf("%s[%d]", field, i)
-		if err := ValidateVolumeID(v.VolumeID); err != nil {
-			errs = append(errs, &FieldError{Field: at + ".volume_id", Value: v.VolumeID, Allowed: err.(*FieldError).Allowed})
+		var fe *FieldError
+		if err := ValidateVolumeID(v.VolumeID); errors.As(err, &fe) {
+			errs = append(errs, &FieldError{Field: at + ".volume_id", Value: v.VolumeID, Allowed: fe.Allowed})
 		}
 		if err := ValidateMountPath(v.MountPath); err != nil {
 			errs = append(errs, &FieldError{Field: at + ".mount_path", Value: v.MountPath, Allowed: MountPathRule})

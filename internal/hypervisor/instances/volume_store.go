@@ -409,8 +409,7 @@ func (m *Manager) viewVolumes(ctx context.Context, mds []*volumeMetadata) ([]*Vo
 		v := &Volume{ID: vmd.ID, Name: vmd.Name, Size: vmd.Size, AllocatedBytes: alloc[i], Source: vmd.Source,
 			CreatedAt: vmd.CreatedAt, Path: paths[i], AttachedTo: []VolumeAttachment{}}
 		for _, a := range live {
-			v.AttachedTo = append(v.AttachedTo, VolumeAttachment{InstanceID: a.InstanceID, InstanceName: a.InstanceName,
-				MountPath: a.MountPath, ReadOnly: a.ReadOnly})
+			v.AttachedTo = append(v.AttachedTo, VolumeAttachment(a))
 		}
 		sort.Slice(v.AttachedTo, func(i, j int) bool { return v.AttachedTo[i].InstanceName < v.AttachedTo[j].InstanceName })
 		out[i] = v

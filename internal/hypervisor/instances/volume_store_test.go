@@ -77,7 +77,11 @@ func filesUnder(t *testing.T, dir string) []string {
 	t.Helper()
 	var out []string
 	_ = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && p != dir && !(strings.HasPrefix(fi.Name(), ".") && strings.HasSuffix(fi.Name(), ".lock") && filepath.Base(filepath.Dir(p)) == "names") {
+		if err != nil {
+			return nil
+		}
+		nameLock := strings.HasPrefix(fi.Name(), ".") && strings.HasSuffix(fi.Name(), ".lock") && filepath.Base(filepath.Dir(p)) == "names"
+		if p != dir && !nameLock {
 			rel, _ := filepath.Rel(dir, p)
 			if rel != "names" {
 				out = append(out, rel)

@@ -116,7 +116,8 @@ func byVolume(mounts []VolumeMount) []VolumeMount {
 
 // attach records md's hold on each of mounts, checking each against the volume's live holders
 // under its lock. The caller holds md's instance lock, and md lists mounts in Volumes already
-// (so a record made here is never stale). On failure, the records made here are removed again.
+// (so a record made here is never stale). On failure, the records this call added are removed
+// again; a hold the instance had before stays.
 func (m *Manager) attach(ctx context.Context, md *metadata, mounts []VolumeMount) (err error) {
 	if err := checkSerials(mounts); err != nil {
 		return err
@@ -128,6 +129,7 @@ func (m *Manager) attach(ctx context.Context, md *metadata, mounts []VolumeMount
 		}
 	}()
 	for _, v := range byVolume(mounts) {
+		had := false
 		err := m.withVolumeLock(ctx, v.VolumeID, func(vmd *volumeMetadata) error {
 			live, err := newHolderCache(m).live(ctx, vmd)
 			if err != nil {
@@ -136,6 +138,7 @@ func (m *Manager) attach(ctx context.Context, md *metadata, mounts []VolumeMount
 			if by := conflict(live, md.ID, v.ReadOnly); by != nil {
 				return errVolumeHeld(vmd, by, v.ReadOnly)
 			}
+			had = slices.ContainsFunc(live, func(a attachment) bool { return a.InstanceID == md.ID })
 			vmd.Attachments = append(without(live, md.ID), attachment{InstanceID: md.ID, InstanceName: md.Name,
 				MountPath: v.MountPath, ReadOnly: v.ReadOnly})
 			return m.saveVolume(ctx, vmd)
@@ -146,7 +149,9 @@ func (m *Manager) attach(ctx context.Context, md *metadata, mounts []VolumeMount
 		if err != nil {
 			return fmt.Errorf("attach volume %s to %s: %w", v.VolumeID, md.Name, err)
 		}
-		done = append(done, v.VolumeID)
+		if !had {
+			done = append(done, v.VolumeID)
+		}
 		m.log(ctx, "volume attached", map[string]any{"id": md.ID, "volume": v.VolumeID, "mount_path": v.MountPath, "readonly": v.ReadOnly})
 	}
 	return nil

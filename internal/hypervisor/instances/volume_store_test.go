@@ -507,3 +507,37 @@ func TestVolumeCreateResizeDeleteOverSSH(t *testing.T) {
 		t.Errorf("left under volumes/: %v", left)
 	}
 }
+
+func TestARefusedReattachKeepsTheHoldsTheInstanceHad(t *testing.T) {
+	m := volumeTestManager(t, nil)
+	ctx := testContext(t)
+	var vols []*Volume
+	for _, name := range []string{"one", "two"} {
+		v, err := m.CreateVolume(ctx, VolumeSpec{Name: name, Size: MinVolume})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vols = append(vols, v)
+	}
+	one := VolumeMount{VolumeID: vols[0].ID, MountPath: "/one"}
+	two := VolumeMount{VolumeID: vols[1].ID, MountPath: "/two"}
+	a, err := fakeHolder(t, m, "a", one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fakeHolder(t, m, "b", two); err != nil {
+		t.Fatal(err)
+	}
+	// a lists both, as a crash between its metadata and its records leaves it; its next boot
+	// records the holds again and meets b's.
+	a.Volumes = []VolumeMount{one, two}
+	if err := m.saveMetadata(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.attach(ctx, a, a.Volumes); !errors.Is(err, ErrVolumeInUse) || !strings.Contains(err.Error(), `"b"`) {
+		t.Fatalf("reattach: %v, want ErrVolumeInUse naming b", err)
+	}
+	if got, _ := m.GetVolume(ctx, "one"); len(got.AttachedTo) != 1 || got.AttachedTo[0].InstanceID != a.ID {
+		t.Fatalf("volume one is held by %+v, want a still", got.AttachedTo)
+	}
+}

@@ -201,8 +201,10 @@ mount_volume() {
 		why="the disk $dev is read-only but the volume is writable"
 		return 1
 	fi
+	# busybox says "mount: mounting DEV on DIR failed: REASON"; DIR is this namespace's, not the guest's.
 	why=$(mount -t ext4 -o "$options" "$dev" "$resolved" 2>&1) || {
-		why="mount failed: ${why:-no reason given}"
+		why=${why##*failed: }
+		why="mount failed: ${why:-no reason given} (ext4 on $dev)"
 		return 1
 	}
 }

@@ -71,16 +71,11 @@ func TestBootSendsEveryVolumeDiskAndRestoreKeepsThem(t *testing.T) {
 		if got := infoDisks(t, vm); !slices.Equal(got, want) {
 			t.Errorf("disks after boot\n got %+v\nwant %+v", got, want)
 		}
-		if err := vm.Pause(ctx); err != nil {
+		if err := vm.Quit(ctx); err != nil {
 			t.Fatal(err)
 		}
-		snap := filepath.Join(inst.cfg.Dir, "snap")
-		if err := os.Mkdir(snap, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := vm.Snapshot(ctx, snap); err != nil {
-			t.Fatal(err)
-		}
+		wantGone(t, hn, inst)
+		snap := standby(t, hn, inst)
 		var saved struct {
 			Disks []diskShape `json:"disks"`
 		}
@@ -93,9 +88,6 @@ func TestBootSendsEveryVolumeDiskAndRestoreKeepsThem(t *testing.T) {
 		}
 		if !slices.Equal(saved.Disks, want) {
 			t.Errorf("disks in the snapshot's config.json\n got %+v\nwant %+v", saved.Disks, want)
-		}
-		if err := vm.Quit(ctx); err != nil {
-			t.Fatal(err)
 		}
 		wantGone(t, hn, inst)
 		if _, err := hn.driver().Restore(ctx, hn.host(), inst.cfg, snap); err != nil {

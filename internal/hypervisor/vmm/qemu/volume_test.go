@@ -115,33 +115,14 @@ func TestImageLocksLetGuestsShareOnlyReadOnlyDisks(t *testing.T) {
 	}
 
 	writer := withVolumes(t, 0, rw)
-	if pid, err := New().Boot(testContext(t), host.Local{}, writer); err == nil {
-		t.Errorf("a guest opened the image writable while two others have it read-only (pid %d)", pid)
-	} else if !strings.Contains(err.Error(), `"write" lock`) {
-		t.Errorf("err = %v, want QEMU's lock error", err)
-	} else {
-		t.Logf("refused as it should be: %v", err)
-	}
-	if left := qemuPIDs(writer.Dir); len(left) > 0 {
-		t.Fatalf("QEMU %v left running after a refused boot", left)
-	}
+	wantLockRefusal(t, writer, "writable while two others have it read-only")
 	quit(t, connect(t, a), a, pidA)
 	quit(t, connect(t, b), b, pidB)
 
 	// Once the readers are gone the image can be written, and then no reader gets in.
 	pidW := boot(t, writer)
 	waitWrites(t, writer, 1)
-	reader := withVolumes(t, 0, ro)
-	if pid, err := New().Boot(testContext(t), host.Local{}, reader); err == nil {
-		t.Errorf("a guest opened the image read-only while another writes it (pid %d)", pid)
-	} else if !strings.Contains(err.Error(), `"write" lock`) {
-		t.Errorf("err = %v, want QEMU's lock error", err)
-	} else {
-		t.Logf("refused as it should be: %v", err)
-	}
-	if left := qemuPIDs(reader.Dir); len(left) > 0 {
-		t.Fatalf("QEMU %v left running after a refused boot", left)
-	}
+	wantLockRefusal(t, withVolumes(t, 0, ro), "read-only while another writes it")
 	quit(t, connect(t, writer), writer, pidW)
 }
 
@@ -196,4 +177,17 @@ func TestSnapshotRestoreKeepsTheVolumeDisks(t *testing.T) {
 		t.Errorf("the guest booted %d times, want once", n)
 	}
 	quit(t, vm, cfg, pid)
+}
+
+// wantLockRefusal checks that booting cfg fails on QEMU's image lock and leaves no QEMU.
+func wantLockRefusal(t *testing.T, cfg vmm.Config, how string) {
+	t.Helper()
+	if pid, err := New().Boot(testContext(t), host.Local{}, cfg); err == nil {
+		t.Errorf("a guest opened the image %s (pid %d)", how, pid)
+	} else if !strings.Contains(err.Error(), `"write" lock`) {
+		t.Errorf("err = %v, want QEMU's lock error", err)
+	}
+	if left := qemuPIDs(cfg.Dir); len(left) > 0 {
+		t.Fatalf("QEMU %v left running after a refused boot", left)
+	}
 }

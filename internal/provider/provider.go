@@ -264,7 +264,7 @@ func (p *HypemanProvider) hold(release func()) {
 }
 
 func (p *HypemanProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewInstanceResource}
+	return []func() resource.Resource{NewInstanceResource, NewVolumeResource}
 }
 
 func (p *HypemanProvider) DataSources(context.Context) []func() datasource.DataSource {

@@ -268,7 +268,7 @@ func (p *HypemanProvider) Resources(context.Context) []func() resource.Resource 
 }
 
 func (p *HypemanProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{NewInstanceDataSource, NewInstancesDataSource}
+	return []func() datasource.DataSource{NewInstanceDataSource, NewInstancesDataSource, NewVolumeDataSource, NewVolumesDataSource}
 }
 
 // checkedNote says how the plan checks a host path setting that must be what.

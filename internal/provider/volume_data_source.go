@@ -37,7 +37,9 @@ func (d *VolumeDataSource) Configure(_ context.Context, req datasource.Configure
 
 // volumeDataAttributes are a volume's attributes as the data sources report them.
 func volumeDataAttributes() map[string]schema.Attribute {
-	str := func(desc string) schema.StringAttribute { return schema.StringAttribute{MarkdownDescription: desc, Computed: true} }
+	str := func(desc string) schema.StringAttribute {
+		return schema.StringAttribute{MarkdownDescription: desc, Computed: true}
+	}
 	return map[string]schema.Attribute{
 		"id":     str(volumeIDDescription),
 		"name":   str("The volume's name, unique among the host's volumes."),

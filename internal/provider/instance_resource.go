@@ -310,7 +310,8 @@ var timeoutsAttrTypes = map[string]attr.Type{
 // plan is written once, at the end.
 func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if planIsPriorState(req) {
-		return // nothing changes: every check looks at a change, and the framework's plan stands
+		r.warnMissingVolumes(ctx, req, resp) // the one check that looks at the host, not at a change
+		return                               // nothing changes: every other check looks at a change, and the framework's plan stands
 	}
 	p, ok := readPlan(ctx, req, resp)
 	if !ok {

@@ -152,9 +152,7 @@ func (r *InstanceResource) planVolumes(ctx context.Context, p *instancePlan, res
 		case pr.Holder != "" && inState.has(pr.Holder):
 			continue // an instance Terraform manages: it may be replaced or destroyed first
 		case errors.Is(pr.Err, instances.ErrVolumeNotFound) && p.prior != nil && !p.replacing() && !mountsChanged(&p.plan, p.prior):
-			resp.Diagnostics.AddAttributeWarning(at, "Volume Missing",
-				fmt.Sprintf("volume %s mounted at %s no longer exists on the host: the next boot of %s fails until it is removed from the configuration or replaced",
-					ms[pr.Index].VolumeID, ms[pr.Index].MountPath, name))
+			resp.Diagnostics.AddAttributeWarning(at, "Volume Missing", missingVolume(ms[pr.Index], name))
 			continue
 		}
 		failure{action: map[bool]string{true: "Create", false: "Update"}[p.prior == nil], name: name, id: id, at: at, err: pr.Err,
@@ -176,4 +174,33 @@ func addMountError(err error, diags *diag.Diagnostics) {
 		at = at.AtListIndex(i).AtName(attr)
 	}
 	diags.AddAttributeError(at, "Invalid Volume", err.Error())
+}
+
+// warnMissingVolumes warns, on a plan that changes nothing, about each volume the instance mounts
+// that no longer exists on the host: its next boot would fail.
+func (r *InstanceResource) warnMissingVolumes(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if r.manager == nil {
+		return
+	}
+	var vols types.List
+	var name types.String
+	if req.State.GetAttribute(ctx, path.Root("volume"), &vols).HasError() || req.State.GetAttribute(ctx, path.Root("name"), &name).HasError() {
+		return
+	}
+	ms, known, _ := mounts(ctx, vols)
+	if !known {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, planLookTimeout)
+	defer cancel()
+	for i, m := range ms {
+		if _, err := r.manager.GetVolume(lctx, m.VolumeID); errors.Is(err, instances.ErrVolumeNotFound) {
+			resp.Diagnostics.AddAttributeWarning(path.Root("volume").AtListIndex(i).AtName("volume_id"), "Volume Missing", missingVolume(m, name.ValueString()))
+		}
+	}
+}
+
+func missingVolume(m instances.VolumeMount, name string) string {
+	return fmt.Sprintf("volume %s mounted at %s no longer exists on the host: the next boot of %s fails until it is removed from the configuration or replaced",
+		m.VolumeID, m.MountPath, name)
 }

@@ -71,7 +71,9 @@ type instanceResourceModel struct {
 	instanceModel
 	// Network is what the configuration asks for; the manager cannot tell a network left out from
 	// one set to its defaults, so Read keeps it as it was.
-	Network  types.Object   `tfsdk:"network"`
+	Network types.Object `tfsdk:"network"`
+	// Volumes are the volume blocks, filled from Instance.Volumes.
+	Volumes  types.List     `tfsdk:"volume"`
 	Timeouts timeouts.Value `tfsdk:"timeouts"`
 	// DiscardSnapshot is write-only: it is read from the configuration and never stored.
 	DiscardSnapshot types.Bool `tfsdk:"discard_snapshot"`
@@ -94,6 +96,9 @@ func (m *instanceResourceModel) spec(ctx context.Context) (instances.Spec, diag.
 	n, d := instanceNetwork(ctx, m.Network)
 	diags.Append(d...)
 	s.Network = n.spec()
+	ms, _, d := mounts(ctx, m.Volumes)
+	diags.Append(d...)
+	s.Volumes = ms
 	return s, diags
 }
 

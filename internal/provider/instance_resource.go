@@ -42,7 +42,8 @@ func (r *InstanceResource) Configure(_ context.Context, req resource.ConfigureRe
 
 // read fills m with the instance as the host reports it. exists is false only when the manager
 // positively says there is no such instance; any other error is a diagnostic.
-func (r *InstanceResource) read(ctx context.Context, action, idOrName string, m *instanceModel) (exists bool, diags diag.Diagnostics) {
+// vols, when not nil, gets the volume blocks the instance has.
+func (r *InstanceResource) read(ctx context.Context, action, idOrName string, m *instanceModel, vols *types.List) (exists bool, diags diag.Diagnostics) {
 	inst, err := r.manager.Get(ctx, idOrName)
 	if errors.Is(err, instances.ErrNotFound) {
 		return false, nil
@@ -57,6 +58,9 @@ func (r *InstanceResource) read(ctx context.Context, action, idOrName string, m 
 		return false, diags
 	}
 	diags.Append(m.fill(ctx, inst)...)
+	if vols != nil {
+		*vols = mountList(inst.Volumes, *vols)
+	}
 	tflog.Debug(ctx, "read instance", map[string]any{"id": inst.ID, "name": inst.Name, "state": string(inst.State), "pid": inst.PID})
 	return true, diags
 }
@@ -102,8 +106,8 @@ func (r *InstanceResource) Read(ctx context.Context, req resource.ReadRequest, r
 	ctx = instances.WithProbeTimeout(ctx, readProbe(state.Timeouts, timeout))
 
 	inState.remember(state.ID.ValueString())
-	prior := state.instanceModel
-	exists, d := r.read(ctx, "Read", state.ID.ValueString(), &state.instanceModel)
+	prior, priorVolumes := state.instanceModel, state.Volumes
+	exists, d := r.read(ctx, "Read", state.ID.ValueString(), &state.instanceModel, &state.Volumes)
 	resp.Diagnostics.Append(d...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -114,7 +118,7 @@ func (r *InstanceResource) Read(ctx context.Context, req resource.ReadRequest, r
 		resp.State.RemoveResource(ctx)
 		return
 	}
-	if state.instanceModel.equal(&prior) {
+	if state.instanceModel.equal(&prior) && state.Volumes.Equal(priorVolumes) {
 		return // resp.State is the prior state already
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
@@ -155,8 +159,9 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 
 	id := prior.ID.ValueString()
 	target := instances.State(plan.State.ValueString())
-	newProgram, newImage := programChanged(&plan.instanceModel, &prior.instanceModel), !plan.Image.Equal(prior.Image)
-	inPlace := newImage || peerGroupsChanged(ctx, plan.Network, prior.Network)
+	// New volumes are applied like a new program: Update restarts a Running or Paused guest in place.
+	newProgram := programChanged(&plan.instanceModel, &prior.instanceModel) || mountsChanged(&plan, &prior)
+	inPlace := !plan.Image.Equal(prior.Image) || peerGroupsChanged(ctx, plan.Network, prior.Network)
 	opts, d := stateOptions(ctx, req.Config)
 	resp.Diagnostics.Append(d...)
 	for _, s := range updateSteps(r.manager, id, target, spec, newProgram, inPlace, opts...) {
@@ -221,7 +226,7 @@ func updateSteps(m *instances.Manager, id string, target instances.State, spec i
 func (r *InstanceResource) readBack(ctx context.Context, action, id string, want instances.State, plan *instanceResourceModel, state stateSetter, diags *diag.Diagnostics) bool {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leftStateTimeout)
 	defer cancel()
-	exists, d := r.read(ctx, action, id, &plan.instanceModel)
+	exists, d := r.read(ctx, action, id, &plan.instanceModel, &plan.Volumes)
 	diags.Append(d...)
 	if d.HasError() {
 		return false
@@ -281,8 +286,8 @@ func (r *InstanceResource) Delete(ctx context.Context, req resource.DeleteReques
 func (r *InstanceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	ctx, cancel := context.WithTimeout(ctx, defaultReadTimeout)
 	defer cancel()
-	m := instanceResourceModel{Network: types.ObjectNull(instanceNetworkAttrTypes), Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
-	exists, d := r.read(ctx, "Import", req.ID, &m.instanceModel)
+	m := instanceResourceModel{Network: types.ObjectNull(instanceNetworkAttrTypes), Volumes: types.ListNull(mountType), Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
+	exists, d := r.read(ctx, "Import", req.ID, &m.instanceModel, &m.Volumes)
 	resp.Diagnostics.Append(d...)
 	if resp.Diagnostics.HasError() {
 		return
@@ -306,7 +311,8 @@ var timeoutsAttrTypes = map[string]attr.Type{
 // plan is written once, at the end.
 func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if planIsPriorState(req) {
-		return // nothing changes: every check looks at a change, and the framework's plan stands
+		r.warnMissingVolumes(ctx, req, resp) // the one check that looks at the host, not at a change
+		return                               // nothing changes: every other check looks at a change, and the framework's plan stands
 	}
 	p, ok := readPlan(ctx, req, resp)
 	if !ok {
@@ -317,6 +323,7 @@ func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 	r.planName(ctx, p, resp)
 	r.planImage(ctx, p, resp)
 	p.planReplace(ctx, resp)
+	r.planVolumes(ctx, p, resp)
 	p.planRuntime(resp)
 	p.planUnresponsiveVMM(resp)
 	p.planStandbyProgram(resp)

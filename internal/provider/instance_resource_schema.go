@@ -253,6 +253,7 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				PlanModifiers:       stable,
 			},
 		},
+		Blocks: map[string]schema.Block{"volume": instanceVolumeBlock()},
 	}
 }
 

@@ -100,13 +100,15 @@ func existing(state string, env map[string]string) map[string]tftypes.Value {
 		"image_digest": str("sha256:" + "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd"),
 		"hypervisor":   str("qemu"), "console_log": str("/var/lib/hypeman/guests/01JD8X4ZQ6T7N5B2V3C9M0K1HA/logs/console.log"),
 		"snapshot_bytes": tftypes.NewValue(tftypes.Number, 0),
+		// Terraform sends a list block it was given none of as an empty list.
+		"volume": tftypes.NewValue(tftypes.List{ElementType: mountType.TerraformType(context.Background())}, []tftypes.Value{}),
 	}
 }
 
 // configOf keeps only what a configuration sets (the arguments), dropping what Read computed.
 func configOf(state map[string]tftypes.Value) map[string]tftypes.Value {
 	out := map[string]tftypes.Value{}
-	for _, k := range []string{"name", "image", "vcpus", "memory", "hotplug_memory", "overlay_size", "entrypoint", "cmd", "env", "workdir", "state", "network"} {
+	for _, k := range []string{"name", "image", "vcpus", "memory", "hotplug_memory", "overlay_size", "entrypoint", "cmd", "env", "workdir", "state", "network", "volume"} {
 		if v, ok := state[k]; ok {
 			out[k] = v
 		}

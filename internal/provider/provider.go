@@ -265,11 +265,11 @@ func (p *HypemanProvider) hold(release func()) {
 }
 
 func (p *HypemanProvider) Resources(context.Context) []func() resource.Resource {
-	return []func() resource.Resource{NewInstanceResource}
+	return []func() resource.Resource{NewInstanceResource, NewVolumeResource}
 }
 
 func (p *HypemanProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{NewInstanceDataSource, NewInstancesDataSource}
+	return []func() datasource.DataSource{NewInstanceDataSource, NewInstancesDataSource, NewVolumeDataSource, NewVolumesDataSource}
 }
 
 // checkedNote says how the plan checks a host path setting that must be what.

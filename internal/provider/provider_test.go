@@ -30,8 +30,8 @@ func TestProviderSchemaDescribesEveryAttribute(t *testing.T) {
 			}
 		}
 	}
-	if len(resp.ResourceSchemas) != 1 || len(resp.DataSourceSchemas) != 2 {
-		t.Errorf("got %d resources and %d data sources, want 1 and 2", len(resp.ResourceSchemas), len(resp.DataSourceSchemas))
+	if len(resp.ResourceSchemas) != 2 || len(resp.DataSourceSchemas) != 4 {
+		t.Errorf("got %d resources and %d data sources, want 2 and 4", len(resp.ResourceSchemas), len(resp.DataSourceSchemas))
 	}
 	check("provider", "hypeman", attributesOf(resp.Provider))
 	for name, sch := range resp.ResourceSchemas {

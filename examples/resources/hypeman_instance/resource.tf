@@ -16,9 +16,20 @@ resource "hypeman_instance" "web" {
   # Running (default), Paused, Standby or Stopped; changing it never replaces the VM.
   state = "Running"
 
+  # A volume keeps its data when the instance is replaced.
+  volume {
+    volume_id  = hypeman_volume.content.id
+    mount_path = "/usr/share/nginx/html"
+  }
+
   timeouts = {
     create = "15m"
   }
+}
+
+resource "hypeman_volume" "content" {
+  name = "web-content"
+  size = "1GiB"
 }
 
 # A one-shot program: the VM runs as long as the program does.

@@ -70,7 +70,7 @@ type guestVolume struct {
 }
 
 // configTar lays out the config disk of the guest boot contract (system/contract.go): one file per
-// argv item and per env entry, holding the raw bytes.
+// argv item, per env entry and per volume setting, holding the raw bytes.
 func configTar(prog guestProgram, hostname string, gnet *guestNetwork, vols []guestVolume) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -99,6 +99,17 @@ func configTar(prog guestProgram, hostname string, gnet *guestNetwork, vols []gu
 		}
 		steps = append(steps, dir(system.ConfigNetDir), file(system.ConfigNetAddress, gnet.Address),
 			file(system.ConfigNetGateway, gnet.Gateway), file(system.ConfigNetDNS, dns.String()), file(system.ConfigNetMAC, gnet.MAC))
+	}
+	if len(vols) > 0 {
+		steps = append(steps, dir(system.ConfigVolumesDir))
+	}
+	for i, v := range vols {
+		// The guest mounts them in this order.
+		d := path.Join(system.ConfigVolumesDir, fmt.Sprintf("%04d", i))
+		steps = append(steps, dir(d), file(path.Join(d, system.ConfigVolumeSerial), v.Serial), file(path.Join(d, system.ConfigVolumePath), v.Path))
+		if v.ReadOnly {
+			steps = append(steps, file(path.Join(d, system.ConfigVolumeReadOnly), ""))
+		}
 	}
 	steps = append(steps, tw.Close())
 	for _, err := range steps {

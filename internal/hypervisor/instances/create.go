@@ -89,6 +89,7 @@ func (m *Manager) claim(ctx context.Context, spec Spec, undo *cleanups) (*metada
 		Memory: spec.Memory, Hotplug: spec.Hotplug, OverlaySize: spec.OverlaySize,
 		Entrypoint: spec.Entrypoint, Cmd: spec.Cmd, Env: spec.Env, Workdir: spec.Workdir,
 		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(), Creating: newCreator(),
+		Volumes:    spec.Volumes, // listed before any volume records the hold, so no record is ever stale while the create runs
 		PeerGroups: peerGroupsOf(spec.Network),
 	}
 	if err := m.saveMetadata(ctx, md); err != nil {
@@ -98,6 +99,12 @@ func (m *Manager) claim(ctx context.Context, spec Spec, undo *cleanups) (*metada
 		return nil, unlock, err
 	}
 	undo.push(func(ctx context.Context) { _ = m.releaseName(ctx, spec.Name, id) })
+	if len(spec.Volumes) > 0 {
+		if err := m.attach(ctx, md, spec.Volumes); err != nil {
+			return nil, unlock, err
+		}
+		undo.push(func(ctx context.Context) { m.detach(ctx, id, volumeIDs(spec.Volumes)) })
+	}
 	lease, err := m.allocateNetwork(ctx, id, spec.Network)
 	if err != nil {
 		return nil, unlock, err

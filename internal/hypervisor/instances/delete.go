@@ -69,6 +69,9 @@ func (m *Manager) remove(ctx context.Context, id string, md *metadata) error {
 	if err := m.removeDir(ctx, id); err != nil {
 		return fmt.Errorf("remove its files: %w", err)
 	}
+	if md != nil && len(md.Volumes) > 0 {
+		m.detach(ctx, id, volumeIDs(md.Volumes)) // a record left by a crash here goes stale with the instance
+	}
 	// Released only once the files are gone, so a half-deleted instance keeps its address.
 	var err error
 	switch {

@@ -149,3 +149,22 @@ func formatMemory(n int64) string {
 	}
 	return strconv.FormatFloat(float64(n)/float64(units.GiB), 'f', 1, 64) + "GiB"
 }
+
+// CheckVolumeTools finds the e2fsprogs programs that make and grow volumes (ext4Tools) on the
+// host, and says which are missing.
+func (m *Manager) CheckVolumeTools(ctx context.Context) error {
+	var missing []string
+	for _, t := range ext4Tools {
+		if _, err := m.host.LookPath(ctx, t); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return configError(fmt.Sprintf("volumes need %s on the host, which cannot find %s on its PATH; install e2fsprogs there",
+			strings.Join(ext4Tools, ", "), strings.Join(missing, " or ")))
+	}
+	return nil
+}

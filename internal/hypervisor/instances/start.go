@@ -102,7 +102,11 @@ func (m *Manager) prepareBoot(ctx context.Context, md *metadata, drv vmm.Driver,
 	if err != nil {
 		return nil, err
 	}
-	if err := m.writeConfigDisk(ctx, md.ID, prog, md.Name, gnet, nil); err != nil {
+	// Each boot checks the holds again: a crash may have left a mount without its record.
+	if err := m.attach(ctx, md, md.Volumes); err != nil {
+		return nil, err
+	}
+	if err := m.writeConfigDisk(ctx, md.ID, prog, md.Name, gnet, m.guestVolumes(md)); err != nil {
 		return nil, err
 	}
 	laps.lap("config_disk")
@@ -120,6 +124,9 @@ func (m *Manager) prepareBoot(ctx context.Context, md *metadata, drv vmm.Driver,
 			{Path: m.layout.config(md.ID), Serial: system.SerialConfig, ReadOnly: true},
 		},
 		ConsoleLog: m.layout.console(md.ID), Accelerator: accel, Net: md.vmmNet(),
+	}
+	for _, v := range md.Volumes {
+		cfg.Disks = append(cfg.Disks, vmm.Disk{Path: m.layout.volumeData(v.VolumeID), Serial: system.VolumeSerial(v.VolumeID), ReadOnly: v.ReadOnly})
 	}
 	m.lazyBoot(drv, &cfg)
 	return &boot{cfg: cfg, sys: sys, version: version}, nil

@@ -106,6 +106,9 @@ type metadata struct {
 	// new boot clears it.
 	Ended *bootEnd `json:"ended,omitempty"`
 
+	// Volumes are the mounts the instance wants; each volume records its hold (volume_attach.go).
+	Volumes []VolumeMount `json:"volumes,omitempty"`
+
 	// Creating marks an instance whose create has not finished, and names the process running
 	// it (creating.go); the create's last metadata write drops it.
 	Creating *creator `json:"creating,omitempty"`
@@ -115,7 +118,7 @@ func (md *metadata) spec() Spec {
 	return Spec{
 		Name: md.Name, Image: md.Image, VCPUs: md.VCPUs, Memory: md.Memory, Hotplug: md.Hotplug,
 		OverlaySize: md.OverlaySize, Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env,
-		Workdir: md.Workdir, Hypervisor: md.Hypervisor, Network: md.networkSpec(),
+		Workdir: md.Workdir, Hypervisor: md.Hypervisor, Network: md.networkSpec(), Volumes: md.Volumes,
 	}
 }
 

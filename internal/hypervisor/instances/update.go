@@ -13,7 +13,9 @@ import (
 // to another spelling of the image it has (another tag, transport or a digest that resolves to
 // the same manifest). A running or paused guest is restarted in place to pick up a new program,
 // keeping its overlay, and comes back in the same state; a stopped one takes it at its next
-// start; a new spelling alone restarts nothing. Anything else in spec must match the instance.
+// start; a new spelling alone restarts nothing. Its volumes (Spec.Volumes) change the same way,
+// checked against the volumes' other holders; a Standby instance refuses either change. Anything
+// else in spec must match the instance.
 func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Instance, error) {
 	id, err := m.resolve(ctx, idOrName)
 	if err != nil {
@@ -45,8 +47,9 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 			}
 		}
 		newProgram := !sameProgram(md.spec(), spec)
+		newVolumes := !sameMounts(md.Volumes, spec.Volumes)
 		md.Image = spec.Image
-		if !newProgram {
+		if !newProgram && !newVolumes {
 			return m.saveMetadata(ctx, md)
 		}
 		cur, _, err := m.deriveState(ctx, md)
@@ -54,7 +57,11 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 			return err
 		}
 		if cur == Standby {
-			return fmt.Errorf("%w: %s is in Standby; changing its program needs a restart, which would discard the snapshot. Set state = \"Running\" first, then change it", ErrInvalidState, md.Name)
+			what := "its program"
+			if !newProgram {
+				what = "its volumes"
+			}
+			return fmt.Errorf("%w: %s is in Standby; changing %s needs a restart, which would discard the snapshot. Set state = \"Running\" first, then change it", ErrInvalidState, md.Name, what)
 		}
 		img, err := m.image(ctx, md)
 		if err != nil {
@@ -63,6 +70,11 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		if _, err := resolveProgram(spec, img); err != nil {
 			return err
 		}
+		if newVolumes {
+			if err := m.rebindVolumes(ctx, md, spec.Volumes); err != nil {
+				return err
+			}
+		}
 		md.Entrypoint, md.Cmd, md.Env, md.Workdir = spec.Entrypoint, spec.Cmd, spec.Env, spec.Workdir
 		if err := m.saveMetadata(ctx, md); err != nil {
 			return err
@@ -70,15 +82,18 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		if cur == Stopped {
 			return nil
 		}
-		m.log(ctx, "restarting to apply a new program", map[string]any{"id": id, "state": string(cur)})
+		m.log(ctx, "restarting to apply a new program or volumes", map[string]any{"id": id, "state": string(cur)})
 		if err := m.reach(ctx, id, Stopped); err != nil {
-			return err
+			return fmt.Errorf("restart %s in place: %w; it is left %s", md.Name, err, m.stateOf(ctx, id))
 		}
 		back := cur
 		if back != Paused {
 			back = Running
 		}
-		return m.reach(ctx, id, back)
+		if err := m.reach(ctx, id, back); err != nil {
+			return fmt.Errorf("restart %s in place: %w; it is left %s", md.Name, err, m.stateOf(ctx, id))
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -119,4 +134,37 @@ func sameProgram(a, b Spec) bool {
 	return slices.Equal(a.Entrypoint, b.Entrypoint) && (a.Entrypoint == nil) == (b.Entrypoint == nil) &&
 		slices.Equal(a.Cmd, b.Cmd) && (a.Cmd == nil) == (b.Cmd == nil) &&
 		maps.Equal(a.Env, b.Env) && (a.Env == nil) == (b.Env == nil) && a.Workdir == b.Workdir
+}
+
+// sameMounts reports whether two lists attach the same volumes in the same way.
+func sameMounts(a, b []VolumeMount) bool { return slices.Equal(a, b) }
+
+// rebindVolumes moves md from its mounts to want: the metadata lists want first, then the new
+// holds are recorded (checked under the volumes' locks), then the dropped ones are detached. A
+// refused hold puts the metadata and the records back as they were. The caller holds md's lock
+// and saves md afterwards.
+func (m *Manager) rebindVolumes(ctx context.Context, md *metadata, want []VolumeMount) error {
+	old := md.Volumes
+	md.Volumes = want
+	if err := m.saveMetadata(ctx, md); err != nil {
+		md.Volumes = old
+		return err
+	}
+	if err := m.attach(ctx, md, want); err != nil {
+		md.Volumes = old
+		uctx := context.WithoutCancel(ctx)
+		if serr := m.saveMetadata(uctx, md); serr != nil {
+			return fmt.Errorf("%w; and its volumes could not be put back: %w", err, serr)
+		}
+		_ = m.attach(uctx, md, old) // the records attach undid for volumes the instance keeps
+		return err
+	}
+	var dropped []string
+	for _, v := range old {
+		if !slices.ContainsFunc(want, func(w VolumeMount) bool { return w.VolumeID == v.VolumeID }) {
+			dropped = append(dropped, v.VolumeID)
+		}
+	}
+	m.detach(ctx, md.ID, dropped)
+	return nil
 }

@@ -1,27 +1,16 @@
 package system
 
 import (
-	"context"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
-	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
 // TestGuestBoot boots the Debian kernel with the prepared initrd, one guest at a time, and checks
 // the boot contract from the console alone.
 func TestGuestBoot(t *testing.T) {
-	requireGuestTools(t)
-	vmlinuz, modules := testutil.Kernel(t)
-	dir := t.TempDir()
-	a, err := Prepare(context.Background(), host.Local{}, Config{Kernel: vmlinuz, Modules: modules, CacheDir: dir + "/system"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootfs := buildRootfs(t, dir)
+	a, rootfs := prepareGuest(t)
 	newGuest := func(t *testing.T, cfg guestConfig) guestDisks {
 		d := t.TempDir()
 		return guestDisks{rootfs: rootfs, overlay: newOverlay(t, d), config: buildConfigDisk(t, d, cfg)}

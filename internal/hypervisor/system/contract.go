@@ -55,7 +55,8 @@ const (
 // init finds the disk by its serial, creates the mount path inside the root when missing
 // (following links inside the root, as for the workdir) and mounts the ext4 filesystem there,
 // read-only (ro,noload) when the readonly file exists. A volume that cannot be mounted is an
-// error (MarkerError) and the guest powers off: the boot fails.
+// error (MarkerError: "cannot mount volume SERIAL at PATH: why") and the guest powers off: the
+// boot fails. Before powering off the init unmounts every volume, so writable ones are clean.
 const (
 	ConfigVolumesDir     = "volumes"
 	ConfigVolumeSerial   = "serial"   // in each volumes/NNNN: the disk's serial (VolumeSerial)

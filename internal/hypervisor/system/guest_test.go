@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
 )
 
@@ -50,9 +51,24 @@ func requireGuestTools(t *testing.T) {
 	testutil.Require(t, err == nil, DefaultBusybox+" is not installed")
 }
 
+// prepareGuest builds the kernel, initrd and rootfs every guest of a test boots; it skips
+// without the tools.
+func prepareGuest(t *testing.T) (*Artifacts, string) {
+	t.Helper()
+	requireGuestTools(t)
+	vmlinuz, modules := testutil.Kernel(t)
+	dir := t.TempDir()
+	a, err := Prepare(context.Background(), host.Local{}, Config{Kernel: vmlinuz, Modules: modules, CacheDir: dir + "/system"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, buildRootfs(t, dir)
+}
+
 // buildRootfs makes an erofs image of a tiny root: busybox, /usr/local/bin/show, /opt/tools/show
-// as an absolute symbolic link to it, and /app as an absolute link to /srv/app. Absolute links
-// only resolve correctly inside the guest's root, which is what they test.
+// as an absolute symbolic link to it, /app as an absolute link to /srv/app and /srv/up as a
+// relative link climbing past the root to /mnt/escape. Such links only resolve correctly inside
+// the guest's root, which is what they test.
 func buildRootfs(t *testing.T, dir string) string {
 	t.Helper()
 	root := filepath.Join(dir, "rootfs")
@@ -72,8 +88,10 @@ func buildRootfs(t *testing.T, dir string) string {
 			t.Fatal(err)
 		}
 	}
-	links := map[string]string{"opt/tools/show": "/usr/local/bin/show", "app": "/srv/app"}
-	for _, applet := range []string{"sh", "cat", "od", "tr", "printf", "pwd", "hostname", "sleep", "echo"} {
+	// For the volume tests: a link whose target climbs above the root, and a regular file.
+	writeFile(t, filepath.Join(root, "etc/regular"), []byte("not a directory\n"))
+	links := map[string]string{"opt/tools/show": "/usr/local/bin/show", "app": "/srv/app", "srv/up": "../../../../mnt/escape"}
+	for _, applet := range []string{"sh", "cat", "od", "tr", "printf", "pwd", "hostname", "sleep", "echo", "ls"} {
 		links["bin/"+applet] = "busybox"
 	}
 	for link, target := range links {
@@ -98,6 +116,13 @@ type guestConfig struct {
 	env      []string
 	workdir  string
 	hostname string
+	volumes  []guestVolume
+}
+
+// guestVolume is one volume entry of the config disk.
+type guestVolume struct {
+	serial, path string
+	readonly     bool
 }
 
 // buildConfigDisk lays cfg out as the contract says and makes an erofs image of it.
@@ -121,6 +146,14 @@ func buildConfigDisk(t *testing.T, dir string, cfg guestConfig) string {
 	}
 	if cfg.hostname != "" {
 		writeFile(t, filepath.Join(src, ConfigHostname), []byte(cfg.hostname))
+	}
+	for i, v := range cfg.volumes {
+		d := filepath.Join(src, ConfigVolumesDir, fmt.Sprintf("%04d", i))
+		writeFile(t, filepath.Join(d, ConfigVolumeSerial), []byte(v.serial))
+		writeFile(t, filepath.Join(d, ConfigVolumePath), []byte(v.path))
+		if v.readonly {
+			writeFile(t, filepath.Join(d, ConfigVolumeReadOnly), nil)
+		}
 	}
 	image := mkfsErofs(t, src, filepath.Join(dir, "config.erofs"))
 	// A 4 KiB disk makes the kernel's partition scan read past its end and log about it.
@@ -151,8 +184,41 @@ func newOverlay(t *testing.T, dir string) string {
 	return image
 }
 
-// guestDisks are one guest's three disks.
-type guestDisks struct{ rootfs, overlay, config string }
+// newExt4 makes a sparse ext4 image of size bytes holding seed's files (name → content), as a
+// volume's data.raw is made on the host.
+func newExt4(t *testing.T, image string, size int64, seed map[string]string) string {
+	t.Helper()
+	src := image + ".seed"
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range seed {
+		writeFile(t, filepath.Join(src, name), []byte(content))
+	}
+	if err := os.WriteFile(image, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(image, size); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", src, "-E", "lazy_itable_init=1,lazy_journal_init=1", image).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mkfs.ext4 -d: %v\n%s", err, out)
+	}
+	return image
+}
+
+// guestDisks are one guest's three disks and any further ones (volumes).
+type guestDisks struct {
+	rootfs, overlay, config string
+	extra                   []extraDisk
+}
+
+// extraDisk is a disk attached after the three of the boot contract.
+type extraDisk struct {
+	path, serial string
+	readonly     bool
+}
 
 // bootGuest boots the disks under QEMU TCG and returns the console once the guest has powered
 // off by itself. whileRunning, if set, is called with a QMP connection once the program has
@@ -172,10 +238,8 @@ func bootGuest(t *testing.T, a *Artifacts, disks guestDisks, whileRunning func(q
 		"-serial", "file:" + consoleLog,
 		"-qmp", "unix:" + qmpSock + ",server=on,wait=off",
 	}
-	for i, d := range []struct {
-		path, serial string
-		readonly     bool
-	}{{disks.rootfs, SerialRootfs, true}, {disks.overlay, SerialOverlay, false}, {disks.config, SerialConfig, true}} {
+	all := append([]extraDisk{{disks.rootfs, SerialRootfs, true}, {disks.overlay, SerialOverlay, false}, {disks.config, SerialConfig, true}}, disks.extra...)
+	for i, d := range all {
 		// A comma in a QEMU option value is written twice.
 		drive := fmt.Sprintf("file=%s,if=none,id=d%d,format=raw", strings.ReplaceAll(d.path, ",", ",,"), i)
 		if d.readonly {

@@ -15,6 +15,7 @@ config=/mnt/config
 # kernel panics and panic=-1 ends the VM all the same.
 finish() {
 	kill -s KILL -1 2>/dev/null
+	unmount_volumes
 	umount -l "$root" 2>/dev/null
 	umount /mnt/overlay 2>/dev/null || mount -o remount,ro /mnt/overlay 2>/dev/null
 	sync
@@ -27,18 +28,54 @@ fail() {
 	finish
 }
 
+# The mount points of the volumes mounted so far, one file each in mount order, holding the exact
+# path in this namespace; finish unmounts them.
+mounted=/run/volumes
+
+# unmount_volumes unmounts the volumes, the last mounted first, so that each writable one is clean
+# when the guest powers off. The program's processes were just killed and may still hold files
+# open for a moment; a volume still busy after a second is remounted read-only instead.
+unmount_volumes() {
+	[ -d "$mounted" ] || return 0
+	for m in $(ls -r "$mounted"); do
+		at=$(cat "$mounted/$m" && printf x) || continue
+		at=${at%x}
+		tries=0
+		until umount "$at" 2>/dev/null; do
+			tries=$((tries + 1))
+			if [ "$tries" -gt 10 ]; then
+				mount -o remount,ro "$at" 2>/dev/null || echo "[hypeman-init] warning: cannot unmount the volume $m"
+				break
+			fi
+			sleep 0.1
+		done
+	done
+	sync
+}
+
+# clock: sets $now to the hundredths of a second since boot, without starting a process.
+clock() {
+	read -r now _ </proc/uptime
+	now=$((${now%.*} * 100 + 1${now#*.} - 100))
+}
+
 # disk SERIAL: sets $dev to the virtio disk with that serial, waiting up to 10 s for it to appear.
+# The bound is the clock's, not a count of tries: under emulation each try takes long.
 disk() {
-	tries=0
+	clock
+	deadline=$((now + 1000))
 	while :; do
 		for s in /sys/block/vd*/serial; do
-			[ -r "$s" ] && [ "$(cat "$s")" = "$1" ] || continue
+			[ -r "$s" ] || continue
+			got=
+			read -r got <"$s" || :
+			[ "$got" = "$1" ] || continue
 			dev=${s%/serial}
 			dev=/dev/${dev##*/}
 			return 0
 		done
-		tries=$((tries + 1))
-		[ "$tries" -le 100 ] || return 1
+		clock
+		[ "$now" -lt "$deadline" ] || return 1
 		sleep 0.1
 	done
 }
@@ -121,6 +158,57 @@ executable() {
 	resolve "$1" && [ -f "$resolved" ] && [ -x "$resolved" ]
 }
 
+# mount_volume SERIAL PATH DIR: mounts the ext4 disk with SERIAL at the absolute PATH of the merged
+# root (read-only when DIR has the readonly file) and sets $resolved to where that is; on failure
+# sets $why and returns 1.
+mount_volume() {
+	case $2 in
+	/*) ;;
+	*)
+		why="not an absolute path"
+		return 1
+		;;
+	esac
+	disk "$1" || {
+		why="no disk with that serial"
+		return 1
+	}
+	resolve "$2" || {
+		why="too many levels of symbolic links"
+		return 1
+	}
+	if [ "$resolved" = "$root" ] || [ "$resolved" = "$root/" ]; then
+		why="that is the root itself"
+		return 1
+	fi
+	mkdir -p "$resolved" 2>/dev/null
+	[ -d "$resolved" ] || {
+		why="not a directory"
+		return 1
+	}
+	# The ext2/3/4 superblock magic, 0xEF53 little-endian at byte 1080: anything else is no ext4.
+	magic=$(dd if="$dev" bs=2 skip=540 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+	[ "$magic" = 53ef ] || {
+		why="the disk $dev holds no ext4 filesystem"
+		return 1
+	}
+	options=rw
+	if [ -e "$3/@CONFIG_VOLUME_READONLY@" ]; then
+		# noload: a read-only disk cannot have its journal replayed.
+		options=ro,noload
+	elif [ "$(cat "/sys/block/${dev#/dev/}/ro")" != 0 ]; then
+		# busybox mount would quietly fall back to read-only.
+		why="the disk $dev is read-only but the volume is writable"
+		return 1
+	fi
+	# busybox says "mount: mounting DEV on DIR failed: REASON"; DIR is this namespace's, not the guest's.
+	why=$(mount -t ext4 -o "$options" "$dev" "$resolved" 2>&1) || {
+		why=${why##*failed: }
+		why="mount failed: ${why:-no reason given} (ext4 on $dev)"
+		return 1
+	}
+}
+
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -149,6 +237,24 @@ mkdir -p "$root/proc" "$root/sys" "$root/dev"
 mount -t proc proc "$root/proc" || fail "cannot mount /proc in the root"
 mount -t sysfs sysfs "$root/sys" || fail "cannot mount /sys in the root"
 mount -o rbind /dev "$root/dev" || fail "cannot mount /dev in the root"
+
+# Volumes, in the config disk's order: each disk is found by its serial and its ext4 filesystem
+# mounted at its path inside the root, which is created when missing.
+mkdir -p "$mounted" || fail "cannot create $mounted"
+i=0
+while :; do
+	n=$i
+	while [ "${#n}" -lt 4 ]; do n=0$n; done
+	volume=$config/@CONFIG_VOLUMES_DIR@/$n
+	[ -d "$volume" ] || break
+	exact "$volume/@CONFIG_VOLUME_SERIAL@"
+	serial=$item
+	exact "$volume/@CONFIG_VOLUME_PATH@"
+	at=$item
+	mount_volume "$serial" "$at" "$volume" || fail "cannot mount volume $serial at $at: $why"
+	printf '%s' "$resolved" >"$mounted/$n" || fail "cannot record the mount of volume $serial"
+	i=$((i + 1))
+done
 
 if [ -f "$config/@CONFIG_HOSTNAME@" ]; then
 	hostname "$(cat "$config/@CONFIG_HOSTNAME@")" || echo "[hypeman-init] warning: cannot set the hostname"

@@ -175,7 +175,8 @@ func TestGuestInitHasEveryContractValue(t *testing.T) {
 		t.Errorf("placeholders left in the init: %v", left)
 	}
 	for _, v := range []string{SerialRootfs, SerialOverlay, SerialConfig, ConfigArgvDir, ConfigEnvDir, ConfigWorkdir,
-		ConfigHostname, ConfigNetAddress, ConfigNetGateway, ConfigNetDNS, ConfigNetMAC, MarkerStarted, MarkerExited, MarkerError, "/" + initrdModulesList} {
+		ConfigHostname, ConfigNetAddress, ConfigNetGateway, ConfigNetDNS, ConfigNetMAC,
+		ConfigVolumesDir, ConfigVolumeSerial, ConfigVolumePath, ConfigVolumeReadOnly, MarkerStarted, MarkerExited, MarkerError, "/" + initrdModulesList} {
 		if !strings.Contains(script, v) {
 			t.Errorf("the init does not use %q", v)
 		}

@@ -96,6 +96,19 @@ func TestCommandLineVariants(t *testing.T) {
 			},
 		},
 		{
+			name: "volume disks follow in order, each with its serial and read-only flag",
+			modify: func(c *vmm.Config) {
+				c.Disks = append(c.Disks, vmm.Disk{Path: "/data/volumes/a/data.raw", Serial: "01JAAAAAAAAAAAAAAAAA"},
+					vmm.Disk{Path: "/data/volumes/b/data.raw", Serial: "01JBBBBBBBBBBBBBBBBB", ReadOnly: true})
+			},
+			want: [][]string{{
+				"-drive", "file=/data/volumes/a/data.raw,if=none,id=disk2,format=raw,readonly=off,cache=writeback,werror=enospc,rerror=report",
+				"-device", "virtio-blk-pci,drive=disk2,serial=01JAAAAAAAAAAAAAAAAA",
+				"-drive", "file=/data/volumes/b/data.raw,if=none,id=disk3,format=raw,readonly=on,cache=writeback,werror=enospc,rerror=report",
+				"-device", "virtio-blk-pci,drive=disk3,serial=01JBBBBBBBBBBBBBBBBB",
+			}},
+		},
+		{
 			name:   "a disk without serial gets none",
 			modify: func(c *vmm.Config) { c.Disks = []vmm.Disk{{Path: "/d.raw"}} },
 			want:   [][]string{{"-device", "virtio-blk-pci,drive=disk0"}},

@@ -19,11 +19,21 @@ import (
 )
 
 // The test guest boots the project's kernel and initrd with a tiny busybox image whose program
-// reports on the console what the tests check: its disks, then a counter with the guest's memory.
+// reports on the console what the tests check: its disks, a write to each disk whose serial is in
+// WRITE_SERIALS, then a counter with the guest's memory.
 const guestProgram = `echo "test-guest: boot"
 for s in /sys/block/vd*/serial; do
 	d=${s%/serial}
 	echo "test-guest: disk ${d##*/} serial=$(cat "$s") ro=$(cat "$d/ro")"
+done
+for s in /sys/block/vd*/serial; do
+	case " $WRITE_SERIALS " in *" $(cat "$s") "*) ;; *) continue ;; esac
+	d=${s%/serial}
+	if out=$(echo "test-guest wrote $(cat "$s")" | dd of=/dev/${d##*/} bs=512 count=1 conv=sync,fsync 2>&1); then
+		echo "test-guest: write $(cat "$s") ok"
+	else
+		echo "test-guest: write $(cat "$s") failed: $out"
+	fi
 done
 if [ "${FILL_MB:-0}" != 0 ]; then
 	mkdir -p /fill && mount -t tmpfs -o size=$((FILL_MB + 1))m fill /fill
@@ -40,7 +50,7 @@ done
 `
 
 // guestApplets are the busybox applets the program uses.
-var guestApplets = []string{"sh", "cat", "awk", "sleep", "echo"}
+var guestApplets = []string{"sh", "cat", "awk", "sleep", "echo", "dd"}
 
 // shared holds what every test boots: built once, removed by TestMain.
 var shared struct {

@@ -2,9 +2,7 @@ package network
 
 import (
 	"context"
-	"encoding/json"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -12,39 +10,18 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network/netnstest"
 )
 
-// listedRule is one rule as `nft -j list table` shows it, reduced to what the tests compare.
-type listedRule struct {
-	Chain   string            `json:"chain"`
-	Comment string            `json:"comment"`
-	Expr    []json.RawMessage `json:"expr"`
-}
-
-// rulesOf lists the rules of chain in FilterTable of family, as comment → the expressions' JSON.
+// rulesOf lists the rules of chain in FilterTable of family, each as its comment and the
+// expressions' JSON.
 func rulesOf(t *testing.T, family, chain string) []string {
 	t.Helper()
-	out, err := exec.Command("nft", "-j", "list", "table", family, FilterTable).CombinedOutput()
-	if err != nil {
-		if strings.Contains(string(out), "No such file or directory") {
-			return nil
-		}
-		t.Fatalf("nft list: %v\n%s", err, out)
-	}
-	var listing struct {
-		Nftables []struct {
-			Rule *listedRule `json:"rule"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal(out, &listing); err != nil {
-		t.Fatal(err)
-	}
 	var rules []string
-	for _, o := range listing.Nftables {
-		if o.Rule != nil && o.Rule.Chain == chain {
+	for _, r := range tableRules(t, family, FilterTable) {
+		if r.Chain == chain {
 			var expr []string
-			for _, e := range o.Rule.Expr {
+			for _, e := range r.Expr {
 				expr = append(expr, string(e))
 			}
-			rules = append(rules, o.Rule.Comment+" "+strings.Join(expr, " "))
+			rules = append(rules, r.Comment+" "+strings.Join(expr, " "))
 		}
 	}
 	return rules

@@ -70,7 +70,7 @@ func mustLink(t *testing.T, n *Network, name string) link {
 	return l
 }
 
-// natRule is one rule of the NAT table as nft lists it.
+// natRule is one rule of an nftables table as nft lists it.
 type natRule struct {
 	Chain   string `json:"chain"`
 	Comment string `json:"comment"`
@@ -78,9 +78,12 @@ type natRule struct {
 }
 
 // natRules lists the rules of NATTable; nil when the table does not exist.
-func natRules(t *testing.T) []natRule {
+func natRules(t *testing.T) []natRule { return tableRules(t, natFamily, NATTable) }
+
+// tableRules lists the rules of an nftables table; nil when the table does not exist.
+func tableRules(t *testing.T, family, table string) []natRule {
 	t.Helper()
-	out, err := exec.Command("nft", "-j", "list", "table", natFamily, NATTable).CombinedOutput()
+	out, err := exec.Command("nft", "-j", "list", "table", family, table).CombinedOutput()
 	if err != nil {
 		if strings.Contains(string(out), "No such file or directory") {
 			return nil

@@ -29,7 +29,7 @@ func instanceVolumeBlock() schema.Block {
 	return schema.ListNestedBlock{
 		MarkdownDescription: "A volume (`hypeman_volume`) the guest mounts; any number. Changing the list is an update in place: a " +
 			"`Running` or `Paused` instance restarts in place (its overlay and volumes are kept), a `Stopped` one mounts them at its " +
-			"next start, and one in `Standby` refuses it at plan time. Replacing the instance keeps every volume and its data.",
+			"next start, and one that stays in `Standby` refuses it (the plan warns; set `state = \"Running\"` in the same change). Replacing the instance keeps every volume and its data.",
 		NestedObject: schema.NestedBlockObject{Attributes: map[string]schema.Attribute{
 			"volume_id": schema.StringAttribute{
 				MarkdownDescription: "The volume's id (`hypeman_volume.<label>.id`). A writable volume is attached to at most one instance; the plan fails when another holds it.",
@@ -126,10 +126,16 @@ func (r *InstanceResource) planVolumes(ctx context.Context, p *instancePlan, res
 			resp.Diagnostics.AddAttributeWarning(path.Root("volume"), "Instance Restarts",
 				fmt.Sprintf("volumes change: %s restarts in place (its overlay and volumes are kept)", name))
 		case instances.Standby:
-			failure{action: "Update", name: name, id: p.prior.ID.ValueString(), at: path.Root("volume"),
-				err:  errors.New("an instance in Standby cannot change its volumes: its restore needs the disks it left"),
-				left: "nothing was changed: set state = \"Running\" or \"Stopped\" first, then change the volumes"}.add(ctx, r.manager, &resp.Diagnostics)
-			return
+			if !p.plan.State.Equal(p.prior.State) {
+				break // it leaves Standby first (restored, then restarted with the new volumes)
+			}
+			// A warning, not an error, as for a new program: terraform destroy plans the
+			// configuration first, and an error there would block it.
+			resp.Diagnostics.AddAttributeWarning(path.Root("volume"), "Apply Will Refuse This Change",
+				fmt.Sprintf("Instance: %s\nThis plan changes the volumes of an instance in Standby, and its restore needs the disks it "+
+					"left. Apply will refuse it and change nothing; the instance stays in Standby.\n\nSet state = \"Running\" in the "+
+					"same change (the instance is restored, then restarted with the new volumes), or apply state = \"Running\" first "+
+					"and change the volumes afterwards.", describe(name, p.prior.ID.ValueString())))
 		}
 	}
 	if !known || len(ms) == 0 || r.manager == nil {

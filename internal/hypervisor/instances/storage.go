@@ -123,20 +123,13 @@ func (md *metadata) spec() Spec {
 }
 
 func (m *Manager) loadMetadata(ctx context.Context, id string) (*metadata, error) {
-	b, err := m.host.ReadFile(ctx, m.layout.metadata(id))
+	var md metadata
+	err := m.readVersioned(ctx, m.layout.metadata(id), id, metadataVersion, &md, &md.FormatVersion)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: no instance with id %s", ErrNotFound, id)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read metadata of %s: %w", id, err)
-	}
-	var md metadata
-	if err := json.Unmarshal(b, &md); err != nil {
-		return nil, fmt.Errorf("%w: metadata of %s: %w", errCorruptMetadata, id, err)
-	}
-	if md.FormatVersion > metadataVersion {
-		return nil, fmt.Errorf("%w: metadata of %s has format version %d, and this provider reads up to %d; upgrade the provider",
-			errNewerMetadata, id, md.FormatVersion, metadataVersion)
+		return nil, err
 	}
 	md.FormatVersion = metadataVersion // versions 0 and 1 are the same layout
 	return &md, nil
@@ -144,12 +137,38 @@ func (m *Manager) loadMetadata(ctx context.Context, id string) (*metadata, error
 
 func (m *Manager) saveMetadata(ctx context.Context, md *metadata) error {
 	md.FormatVersion = metadataVersion
-	b, err := json.MarshalIndent(md, "", "  ")
+	return m.writeVersioned(ctx, m.layout.metadata(md.ID), md.ID, md, 0o640)
+}
+
+// readVersioned decodes the metadata file p of what (an instance or "volume <id>") into v, whose
+// format version is at version: one newer than newest is refused (errNewerMetadata), one that
+// cannot be decoded is errCorruptMetadata. A missing file is an error wrapping fs.ErrNotExist.
+func (m *Manager) readVersioned(ctx context.Context, p, what string, newest int, v any, version *int) error {
+	b, err := m.host.ReadFile(ctx, p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("read metadata of %s: %w", what, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: metadata of %s: %w", errCorruptMetadata, what, err)
+	}
+	if *version > newest {
+		return fmt.Errorf("%w: metadata of %s has format version %d, and this provider reads up to %d; upgrade the provider",
+			errNewerMetadata, what, *version, newest)
+	}
+	return nil
+}
+
+// writeVersioned writes v as the metadata file p of what, atomically.
+func (m *Manager) writeVersioned(ctx context.Context, p, what string, v any, perm fs.FileMode) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := m.host.WriteFile(ctx, m.layout.metadata(md.ID), b, 0o640); err != nil {
-		return fmt.Errorf("write metadata of %s: %w", md.ID, err)
+	if err := m.host.WriteFile(ctx, p, b, perm); err != nil {
+		return fmt.Errorf("write metadata of %s: %w", what, err)
 	}
 	return nil
 }

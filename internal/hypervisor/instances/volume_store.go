@@ -2,7 +2,6 @@ package instances
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -69,34 +68,20 @@ func volumeNotFound(idOrName string) error {
 // loadVolume reads a volume's metadata. A directory without metadata is what a create left that
 // has not finished (or died): ErrVolumeNotFound.
 func (m *Manager) loadVolume(ctx context.Context, id string) (*volumeMetadata, error) {
-	b, err := m.host.ReadFile(ctx, m.layout.volumeMetadata(id))
+	var vmd volumeMetadata
+	err := m.readVersioned(ctx, m.layout.volumeMetadata(id), "volume "+id, volumeMetadataVersion, &vmd, &vmd.FormatVersion)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, volumeNotFound(id)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read the metadata of volume %s: %w", id, err)
-	}
-	var vmd volumeMetadata
-	if err := json.Unmarshal(b, &vmd); err != nil {
-		return nil, fmt.Errorf("%w: metadata of volume %s: %w", errCorruptMetadata, id, err)
-	}
-	if vmd.FormatVersion > volumeMetadataVersion {
-		return nil, fmt.Errorf("%w: metadata of volume %s has format version %d, and this provider reads up to %d; upgrade the provider",
-			errNewerMetadata, id, vmd.FormatVersion, volumeMetadataVersion)
+		return nil, err
 	}
 	return &vmd, nil
 }
 
 func (m *Manager) saveVolume(ctx context.Context, vmd *volumeMetadata) error {
 	vmd.FormatVersion = volumeMetadataVersion
-	b, err := json.MarshalIndent(vmd, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := m.host.WriteFile(ctx, m.layout.volumeMetadata(vmd.ID), b, 0o600); err != nil {
-		return fmt.Errorf("write the metadata of volume %s: %w", vmd.ID, err)
-	}
-	return nil
+	return m.writeVersioned(ctx, m.layout.volumeMetadata(vmd.ID), "volume "+vmd.ID, vmd, 0o600)
 }
 
 // resolveVolume turns a volume's id or name into its id; ErrVolumeNotFound when neither names a

@@ -36,18 +36,26 @@ func (f failure) add(ctx context.Context, m *instances.Manager, diags *diag.Diag
 	if left == "" {
 		left = leftState(ctx, m, f.id, f.name)
 	}
+	addFailure(diags, "Instance", f.action, describe(f.name, f.id), f.err, left, hint(f.err, f.name), f.at)
+}
+
+// addFailure adds one failed operation on a kind of object ("Instance", "Volume") in the
+// provider's one voice: "Unable to <Action> <Kind>", then the object, the error, what it was
+// left in (when known) and the way out (when there is one), at the attribute at when it is set.
+func addFailure(diags *diag.Diagnostics, kind, action, object string, err error, left, wayOut string, at path.Path) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Instance: %s\n", describe(f.name, f.id))
-	fmt.Fprintf(&b, "Error: %v\n", f.err)
-	fmt.Fprintf(&b, "Left in: %s", left)
-	if hint := hint(f.err, f.name); hint != "" {
-		fmt.Fprintf(&b, "\n\n%s", hint)
+	fmt.Fprintf(&b, "%s: %s\nError: %v", kind, object, err)
+	if left != "" {
+		fmt.Fprintf(&b, "\nLeft in: %s", left)
 	}
-	if len(f.at.Steps()) > 0 {
-		diags.AddAttributeError(f.at, "Unable to "+f.action+" Instance", b.String())
+	if wayOut != "" {
+		fmt.Fprintf(&b, "\n\n%s", wayOut)
+	}
+	if len(at.Steps()) > 0 {
+		diags.AddAttributeError(at, "Unable to "+action+" "+kind, b.String())
 		return
 	}
-	diags.AddError("Unable to "+f.action+" Instance", b.String())
+	diags.AddError("Unable to "+action+" "+kind, b.String())
 }
 
 // leftState asks the manager what the instance looks like now.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -50,20 +49,7 @@ type volumeFailure struct {
 }
 
 func (f volumeFailure) add(diags *diag.Diagnostics) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Volume: %s\n", describe(f.name, f.id))
-	fmt.Fprintf(&b, "Error: %v", f.err)
-	if f.left != "" {
-		fmt.Fprintf(&b, "\nLeft in: %s", f.left)
-	}
-	if h := volumeHint(f.err, f.name); h != "" {
-		fmt.Fprintf(&b, "\n\n%s", h)
-	}
-	if len(f.at.Steps()) > 0 {
-		diags.AddAttributeError(f.at, "Unable to "+f.action+" Volume", b.String())
-		return
-	}
-	diags.AddError("Unable to "+f.action+" Volume", b.String())
+	addFailure(diags, "Volume", f.action, describe(f.name, f.id), f.err, f.left, volumeHint(f.err, f.name), f.at)
 }
 
 // volumeHint says what to do about the volume errors a user can act on.

@@ -37,7 +37,7 @@ func probe(ctx context.Context, h host.Host, kernel, accel, user string) (bool, 
 	if _, err := h.Stat(ctx, kernel); err != nil {
 		return false, fmt.Errorf("probe kernel: %w", err)
 	}
-	as, err := lookupUser(ctx, h, user)
+	as, err := grantKernel(ctx, h, kernel, user)
 	if err != nil {
 		return false, err
 	}

@@ -62,7 +62,8 @@ var ErrNoVMMUser = errors.New("the VMM user does not exist on the host")
 
 // grantScript makes what QEMU opens private and, when $1 names a user, that user's. Its other
 // arguments are pairs: a kind and a path. dir: a private directory (0700); file: a private file
-// (0600), made empty when missing; search: a directory the user must pass through (o+x). A
+// (0600), made empty when missing; search: a directory the user must pass through (o+x); reach:
+// a directory the user must then be able to enter and write, checked as that user. A
 // symbolic link is refused: a VMM must never be handed, or make root change, another file. It
 // prints the user's uid and gid.
 const grantScript = `u=$1; shift
@@ -77,6 +78,8 @@ while [ $# -ge 2 ]; do
 	dir) chmod 0700 -- "$p" || exit 1 ;;
 	file) { [ -e "$p" ] || (umask 077 && : >>"$p"); } && chmod 0600 -- "$p" || exit 1 ;;
 	search) [ -z "$u" ] || chmod o+x -- "$p" || exit 1; continue ;;
+	reach) [ -z "$u" ] || setpriv --reuid="$uid" --regid="$gid" --clear-groups -- test -x "$p" -a -w "$p" ||
+		{ echo "cannot reach: $p" >&2; exit 4; }; continue ;;
 	esac
 	[ -z "$u" ] || chown -- "$uid:$gid" "$p" || exit 1
 done
@@ -89,11 +92,20 @@ echo "$uid $gid"
 func grant(ctx context.Context, h host.Host, cfg vmm.Config, user string) (identity, error) {
 	args := append([]string{"sh", "-c", grantScript, "qemu-grant", user}, grantArgs(cfg)...)
 	out, err := h.Run(ctx, nil, args...)
+	return grantResult(out, err, cfg, user)
+}
+
+// grantResult is who grantScript, run for cfg, says QEMU runs as, or why it cannot.
+func grantResult(out []byte, err error, cfg vmm.Config, user string) (identity, error) {
 	if err != nil {
 		if strings.Contains(err.Error(), "no such user: ") {
 			return identity{}, fmt.Errorf("%w: QEMU is to run as %q, which the host does not know; create the user "+
 				"(useradd --system --user-group --no-create-home --shell /usr/sbin/nologin --groups kvm %s, as scripts/install-deps.sh does), "+
 				"or set vmm_user = \"root\" to run QEMU as root", ErrNoVMMUser, user, user)
+		}
+		if strings.Contains(err.Error(), "cannot reach: ") {
+			return identity{}, fmt.Errorf("the VMM user %q cannot reach %s: a directory above it is closed to that user; "+
+				"let it pass (chmod o+x), choose a data_dir it can reach, or set vmm_user = \"root\" to run QEMU as root: %w", user, cfg.Dir, err)
 		}
 		return identity{}, fmt.Errorf("hand the instance's files to the VMM user %q: %w", user, err)
 	}
@@ -144,10 +156,22 @@ func grantArgs(cfg vmm.Config) []string {
 	if cfg.RAMFile != "" {
 		add("file", cfg.RAMFile)
 	}
+	for _, d := range private {
+		add("reach", d)
+	}
 	return args
 }
 
-// lookupUser is who QEMU runs as for work outside an instance directory (the KVM probe).
+// lookupUser is who QEMU runs as, for work outside an instance directory: the relay, the KVM probe.
 func lookupUser(ctx context.Context, h host.Host, user string) (identity, error) {
 	return grant(ctx, h, vmm.Config{}, user)
+}
+
+// grantKernel lets user pass to the probe's kernel in the system cache (the data directory and
+// its system/), as a boot later would, so that the probe finds out about KVM and not about modes.
+func grantKernel(ctx context.Context, h host.Host, kernel, user string) (identity, error) {
+	dir := path.Dir(kernel)
+	args := []string{"sh", "-c", grantScript, "qemu-grant", user, "search", path.Dir(dir), "search", dir}
+	out, err := h.Run(ctx, nil, args...)
+	return grantResult(out, err, vmm.Config{Dir: dir}, user)
 }

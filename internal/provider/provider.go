@@ -236,7 +236,7 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		"host": where, "data_dir": s.DataDir, "hypervisor": hypervisor, "accelerator": s.Accelerator, "kernel": s.Kernel,
 		"kernel_modules": s.KernelModules, "busybox": s.Busybox, "compress_snapshots": s.CompressSnapshots,
 		"snapshot_mode": s.SnapshotMode, "vmm_user": s.VMMUser,
-		"network":       s.Network.Enabled, "bridge": s.Network.Bridge, "subnet": s.Network.Subnet, "uplink": s.Network.Uplink,
+		"network": s.Network.Enabled, "bridge": s.Network.Bridge, "subnet": s.Network.Subnet, "uplink": s.Network.Uplink,
 	})
 	data := &providerData{manager: m}
 	resp.ResourceData = data

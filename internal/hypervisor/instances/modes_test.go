@@ -255,3 +255,36 @@ func TestValidateVMMUser(t *testing.T) {
 		t.Errorf("New with a vmm user that is no user name: %v, want a vmm_user error", err)
 	}
 }
+
+// Volumes reach a VMM that runs as the user: a writable one and a read-only one (each in its
+// private directory) are handed to it, and the guest reads and writes them.
+func TestVolumesReachTheVMMUser(t *testing.T) {
+	env := newTestEnv(t)
+	uid, _ := vmmUserIDs(t)
+	env.m = env.manager(t, asUser(DefaultVMMUser, SnapshotCompressed))
+	ctx := testContext(t)
+	rw, err := env.m.CreateVolume(ctx, VolumeSpec{Name: "rw", Size: MinVolume})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro, err := env.m.CreateVolume(ctx, VolumeSpec{Name: "ro", Size: MinVolume, Source: tarFile(t, map[string][]byte{"f": []byte("seeded")})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := env.spec("with-volumes")
+	spec.Volumes = []VolumeMount{{VolumeID: rw.ID, MountPath: "/data"}, {VolumeID: ro.ID, MountPath: "/ro", ReadOnly: true}}
+	spec.Entrypoint = []string{"/bin/sh", "-c", `echo "READ<$(cat /ro/f)>"; echo x > /data/x && echo WROTE; ` + counterScript}
+	inst, err := env.m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertVMMRunsAs(t, inst, uid)
+	env.waitCount(t, inst, 1, 0)
+	if c := env.console(t, inst); !strings.Contains(string(c), "READ<seeded>") || !strings.Contains(string(c), "WROTE") {
+		t.Fatalf("the guest did not read and write its volumes:\n%s", c)
+	}
+	for _, v := range []string{rw.ID, ro.ID} {
+		checkModes(t, env.m.layout.volumeDir(v), []modeCheck{{".", 0o700, uid}, {"data.raw", 0o600, uid}, {"metadata.json", 0o600, 0}})
+	}
+	env.deleteAndCheckGone(t, inst)
+}

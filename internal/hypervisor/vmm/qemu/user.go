@@ -63,7 +63,9 @@ var ErrNoVMMUser = errors.New("the VMM user does not exist on the host")
 // grantScript makes what QEMU opens private and, when $1 names a user, that user's. Its other
 // arguments are pairs: a kind and a path. dir: a private directory (0700); file: a private file
 // (0600), made empty when missing; search: a directory the user must pass through (o+x); reach:
-// a directory the user must then be able to enter and write, checked as that user. A
+// a directory the user must then be able to enter and write, checked as that user; shared: a
+// read-only disk outside the instance, left as it is when the user can read it (an image in its
+// world-readable cache), else taken as a private file in a private directory (a volume). A
 // symbolic link is refused: a VMM must never be handed, or make root change, another file. It
 // prints the user's uid and gid.
 const grantScript = `u=$1; shift
@@ -78,6 +80,9 @@ while [ $# -ge 2 ]; do
 	dir) chmod 0700 -- "$p" || exit 1 ;;
 	file) { [ -e "$p" ] || (umask 077 && : >>"$p"); } && chmod 0600 -- "$p" || exit 1 ;;
 	search) [ -z "$u" ] || chmod o+x -- "$p" || exit 1; continue ;;
+	shared) [ -z "$u" ] && continue
+		setpriv --reuid="$uid" --regid="$gid" --clear-groups -- test -r "$p" && continue
+		d=${p%/*}; set -- search "${d%/*/*}" search "${d%/*}" dir "$d" file "$p" "$@"; continue ;;
 	reach) [ -z "$u" ] || setpriv --reuid="$uid" --regid="$gid" --clear-groups -- test -x "$p" -a -w "$p" ||
 		{ echo "cannot reach: $p" >&2; exit 4; }; continue ;;
 	esac
@@ -134,8 +139,7 @@ func grantArgs(cfg vmm.Config) []string {
 		private = append(private, d)
 	}
 	for _, d := range cfg.Disks {
-		// A read-only disk outside the instance (the image's rootfs, shared by every instance of
-		// it) is world-readable in its cache; a writable one (a volume) lives in a private dir.
+		// A writable disk outside the instance (a volume) lives in a private dir of its own.
 		if !d.ReadOnly && !inDir(d.Path) {
 			private = append(private, path.Dir(d.Path))
 		}
@@ -149,8 +153,11 @@ func grantArgs(cfg vmm.Config) []string {
 	}
 	add("file", cfg.ConsoleLog)
 	for _, d := range cfg.Disks {
-		if !d.ReadOnly || inDir(d.Path) {
+		switch {
+		case !d.ReadOnly || inDir(d.Path):
 			add("file", d.Path)
+		default:
+			add("shared", d.Path)
 		}
 	}
 	if cfg.RAMFile != "" {

@@ -62,11 +62,11 @@ var ErrNoVMMUser = errors.New("the VMM user does not exist on the host")
 
 // grantScript makes what QEMU opens private and, when $1 names a user, that user's. Its other
 // arguments are pairs: a kind and a path. dir: a private directory (0700); file: a private file
-// (0600), made empty when missing; search: a directory the user must pass through (o+x); reach:
+// (0600), made empty when missing (neither may be a symbolic link: a VMM must never be handed, or
+// make root change, another file); search: a directory the user must pass through (o+x); reach:
 // a directory the user must then be able to enter and write, checked as that user; shared: a
 // read-only disk outside the instance, left as it is when the user can read it (an image in its
-// world-readable cache), else taken as a private file in a private directory (a volume). A
-// symbolic link is refused: a VMM must never be handed, or make root change, another file. It
+// world-readable cache), else taken as a private file in a private directory (a volume). It
 // prints the user's uid and gid.
 const grantScript = `u=$1; shift
 uid= gid=
@@ -75,7 +75,7 @@ if [ -n "$u" ]; then
 fi
 while [ $# -ge 2 ]; do
 	kind=$1 p=$2; shift 2
-	if [ -L "$p" ]; then echo "$p is a symbolic link" >&2; exit 1; fi
+	case $kind in dir|file) if [ -L "$p" ]; then echo "$p is a symbolic link" >&2; exit 1; fi ;; esac
 	case $kind in
 	dir) chmod 0700 -- "$p" || exit 1 ;;
 	file) { [ -e "$p" ] || (umask 077 && : >>"$p"); } && chmod 0600 -- "$p" || exit 1 ;;
@@ -177,6 +177,9 @@ func lookupUser(ctx context.Context, h host.Host, user string) (identity, error)
 // grantKernel lets user pass to the probe's kernel in the system cache (the data directory and
 // its system/), as a boot later would, so that the probe finds out about KVM and not about modes.
 func grantKernel(ctx context.Context, h host.Host, kernel, user string) (identity, error) {
+	if user == "" {
+		return identity{}, nil
+	}
 	dir := path.Dir(kernel)
 	args := []string{"sh", "-c", grantScript, "qemu-grant", user, "search", path.Dir(dir), "search", dir}
 	out, err := h.Run(ctx, nil, args...)

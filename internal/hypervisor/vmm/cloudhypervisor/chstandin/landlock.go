@@ -2,7 +2,6 @@ package chstandin
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -42,7 +41,7 @@ const (
 // llAccess reads a rule's access the way LandlockAccess::try_from does.
 func llAccess(s string) (llRights, error) {
 	if s == "" {
-		return 0, errors.New("Invalid Landlock access: Access cannot be empty")
+		return 0, cause("Invalid Landlock access: Access cannot be empty")
 	}
 	var r llRights
 	for _, c := range s {
@@ -52,7 +51,7 @@ func llAccess(s string) (llRights, error) {
 		case 'w':
 			r |= llWriteFile | llMakeEntry
 		default:
-			return 0, fmt.Errorf("Invalid Landlock access: Invalid access: %c", c)
+			return 0, causef("Invalid Landlock access: Invalid access: %c", c)
 		}
 	}
 	return r, nil
@@ -65,7 +64,7 @@ func inodeOf(fi os.FileInfo) (inode, bool) {
 	if !ok {
 		return inode{}, false
 	}
-	return inode{uint64(st.Dev), st.Ino}, true
+	return inode{st.Dev, st.Ino}, true
 }
 
 // llLayer is one ruleset: the rights granted on each inode. Like the kernel, it holds each

@@ -2,6 +2,7 @@ package instances
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -38,6 +39,9 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 	if _, err := m.driver(spec.Hypervisor); err != nil {
 		return nil, err
 	}
+	if err := m.checkWaitFor(spec); err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
 	// A failed create is undone while it still holds the instance's lock.
 	var undo cleanups
@@ -56,9 +60,14 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 		return nil, err
 	}
 	if target != Stopped { // Stopped: created, never booted; the first start builds the config disk
-		if md, err = m.bootNew(ctx, md, target, &undo); err != nil {
+		booted, err := m.bootNew(ctx, md, target, &undo)
+		if errors.Is(err, ErrNotReady) {
+			return m.keepNotReady(ctx, md, &undo, err) // kept, Stopped, for its console (wait.go)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("create %s: %w", spec.Name, err)
 		}
+		md = booted
 	}
 	md.Creating = nil // finished: from here on it is an instance like any other
 	if err := m.saveMetadata(ctx, md); err != nil {
@@ -91,6 +100,7 @@ func (m *Manager) claim(ctx context.Context, spec Spec, undo *cleanups) (*metada
 		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(), Creating: newCreator(),
 		Volumes:    spec.Volumes, // listed before any volume records the hold, so no record is ever stale while the create runs
 		PeerGroups: peerGroupsOf(spec.Network),
+		WaitFor:    spec.WaitFor,
 	}
 	if err := m.saveMetadata(ctx, md); err != nil {
 		return nil, unlock, err

@@ -83,6 +83,8 @@ type Spec struct {
 	Network *NetworkSpec
 	// Volumes are attached in this order (volume.go).
 	Volumes []VolumeMount
+	// WaitFor is what every boot and restore to Running waits for (wait.go); nil for nothing.
+	WaitFor *WaitSpec
 }
 
 // Limits on what a Spec may ask for.

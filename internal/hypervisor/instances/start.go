@@ -53,6 +53,7 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 		_ = m.killVMM(context.WithoutCancel(ctx), md)
 		return err
 	}
+	md.BootConsole = offset // where a wait for a console line starts reading (wait.go)
 	laps.lap("metadata")
 	if err := m.waitStarted(ctx, md, offset); err != nil {
 		_ = m.killVMM(context.WithoutCancel(ctx), md)
@@ -66,7 +67,7 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 	laps.fields["pid"], laps.fields["accelerator"] = pid, b.cfg.Accelerator
 	m.log(ctx, "guest program started", laps.fields)
 	m.growMemory(ctx, md)
-	return nil
+	return m.awaitReady(ctx, md, offset, "boot")
 }
 
 // boot is what a fresh boot of an instance starts its VMM with.

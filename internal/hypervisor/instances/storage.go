@@ -109,6 +109,11 @@ type metadata struct {
 	// Volumes are the mounts the instance wants; each volume records its hold (volume_attach.go).
 	Volumes []VolumeMount `json:"volumes,omitempty"`
 
+	// WaitFor is what a boot or a restore to Running waits for (wait.go); BootConsole is where the
+	// current boot's console output starts in the console log.
+	WaitFor     *WaitSpec `json:"wait_for,omitempty"`
+	BootConsole int64     `json:"boot_console_offset,omitempty"`
+
 	// Creating marks an instance whose create has not finished, and names the process running
 	// it (creating.go); the create's last metadata write drops it.
 	Creating *creator `json:"creating,omitempty"`
@@ -119,6 +124,7 @@ func (md *metadata) spec() Spec {
 		Name: md.Name, Image: md.Image, VCPUs: md.VCPUs, Memory: md.Memory, Hotplug: md.Hotplug,
 		OverlaySize: md.OverlaySize, Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env,
 		Workdir: md.Workdir, Hypervisor: md.Hypervisor, Network: md.networkSpec(), Volumes: md.Volumes,
+		WaitFor: md.WaitFor,
 	}
 }
 

@@ -32,6 +32,9 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		if err := spec.Validate(); err != nil {
 			return err
 		}
+		if err := m.checkWaitFor(spec); err != nil {
+			return err
+		}
 		digest := md.ImageDigest
 		if spec.Image != md.Image {
 			if digest, err = m.images.Resolve(ctx, spec.Image); err != nil {
@@ -49,6 +52,7 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		newProgram := !sameProgram(md.spec(), spec)
 		newVolumes := !sameMounts(md.Volumes, spec.Volumes)
 		md.Image = spec.Image
+		md.WaitFor = spec.WaitFor // applies from the next boot or restore: nothing restarts for it
 		if !newProgram && !newVolumes {
 			return m.saveMetadata(ctx, md)
 		}

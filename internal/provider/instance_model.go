@@ -73,7 +73,9 @@ type instanceResourceModel struct {
 	// one set to its defaults, so Read keeps it as it was.
 	Network types.Object `tfsdk:"network"`
 	// Volumes are the volume blocks, filled from Instance.Volumes.
-	Volumes  types.List     `tfsdk:"volume"`
+	Volumes types.List `tfsdk:"volume"`
+	// WaitFor is what the configuration asks for, kept as it was, as Network is (instance_wait.go).
+	WaitFor  types.Object   `tfsdk:"wait_for"`
 	Timeouts timeouts.Value `tfsdk:"timeouts"`
 	// DiscardSnapshot is write-only: it is read from the configuration and never stored.
 	DiscardSnapshot types.Bool `tfsdk:"discard_snapshot"`
@@ -99,6 +101,8 @@ func (m *instanceResourceModel) spec(ctx context.Context) (instances.Spec, diag.
 	ms, _, d := mounts(ctx, m.Volumes)
 	diags.Append(d...)
 	s.Volumes = ms
+	s.WaitFor, d = waitSpec(ctx, m.WaitFor)
+	diags.Append(d...)
 	return s, diags
 }
 

@@ -81,6 +81,12 @@ func (r *InstanceResource) Create(ctx context.Context, req resource.CreateReques
 	target := instances.State(plan.State.ValueString())
 	tflog.Info(ctx, "creating instance", map[string]any{"name": spec.Name, "image": spec.Image, "state": string(target), "timeout": timeout.String()})
 	inst, err := r.manager.Create(ctx, spec, target)
+	if inst != nil && errors.Is(err, instances.ErrNotReady) {
+		// Kept, Stopped, for its console: stored with the error, Terraform taints it (instance_wait.go).
+		failure{action: "Create", name: spec.Name, id: inst.ID, err: err, left: observed(inst) + notReadyLeft}.add(ctx, r.manager, &resp.Diagnostics)
+		r.readBack(ctx, "Create", inst.ID, "", &plan, &resp.State, &resp.Diagnostics)
+		return
+	}
 	if err != nil {
 		failure{action: "Create", name: spec.Name, err: err,
 			left: "nothing: a failed create removes everything it made on the host"}.add(ctx, r.manager, &resp.Diagnostics)
@@ -161,7 +167,7 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 	target := instances.State(plan.State.ValueString())
 	// New volumes are applied like a new program: Update restarts a Running or Paused guest in place.
 	newProgram := programChanged(&plan.instanceModel, &prior.instanceModel) || mountsChanged(&plan, &prior)
-	inPlace := !plan.Image.Equal(prior.Image) || peerGroupsChanged(ctx, plan.Network, prior.Network)
+	inPlace := !plan.Image.Equal(prior.Image) || peerGroupsChanged(ctx, plan.Network, prior.Network) || waitForChanged(&plan, &prior)
 	opts, d := stateOptions(ctx, req.Config)
 	resp.Diagnostics.Append(d...)
 	for _, s := range updateSteps(r.manager, id, target, spec, newProgram, inPlace, opts...) {
@@ -286,7 +292,7 @@ func (r *InstanceResource) Delete(ctx context.Context, req resource.DeleteReques
 func (r *InstanceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	ctx, cancel := context.WithTimeout(ctx, defaultReadTimeout)
 	defer cancel()
-	m := instanceResourceModel{Network: types.ObjectNull(instanceNetworkAttrTypes), Volumes: types.ListNull(mountType), Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
+	m := instanceResourceModel{Network: types.ObjectNull(instanceNetworkAttrTypes), Volumes: types.ListNull(mountType), WaitFor: types.ObjectNull(waitForAttrTypes), Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
 	exists, d := r.read(ctx, "Import", req.ID, &m.instanceModel, &m.Volumes)
 	resp.Diagnostics.Append(d...)
 	if resp.Diagnostics.HasError() {
@@ -320,6 +326,7 @@ func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 	}
 	defer p.write(ctx, resp)
 	r.planNetwork(ctx, p, resp)
+	r.planWaitFor(ctx, p, resp)
 	r.planName(ctx, p, resp)
 	r.planImage(ctx, p, resp)
 	p.planReplace(ctx, resp)

@@ -173,6 +173,7 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Validators: []validator.String{validState()},
 			},
 			"network":  instanceNetworkAttribute(),
+			"wait_for": waitForAttribute(),
 			"timeouts": timeoutsAttribute(ctx),
 
 			"image_digest": schema.StringAttribute{

@@ -304,6 +304,9 @@ func (r *InstanceResource) ImportState(ctx context.Context, req resource.ImportS
 			left: "nothing was changed"}.add(ctx, r.manager, &resp.Diagnostics)
 		return
 	}
+	if inst, err := r.manager.Get(ctx, m.ID.ValueString()); err == nil {
+		m.WaitFor = waitForObject(inst.WaitFor) // kept on the host, so the next plan is empty
+	}
 	tflog.Info(ctx, "imported instance", map[string]any{"id": m.ID.ValueString(), "name": m.Name.ValueString()})
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }

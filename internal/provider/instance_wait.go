@@ -183,3 +183,27 @@ func waitForChanged(plan, prior *instanceResourceModel) bool {
 // notReadyLeft ends the "Left in" of a create whose instance did not become ready.
 const notReadyLeft = ". The instance is kept for its console log and Terraform marks it tainted: the next apply replaces it " +
 	"(terraform untaint keeps it instead)"
+
+// waitForObject is the attribute for what an instance on the host waits for: an import's view.
+func waitForObject(w *instances.WaitSpec) types.Object {
+	if w.Empty() {
+		return types.ObjectNull(waitForAttrTypes)
+	}
+	optInt := func(n int) types.Int64 {
+		if n == 0 {
+			return types.Int64Null()
+		}
+		return types.Int64Value(int64(n))
+	}
+	http := types.ObjectNull(httpWaitAttrTypes)
+	if h := w.HTTP; h != nil {
+		http = types.ObjectValueMust(httpWaitAttrTypes, map[string]attr.Value{"port": types.Int64Value(int64(h.Port)),
+			"path": optionalString(h.Path), "status": optInt(h.Status)})
+	}
+	delay := types.StringNull()
+	if w.Delay > 0 {
+		delay = types.StringValue(shortDuration(w.Delay))
+	}
+	return types.ObjectValueMust(waitForAttrTypes, map[string]attr.Value{"console": optionalString(w.Console),
+		"tcp_port": optInt(w.TCPPort), "http": http, "delay": delay})
+}

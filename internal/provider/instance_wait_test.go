@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/types"
@@ -159,4 +160,24 @@ func nonNullWaitFor(t *testing.T) types.Object {
 		t.Fatal(d)
 	}
 	return o
+}
+
+// An import reads wait_for from the host: what it writes reads back as the same wait.
+func TestWaitForReadFromTheHostReadsBackTheSame(t *testing.T) {
+	for _, w := range []*instances.WaitSpec{
+		{Console: "^up$"},
+		{TCPPort: 8080, Delay: 90 * time.Second},
+		{HTTP: &instances.HTTPWait{Port: 80}},
+		{Console: "x", TCPPort: 1, HTTP: &instances.HTTPWait{Port: 8080, Path: "/healthz", Status: 204}, Delay: time.Second},
+	} {
+		o := waitForObject(w)
+		back, d := waitSpec(context.Background(), o)
+		if d.HasError() || back == nil || back.Console != w.Console || back.TCPPort != w.TCPPort || back.Delay != w.Delay ||
+			(back.HTTP == nil) != (w.HTTP == nil) || (w.HTTP != nil && *back.HTTP != *w.HTTP) {
+			t.Errorf("%+v read back as %+v (%v)", w, back, d)
+		}
+	}
+	if o := waitForObject(nil); !o.IsNull() {
+		t.Errorf("no wait reads as %v, want null", o)
+	}
 }

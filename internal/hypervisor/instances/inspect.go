@@ -94,7 +94,7 @@ func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) 
 		KernelRelease: md.KernelRelease, State: st, StateReason: reason, CreatedAt: md.CreatedAt,
 		Dir: m.layout.dir(md.ID), ConsoleLog: m.layout.console(md.ID),
 		IPAddress: md.IPAddress, MACAddress: md.MACAddress, TapDevice: md.TapDevice, PeerGroups: md.PeerGroups,
-		Volumes: md.Volumes,
+		Volumes: md.Volumes, WaitFor: md.WaitFor,
 	}
 	switch st {
 	case Running, Paused, Created, Shutdown, Unknown:

@@ -58,6 +58,8 @@ type Instance struct {
 
 	// Volumes are the volumes attached to the instance, as its spec asked for them.
 	Volumes []VolumeMount
+	// WaitFor is what its boots and restores to Running wait for (wait.go); nil for nothing.
+	WaitFor *WaitSpec
 
 	Dir        string
 	ConsoleLog string

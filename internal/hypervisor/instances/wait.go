@@ -64,7 +64,7 @@ const (
 )
 
 // WaitDelayRule is what Delay accepts.
-var WaitDelayRule = fmt.Sprintf("a duration from 0s to %s, such as \"5s\"", MaxWaitDelay)
+var WaitDelayRule = fmt.Sprintf("a duration from 0s to %s, such as \"5s\"", strings.TrimSuffix(MaxWaitDelay.String(), "0s"))
 
 // ValidateWaitConsole checks a console pattern.
 func ValidateWaitConsole(re string) error {
@@ -147,7 +147,8 @@ func (w *WaitSpec) NeedsNetwork() string {
 	return ""
 }
 
-func (w *WaitSpec) empty() bool { return w == nil || *w == WaitSpec{} }
+// Empty reports whether w waits for nothing but the program's start.
+func (w *WaitSpec) Empty() bool { return w == nil || *w == WaitSpec{} }
 
 // checkWaitFor checks spec's WaitSpec, and that an instance whose wait dials its address gets one.
 func (m *Manager) checkWaitFor(spec Spec) error {
@@ -250,7 +251,7 @@ func (m *Manager) newWaiter(md *metadata, from int64) (*waiter, error) {
 // program exited, leaves the instance Stopped and says what it waited for, how long, and the
 // console's last lines; the error is an ErrNotReady.
 func (m *Manager) awaitReady(ctx context.Context, md *metadata, from int64, after string) error {
-	if md.WaitFor.empty() {
+	if md.WaitFor.Empty() {
 		return nil
 	}
 	if _, ok := ctx.Deadline(); !ok {

@@ -87,7 +87,7 @@ func TestWaitForConsoleCountsOnlyTheLinesOfThisBoot(t *testing.T) {
 
 	t.Run("a line of an earlier boot does not satisfy the wait of a restart in place", func(t *testing.T) {
 		spec.WaitFor = &WaitSpec{Console: "^first-ready$"} // only the first boot printed it
-		spec.Env = map[string]string{"RESTART": "1"}      // a new program: a restart in place
+		spec.Env = map[string]string{"RESTART": "1"}       // a new program: a restart in place
 		uctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		t0 := time.Now()

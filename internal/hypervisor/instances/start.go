@@ -49,11 +49,11 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 	md.PID, md.VMM, md.Booted, md.StartedAt, md.Ended = pid, b.cfg, true, time.Now().UTC(), nil
 	md.HypervisorVersion, md.Accelerator = b.version, b.cfg.Accelerator
 	md.KernelHash, md.InitrdHash, md.KernelRelease = b.sys.KernelHash, b.sys.InitrdHash, b.sys.KernelRelease
+	md.BootConsole = offset // where a wait for a console line starts reading (wait.go)
 	if err := m.saveMetadata(ctx, md); err != nil {
 		_ = m.killVMM(context.WithoutCancel(ctx), md)
 		return err
 	}
-	md.BootConsole = offset // where a wait for a console line starts reading (wait.go)
 	laps.lap("metadata")
 	if err := m.waitStarted(ctx, md, offset); err != nil {
 		_ = m.killVMM(context.WithoutCancel(ctx), md)

@@ -1,12 +1,16 @@
 package instances
 
 import (
+	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/system"
 )
 
 func TestWaitSpecRulesNameTheFieldTheValueAndWhatIsAllowed(t *testing.T) {
@@ -97,6 +101,49 @@ func TestAFailedWaitSaysWhatItWaitedForHowLongAndTheConsole(t *testing.T) {
 	for _, want := range []string{"exited with code 3", "1.2s", "after its restore", "TCP connect to 10.100.0.2:80"} {
 		if !strings.Contains(exited.Error(), want) {
 			t.Errorf("%q does not say %q", exited.Error(), want)
+		}
+	}
+}
+
+// The console condition reads whole lines after the boot's offset: an earlier boot's line, a line
+// still being written and a carriage return count for nothing.
+func TestTheConsoleWaitReadsOnlyWholeLinesOfThisBoot(t *testing.T) {
+	dir := t.TempDir()
+	m := &Manager{host: host.Local{}, layout: layout{dir}}
+	const id = "01JD8X4ZQ6T7N5B2V3C9M0K1HA"
+	if err := os.MkdirAll(m.layout.logs(id), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	earlier := "ready\r\n" + system.MarkerExited + "0\r\n"
+	write := func(s string) {
+		f, err := os.OpenFile(m.layout.console(id), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = f.WriteString(s)
+		_ = f.Close()
+	}
+	write(earlier)
+	md := &metadata{ID: id, WaitFor: &WaitSpec{Console: "^ready$"}}
+	w, err := m.newWaiter(md, int64(len(earlier)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, step := range []struct {
+		write           string
+		matched, exited bool
+	}{
+		{"booting\r\n", false, false},
+		{"rea", false, false},        // not a whole line yet
+		{"dy now\r\n", false, false}, // "ready now" does not match ^ready$
+		{"ready\r\n", true, false},
+		{system.MarkerExited + "3\r\n", true, true},
+	} {
+		write(step.write)
+		w.ended(ctx)
+		if w.matched != step.matched || w.exited != step.exited {
+			t.Fatalf("after %q: matched %v exited %v, want %v %v", step.write, w.matched, w.exited, step.matched, step.exited)
 		}
 	}
 }

@@ -12,9 +12,9 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network/netnstest"
 )
 
-// bootsScript prints first-ready late in the first boot of an overlay and second-ready in every
-// later one, then runs on.
-const bootsScript = `if [ -e /booted-once ]; then sleep 1; echo second-ready; else touch /booted-once; sync; sleep 4; echo first-ready; fi
+// bootsScript prints first-ready in the first boot of an overlay and second-ready in every later
+// one, each well after the program settled (a boot that did not wait returns before it), then runs on.
+const bootsScript = `if [ -e /booted-once ]; then sleep 4; echo second-ready; else touch /booted-once; sync; sleep 4; echo first-ready; fi
 exec sleep 100000`
 
 func (env *testEnv) bootsSpec(name, console string) Spec {

@@ -3,11 +3,14 @@ package instances
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network/netnstest"
 )
@@ -228,4 +231,39 @@ func TestWaitForTCPAndHTTPOnTheGuestsAddress(t *testing.T) {
 		}
 		assertEnded(t, m, inst.ID, nil, "stopped at ")
 	})
+}
+
+// dialCounter is a host whose TCP dials are counted: the wait's dials go through the host seam.
+type dialCounter struct {
+	host.Host
+	dials atomic.Int64
+}
+
+func (d *dialCounter) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	d.dials.Add(1)
+	return d.Host.DialTCP(ctx, addr)
+}
+
+func TestWaitForOverSSHDialsThroughTheHost(t *testing.T) {
+	if !netnstest.Enter(t) {
+		return
+	}
+	counter := &dialCounter{}
+	env, _, _ := newSSHTestEnv(t, func(h host.Host) host.Host { counter.Host = h; return counter })
+	env.m = env.manager(t, func(o *Options) { o.Host = counter; o.Network = network.Config{Enabled: true} })
+	ctx := testContext(t)
+	spec := env.spec("waitssh")
+	spec.Entrypoint = []string{"/bin/sh", "-c", httpdScript}
+	spec.WaitFor = &WaitSpec{Console: "^httpd-up$", HTTP: &HTTPWait{Port: 8080, Path: "/index.html"}}
+	inst, err := env.m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(env.console(t, inst)), "httpd-up\n") {
+		t.Fatalf("the create returned before the console line it waits for:\n%s", env.console(t, inst))
+	}
+	if counter.dials.Load() == 0 {
+		t.Fatal("the HTTP wait dialled around the host seam: no DialTCP through the SSH host")
+	}
+	env.deleteAndCheckGone(t, inst)
 }

@@ -42,7 +42,9 @@ var (
 const waitForOutcome = "A wait that fails (its time runs out, or the program exits meanwhile) fails the operation with " +
 	"what it was waiting for, how long it waited and the console's last lines, and leaves the instance `Stopped` (powered off " +
 	"gracefully; `state_reason` says why), so the next plan shows `\"Stopped\" -> \"Running\"` and `terraform apply` tries " +
-	"again. A failed create keeps the instance for its console log: Terraform marks it tainted, and the next apply replaces it."
+	"again. A restore whose wait runs out goes back to `Standby` instead, keeping the guest's memory, and the next apply " +
+	"restores it and waits again. A failed create keeps the instance for its console log: Terraform marks it tainted, and " +
+	"the next apply replaces it."
 
 func waitForAttribute() schema.Attribute {
 	return schema.SingleNestedAttribute{

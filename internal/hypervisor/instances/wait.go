@@ -330,7 +330,8 @@ func (w *waiter) ended(ctx context.Context) bool {
 	return err == nil && !alive
 }
 
-// fail stops the instance that did not become ready and explains why.
+// fail stops the instance that did not become ready, or puts a restored one back in Standby, and
+// explains why.
 func (w *waiter) fail(ctx context.Context, after string, waited time.Duration, cause error) error {
 	m, md := w.m, w.md
 	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.StopTimeout+15*time.Second)
@@ -349,7 +350,7 @@ func (w *waiter) fail(ctx context.Context, after string, waited time.Duration, c
 		pending = append(pending, fmt.Sprintf("the program to keep running through delay = %q", md.WaitFor.Delay))
 	}
 	what := strings.Join(pending, ", ")
-	e := &WaitError{Instance: md.Name, After: after, Waiting: what, Waited: waited}
+	e := &WaitError{Instance: md.Name, After: after, Waiting: what, Waited: waited, Left: Stopped}
 	if errors.Is(cause, errEnded) || w.exited {
 		m.waitGone(uctx, md, 3*time.Second) // the guest powers off after the exit: its last lines
 		if alive, err := m.host.ProcessAlive(uctx, md.PID, m.layout.dir(md.ID)); err == nil && alive {
@@ -363,16 +364,44 @@ func (w *waiter) fail(ctx context.Context, after string, waited time.Duration, c
 		if !poll.Stopped(cause) {
 			e.Cause = cause
 		}
-		_ = m.stop(uctx, md) // a graceful power-off, so the overlay is flushed
-		md.Ended = &bootEnd{Reason: fmt.Sprintf("stopped at %s: not ready within %s of the %s: waiting for %s",
-			time.Now().UTC().Format(time.RFC3339), waited, after, what)}
+		if after != "restore" || !w.backToStandby(ctx) {
+			_ = m.stop(uctx, md) // a graceful power-off, so the overlay is flushed
+			md.Ended = &bootEnd{Reason: fmt.Sprintf("stopped at %s: not ready within %s of the %s: waiting for %s",
+				time.Now().UTC().Format(time.RFC3339), waited, after, what)}
+		} else {
+			e.Left = Standby
+		}
 	}
-	_ = m.saveMetadata(uctx, md)
-	lines, _ := logtail.Lines(strings.ReplaceAll(string(m.consoleSince(uctx, md.ID, w.from)), "\r\n", "\n"), waitTail)
-	e.Console = lines
-	m.log(ctx, "instance not ready", map[string]any{"id": md.ID, "after": after, "waiting_for": what, "ms": waited.Milliseconds()})
+	if e.Left == Stopped {
+		_ = m.saveMetadata(uctx, md)
+	}
+	e.Console = w.tail(uctx)
+	m.log(ctx, "instance not ready", map[string]any{"id": md.ID, "after": after, "waiting_for": what, "ms": waited.Milliseconds(), "left": string(e.Left)})
 	return e
 }
+
+// backToStandby takes a restored guest that did not become ready back to Standby: its memory is
+// what the user had, and a power-off would lose it. The next plan shows Standby → Running again,
+// so the next apply restores and waits once more. It reports false when the new snapshot cannot
+// be taken; the guest is then stopped, as after a boot.
+func (w *waiter) backToStandby(ctx context.Context) bool {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), standbyAfterWait)
+	defer cancel()
+	if err := w.m.reach(sctx, w.md.ID, Standby); err != nil {
+		w.m.log(ctx, "a restore that was not ready could not go back to Standby", map[string]any{"id": w.md.ID, "error": err.Error()})
+		return false
+	}
+	return true
+}
+
+// tail is the console's last lines since this boot started.
+func (w *waiter) tail(ctx context.Context) []string {
+	lines, _ := logtail.Lines(strings.ReplaceAll(string(w.m.consoleSince(ctx, w.md.ID, w.from)), "\r\n", "\n"), waitTail)
+	return lines
+}
+
+// standbyAfterWait bounds the snapshot that takes a restored guest that was not ready back to Standby.
+const standbyAfterWait = 5 * time.Minute
 
 // WaitError is a wait that failed: which instance, after what, what it was still waiting for,
 // how long it waited, and the console's last lines. It is an ErrNotReady, and an
@@ -388,6 +417,9 @@ type WaitError struct {
 	Ended    string
 	Cause    error // what stopped the wait, other than its time running out
 	Console  []string
+	// Left is the state the wait left the instance in: Stopped, or Standby for a restore whose
+	// guest could go back to sleep with its memory.
+	Left State
 }
 
 func (e *WaitError) Error() string {
@@ -403,7 +435,11 @@ func (e *WaitError) Error() string {
 		if e.Cause != nil {
 			fmt.Fprintf(&b, " (%v)", e.Cause)
 		}
-		fmt.Fprintf(&b, "; it was stopped")
+		if e.Left == Standby {
+			fmt.Fprintf(&b, "; it was put back in Standby with its memory, so that the next apply restores it and waits again")
+		} else {
+			fmt.Fprintf(&b, "; it was stopped")
+		}
 	}
 	if len(e.Console) > 0 {
 		fmt.Fprintf(&b, "\nlast %d console lines of this %s:\n  %s", len(e.Console), e.After, strings.Join(e.Console, "\n  "))

@@ -1,6 +1,7 @@
 package instances
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -222,6 +223,7 @@ func TestWaitForTCPAndHTTPOnTheGuestsAddress(t *testing.T) {
 		if _, err := m.SetState(ctx, inst.ID, Standby); err != nil {
 			t.Fatal(err)
 		}
+		boots := bytes.Count(env.console(t, inst), []byte("httpd-up"))
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		_, err = m.SetState(rctx, inst.ID, Running)
@@ -229,7 +231,24 @@ func TestWaitForTCPAndHTTPOnTheGuestsAddress(t *testing.T) {
 		if we.After != "restore" {
 			t.Fatalf("the wait ran after %q, want the restore", we.After)
 		}
-		assertEnded(t, m, inst.ID, nil, "stopped at ")
+		// The restored memory is what the user had: the instance sleeps again instead of powering off.
+		if we.Left != Standby || !strings.Contains(we.Error(), "put back in Standby") {
+			t.Fatalf("a restore that was not ready left the instance %s: %v", we.Left, we)
+		}
+		if got, err := m.Get(ctx, inst.ID); err != nil || got.State != Standby {
+			t.Fatalf("after a restore that was not ready: %v, %v; want Standby", got, err)
+		}
+		// And the next restore, with a wait that can hold, brings back the same boot.
+		spec.WaitFor = &WaitSpec{TCPPort: 8080}
+		if _, err := m.Update(ctx, inst.ID, spec); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := m.SetState(ctx, inst.ID, Running); err != nil || got.State != Running || got.PID == 0 {
+			t.Fatalf("restoring again: %v, %v", got, err)
+		}
+		if n := bytes.Count(env.console(t, inst), []byte("httpd-up")); n != boots {
+			t.Fatalf("the console shows %d boots, want the %d before the restores: the snapshots kept the boot", n, boots)
+		}
 	})
 }
 

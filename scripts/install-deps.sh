@@ -5,10 +5,15 @@
 #
 #   scripts/install-deps.sh            packages + kernel
 #   HYPEMAN_KERNEL_DIR=DIR ...         where the kernel goes (default /var/cache/hypeman/kernel)
+#   HYPEMAN_VMM_USER=NAME ...          the unprivileged user QEMU runs as (default hypeman-vmm, the
+#                                      provider's vmm_user default), created when missing
 set -euo pipefail
 
 kernel_dir=${HYPEMAN_KERNEL_DIR:-/var/cache/hypeman/kernel}
-packages=(qemu-system-x86 erofs-utils e2fsprogs busybox-static lz4 kmod openssh-server xz-utils cpio iproute2 nftables)
+vmm_user=${HYPEMAN_VMM_USER:-hypeman-vmm}
+# socat relays QEMU's snapshot stream (QEMU's sandbox lets it run no command); setpriv (util-linux)
+# starts QEMU as the VMM user.
+packages=(qemu-system-x86 erofs-utils e2fsprogs busybox-static lz4 kmod openssh-server xz-utils cpio iproute2 nftables socat util-linux)
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -21,6 +26,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The VMM user: a system user with no home and no login, in the kvm group for /dev/kvm.
+getent group kvm >/dev/null || $sudo groupadd --system kvm
+if ! getent passwd "$vmm_user" >/dev/null; then
+  echo "install-deps: creating the VMM user $vmm_user"
+  $sudo useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin --groups kvm "$vmm_user"
+elif ! id -nG "$vmm_user" | tr ' ' '\n' | grep -qx kvm; then
+  $sudo usermod -a -G kvm "$vmm_user"
 fi
 
 if [ -e "$kernel_dir/vmlinuz" ] && [ -d "$kernel_dir/modules" ]; then

@@ -35,6 +35,7 @@ type providerModel struct {
 	Busybox           types.String `tfsdk:"busybox"`
 	CompressSnapshots types.Bool   `tfsdk:"compress_snapshots"`
 	SnapshotMode      types.String `tfsdk:"snapshot_mode"`
+	VMMUser           types.String `tfsdk:"vmm_user"`
 	// Network is nil when the configuration has no network block: no host networking.
 	Network *networkModel `tfsdk:"network"`
 	// SSH is nil when the configuration has no ssh block.
@@ -55,6 +56,7 @@ type settings struct {
 	Busybox           string
 	CompressSnapshots bool
 	SnapshotMode      string
+	VMMUser           string
 	Network           network.Config
 }
 
@@ -85,10 +87,14 @@ func resolveSettings(cfg providerModel, getenv func(string) string) (settings, d
 		KernelModules: pick(cfg.KernelModules, "HYPEMAN_KERNEL_MODULES", ""),
 		Busybox:       pick(cfg.Busybox, "HYPEMAN_BUSYBOX", system.DefaultBusybox),
 		SnapshotMode:  pick(cfg.SnapshotMode, "HYPEMAN_SNAPSHOT_MODE", string(instances.SnapshotCompressed)),
+		VMMUser:       pick(cfg.VMMUser, "HYPEMAN_VMM_USER", instances.DefaultVMMUser),
 	}
 	oneOf("hypervisor", "HYPEMAN_HYPERVISOR", s.Hypervisor, hypervisorNames)
 	oneOf("accelerator", "HYPEMAN_ACCELERATOR", s.Accelerator, acceleratorNames)
 	oneOf("snapshot_mode", "HYPEMAN_SNAPSHOT_MODE", s.SnapshotMode, instances.SnapshotModes)
+	if err := instances.ValidateVMMUser(s.VMMUser); err != nil {
+		diags.AddAttributeError(path.Root("vmm_user"), "Invalid Provider Setting", err.Error()+cfg.source("vmm_user", getenv).note())
+	}
 	if err := instances.ValidateDataDir(s.DataDir, builtin.Drivers()); err != nil {
 		diags.AddAttributeError(path.Root("data_dir"), "Invalid Provider Setting", err.Error()+cfg.source("data_dir", getenv).note())
 	}
@@ -161,6 +167,10 @@ func validHostPath(attr string) validator.String {
 	return checkString{"Invalid Provider Setting", "must be an absolute path on the host", func(s string) error { return checkHostPath(attr, s) }}
 }
 
+func validVMMUser() validator.String {
+	return checkString{"Invalid Provider Setting", "must be a user name of the host, or `root`", instances.ValidateVMMUser}
+}
+
 func validSnapshotMode() validator.String {
 	return checkString{"Invalid Provider Setting", "must be " + codeList(instances.SnapshotModes), instances.ValidateSnapshotMode}
 }
@@ -193,7 +203,7 @@ func (s source) note() string {
 
 // source tells where attr's value comes from, as resolveSettings picks it.
 func (cfg providerModel) source(attr string, getenv func(string) string) source {
-	v := map[string]types.String{"data_dir": cfg.DataDir, "kernel": cfg.Kernel, "kernel_modules": cfg.KernelModules, "busybox": cfg.Busybox}[attr]
+	v := map[string]types.String{"data_dir": cfg.DataDir, "kernel": cfg.Kernel, "kernel_modules": cfg.KernelModules, "busybox": cfg.Busybox, "vmm_user": cfg.VMMUser}[attr]
 	env := "HYPEMAN_" + strings.ToUpper(attr)
 	switch {
 	case !v.IsNull():

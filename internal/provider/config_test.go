@@ -21,7 +21,7 @@ import (
 func TestSettingsComeFromConfigThenEnvironmentThenDefaults(t *testing.T) {
 	env := map[string]string{
 		"HYPEMAN_DATA_DIR": "/srv/hypeman", "HYPEMAN_ACCELERATOR": "tcg", "HYPEMAN_KERNEL": "/boot/vmlinuz-test",
-		"HYPEMAN_COMPRESS_SNAPSHOTS": "false", "HYPEMAN_SNAPSHOT_MODE": "lazy",
+		"HYPEMAN_COMPRESS_SNAPSHOTS": "false", "HYPEMAN_SNAPSHOT_MODE": "lazy", "HYPEMAN_VMM_USER": "qemu-runner",
 	}
 	cfg := providerModel{
 		DataDir: types.StringNull(), Hypervisor: types.StringNull(), Accelerator: types.StringValue("kvm"),
@@ -34,7 +34,7 @@ func TestSettingsComeFromConfigThenEnvironmentThenDefaults(t *testing.T) {
 	}
 	want := settings{
 		DataDir: "/srv/hypeman", Hypervisor: "", Accelerator: "kvm", Kernel: "/boot/vmlinuz-test",
-		KernelModules: "", Busybox: "/bin/busybox", CompressSnapshots: false, SnapshotMode: "lazy",
+		KernelModules: "", Busybox: "/bin/busybox", CompressSnapshots: false, SnapshotMode: "lazy", VMMUser: "qemu-runner",
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("settings = %+v\nwant       %+v", s, want)
@@ -46,7 +46,7 @@ func TestSettingsDefaultsWithNothingSet(t *testing.T) {
 	if diags.HasError() {
 		t.Fatal(diags)
 	}
-	want := settings{DataDir: "/var/lib/hypeman", Accelerator: "auto", Kernel: instances.DefaultKernel, Busybox: "/bin/busybox", CompressSnapshots: true, SnapshotMode: "compressed"}
+	want := settings{DataDir: "/var/lib/hypeman", Accelerator: "auto", Kernel: instances.DefaultKernel, Busybox: "/bin/busybox", CompressSnapshots: true, SnapshotMode: "compressed", VMMUser: "hypeman-vmm"}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("settings = %+v\nwant       %+v", s, want)
 	}
@@ -61,6 +61,7 @@ func TestBadSettingsFromTheEnvironmentAreRejected(t *testing.T) {
 		{"HYPEMAN_HYPERVISOR", "firecracker", []string{`hypervisor "firecracker"`, "cloud-hypervisor, qemu"}},
 		{"HYPEMAN_COMPRESS_SNAPSHOTS", "maybe", []string{`"maybe"`, "true or false"}},
 		{"HYPEMAN_SNAPSHOT_MODE", "fast", []string{`snapshot_mode "fast"`, "HYPEMAN_SNAPSHOT_MODE", "compressed, lazy"}},
+		{"HYPEMAN_VMM_USER", "Root User", []string{`vmm_user "Root User"`, "a user name of the host", "(the value comes from HYPEMAN_VMM_USER)"}},
 		{"HYPEMAN_DATA_DIR", "relative/dir", []string{`data_dir "relative/dir"`, "absolute path", "(the value comes from HYPEMAN_DATA_DIR)"}},
 		{"HYPEMAN_DATA_DIR", "/" + strings.Repeat("d", 80), []string{"has 81 bytes, more than the", "(the value comes from HYPEMAN_DATA_DIR)"}},
 		{"HYPEMAN_KERNEL", "vmlinuz", []string{`kernel "vmlinuz" is not allowed: an absolute path on the host`, "(the value comes from HYPEMAN_KERNEL)"}},

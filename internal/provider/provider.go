@@ -122,6 +122,16 @@ func (p *HypemanProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 				Optional:   true,
 				Validators: []validator.String{validSnapshotMode()},
 			},
+			"vmm_user": schema.StringAttribute{
+				MarkdownDescription: "The unprivileged host user QEMU runs as, from its start: the provider hands it each instance's " +
+					"directory, disks, console log and TAP device before QEMU starts, and QEMU runs under its seccomp sandbox " +
+					"either way. `root` opts out: QEMU runs as the user the provider runs commands as on the host. The user must " +
+					"exist on the host (`scripts/install-deps.sh` creates `" + instances.DefaultVMMUser + "`, in the `kvm` group for " +
+					"`/dev/kvm`), and running as another user needs the provider to act as root there. Cloud Hypervisor runs as the " +
+					"host's own user. Defaults to `$HYPEMAN_VMM_USER`, else `" + instances.DefaultVMMUser + "`.",
+				Optional:   true,
+				Validators: []validator.String{validVMMUser()},
+			},
 		},
 		Blocks: map[string]schema.Block{"network": networkBlock(), "ssh": sshBlock()},
 	}
@@ -145,6 +155,7 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		"host": cfg.Host.IsUnknown(), "data_dir": cfg.DataDir.IsUnknown(), "hypervisor": cfg.Hypervisor.IsUnknown(), "accelerator": cfg.Accelerator.IsUnknown(),
 		"kernel": cfg.Kernel.IsUnknown(), "kernel_modules": cfg.KernelModules.IsUnknown(), "busybox": cfg.Busybox.IsUnknown(),
 		"compress_snapshots": cfg.CompressSnapshots.IsUnknown(), "snapshot_mode": cfg.SnapshotMode.IsUnknown(),
+		"vmm_user": cfg.VMMUser.IsUnknown(),
 	} {
 		if isUnknown {
 			unknown(path.Root(name), name, "HYPEMAN_"+strings.ToUpper(name))
@@ -206,6 +217,7 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 		System:            system.Config{Kernel: s.Kernel, Modules: s.KernelModules, Busybox: s.Busybox},
 		CompressSnapshots: s.CompressSnapshots,
 		SnapshotMode:      instances.SnapshotMode(s.SnapshotMode),
+		VMMUser:           s.VMMUser,
 		Network:           s.Network,
 		Log:               func(ctx context.Context, msg string, fields map[string]any) { tflog.Debug(ctx, msg, fields) },
 	})
@@ -223,8 +235,8 @@ func (p *HypemanProvider) Configure(ctx context.Context, req provider.ConfigureR
 	tflog.Info(ctx, "configured hypeman", map[string]any{
 		"host": where, "data_dir": s.DataDir, "hypervisor": hypervisor, "accelerator": s.Accelerator, "kernel": s.Kernel,
 		"kernel_modules": s.KernelModules, "busybox": s.Busybox, "compress_snapshots": s.CompressSnapshots,
-		"snapshot_mode": s.SnapshotMode,
-		"network":       s.Network.Enabled, "bridge": s.Network.Bridge, "subnet": s.Network.Subnet, "uplink": s.Network.Uplink,
+		"snapshot_mode": s.SnapshotMode, "vmm_user": s.VMMUser,
+		"network": s.Network.Enabled, "bridge": s.Network.Bridge, "subnet": s.Network.Subnet, "uplink": s.Network.Uplink,
 	})
 	data := &providerData{manager: m}
 	resp.ResourceData = data

@@ -50,7 +50,8 @@ func (Local) StartDetached(_ context.Context, argv []string, logPath string) (in
 	if len(argv) == 0 {
 		return 0, errors.New("start: empty command")
 	}
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	// Private, and never through a link: the directory may be the VMM user's, who could have left one.
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return 0, err
 	}
@@ -182,7 +183,10 @@ func (Local) WriteFile(_ context.Context, path string, data []byte, perm fs.File
 	return os.Rename(tmp.Name(), path)
 }
 
-func (Local) Create(_ context.Context, path string) (io.WriteCloser, error) { return os.Create(path) }
+// Create makes a new file private (0600): what is streamed into files is snapshot memory.
+func (Local) Create(_ context.Context, path string) (io.WriteCloser, error) {
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+}
 
 func (Local) Open(_ context.Context, path string) (io.ReadCloser, error) { return os.Open(path) }
 
@@ -222,7 +226,7 @@ func (Local) Symlink(_ context.Context, target, link string) error { return os.S
 func (Local) Readlink(_ context.Context, path string) (string, error) { return os.Readlink(path) }
 
 func (Local) Truncate(_ context.Context, path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o640)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -234,7 +238,7 @@ func (Local) Truncate(_ context.Context, path string, size int64) error {
 }
 
 func (Local) Lock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o640)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}

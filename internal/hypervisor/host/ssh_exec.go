@@ -137,7 +137,8 @@ const detachScript = `log=$1; shift
 for c in setsid "$1"; do
 	command -v "$c" >/dev/null 2>&1 || { echo "$c: command not found" >&2; exit 127; }
 done
-(umask 027 && : >>"$log") || exit 1
+[ ! -L "$log" ] || { echo "$log is a symbolic link" >&2; exit 1; }
+(umask 077 && : >>"$log") || exit 1
 setsid "$@" </dev/null >>"$log" 2>&1 &
 echo $!
 `

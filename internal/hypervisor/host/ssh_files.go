@@ -151,6 +151,12 @@ func (s *SSH) Create(ctx context.Context, p string) (io.WriteCloser, error) {
 	var f *sftp.File
 	err := s.files(ctx, func(_ *generation, c *sftp.Client) (err error) {
 		f, err = c.Create(p)
+		if err == nil {
+			// Private, as on the local host, whatever the SFTP server's umask.
+			if err = f.Chmod(0o600); err != nil {
+				_ = f.Close()
+			}
+		}
 		return pathErr("open", p, err)
 	})
 	if err != nil {
@@ -276,7 +282,7 @@ func (s *SSH) Truncate(ctx context.Context, p string, size int64) error {
 		if err != nil { // it exists
 			return pathErr("truncate", p, c.Truncate(p, size))
 		}
-		err = f.Chmod(0o640)
+		err = f.Chmod(0o600)
 		if err == nil {
 			err = f.Truncate(size)
 		}

@@ -27,7 +27,7 @@ import (
 // flock -o keeps the lock in the flock process alone, so killing it releases the lock at once.
 // When standard input ends (the client let go, or the connection died) the script kills its
 // whole process group, which releases every lock it held.
-const keeperScript = `umask 027
+const keeperScript = `umask 077
 trap 'trap - TERM; kill 0' EXIT
 trap 'exit 1' HUP INT TERM
 while IFS= read -r line; do

@@ -133,7 +133,7 @@ func (m *Manager) writeConfigDisk(ctx context.Context, id string, prog guestProg
 	target := m.layout.config(id)
 	_ = m.host.RemoveAll(ctx, scratch)
 	defer func() { _ = m.host.RemoveAll(context.WithoutCancel(ctx), scratch) }()
-	if err := m.host.MkdirAll(ctx, scratch, 0o755); err != nil {
+	if err := m.host.MkdirAll(ctx, scratch, 0o700); err != nil {
 		return err
 	}
 	if _, err := m.host.Run(ctx, bytes.NewReader(content), "tar", "-x", "-C", scratch, "--no-same-owner"); err != nil {
@@ -148,6 +148,10 @@ func (m *Manager) writeConfigDisk(ctx context.Context, id string, prog guestProg
 		if err := m.host.Truncate(ctx, target+".tmp", configDiskMin); err != nil {
 			return err
 		}
+	}
+	// It holds env values: private, whatever umask mkfs.erofs ran under.
+	if _, err := m.host.Run(ctx, nil, "chmod", "0600", "--", target+".tmp"); err != nil {
+		return err
 	}
 	return m.host.Rename(ctx, target+".tmp", target)
 }

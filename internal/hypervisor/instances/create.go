@@ -84,7 +84,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 func (m *Manager) claim(ctx context.Context, spec Spec, undo *cleanups) (*metadata, func(), error) {
 	id := ulid.Make().String()
 	for _, d := range []string{m.layout.guests(), m.layout.names()} {
-		if err := m.host.MkdirAll(ctx, d, 0o750); err != nil {
+		if err := m.host.MkdirAll(ctx, d, 0o700); err != nil {
 			return nil, func() {}, fmt.Errorf("prepare %s: %w", d, err)
 		}
 	}
@@ -171,7 +171,7 @@ func (m *Manager) bootNew(ctx context.Context, md *metadata, target State, undo 
 
 // makeLocked makes the new instance's directory and takes its lock.
 func (m *Manager) makeLocked(ctx context.Context, id string) (func(), error) {
-	err := m.host.MkdirAll(ctx, m.layout.logs(id), 0o750)
+	err := m.host.MkdirAll(ctx, m.layout.logs(id), 0o700)
 	if err == nil {
 		var unlock func()
 		if unlock, err = m.host.Lock(ctx, m.layout.lock(id)); err == nil {

@@ -37,6 +37,9 @@ type Options struct {
 	SnapshotMode SnapshotMode
 	// StopTimeout bounds a graceful guest power-off before the VMM is stopped by force.
 	StopTimeout time.Duration
+	// VMMUser is the host user the VMMs run as, where the driver can (vmm.UserRunner); "" or
+	// RootVMMUser: as the user the host runs commands as. The provider defaults it to DefaultVMMUser.
+	VMMUser string
 	// Network is the host network instances join; the zero value gives them none.
 	Network network.Config
 	Log     Logger
@@ -100,6 +103,9 @@ func New(opts Options) (*Manager, error) {
 		if driverNamed(opts.Drivers[:i], d.Name()) != nil {
 			return nil, fmt.Errorf("instance manager: two VMM drivers are named %q", d.Name())
 		}
+	}
+	if err := runAs(opts.Drivers, opts.VMMUser); err != nil {
+		return nil, err
 	}
 	if opts.DefaultHypervisor == "" {
 		opts.DefaultHypervisor = opts.Drivers[0].Name()

@@ -250,7 +250,7 @@ func (m *Manager) plugTap(ctx context.Context, md *metadata, nc *vmm.NetConfig) 
 	if _, err := m.net.Allocate(ctx, md.ID, network.Request{IP: md.IPAddress, MAC: nc.MAC}); err != nil {
 		return fmt.Errorf("the network address of %s: %w", md.Name, err)
 	}
-	if err := m.net.CreateTap(ctx, nc.Tap, md.ID); err != nil {
+	if err := m.net.CreateTap(ctx, nc.Tap, md.ID, m.vmmUser(md.Hypervisor)); err != nil {
 		return fmt.Errorf("the network device of %s: %w", md.Name, err)
 	}
 	// The TAP is isolated before any VMM can send through it: fail closed.

@@ -330,7 +330,7 @@ func TestInstancesOnTheHostNetwork(t *testing.T) {
 		}
 		const gone = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 		for owner, tap := range map[string]string{stopped.ID: stopped.TapDevice, gone: network.TapName(gone)} {
-			if err := m.net.CreateTap(ctx, tap, owner); err != nil {
+			if err := m.net.CreateTap(ctx, tap, owner, ""); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -62,7 +62,7 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 			return fmt.Errorf("pause %s: %w", md.Name, err)
 		}
 	}
-	if err := m.host.MkdirAll(ctx, partial, 0o750); err != nil {
+	if err := m.host.MkdirAll(ctx, partial, 0o700); err != nil {
 		return err
 	}
 	fields := map[string]any{"id": md.ID}

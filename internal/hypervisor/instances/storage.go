@@ -143,7 +143,7 @@ func (m *Manager) loadMetadata(ctx context.Context, id string) (*metadata, error
 
 func (m *Manager) saveMetadata(ctx context.Context, md *metadata) error {
 	md.FormatVersion = metadataVersion
-	return m.writeVersioned(ctx, m.layout.metadata(md.ID), md.ID, md, 0o640)
+	return m.writeVersioned(ctx, m.layout.metadata(md.ID), md.ID, md, 0o600)
 }
 
 // readVersioned decodes the metadata file p of what (an instance or "volume <id>") into v, whose

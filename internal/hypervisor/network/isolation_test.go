@@ -57,11 +57,11 @@ func TestGuestsAreIsolatedUnlessTheyShareAPeerGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for tap, owner := range map[string]string{"hma": "01A", "hmb": "01B", "hmc": "01C"} {
-		if err := n.CreateTap(ctx, tap, owner); err != nil {
+		if err := n.CreateTap(ctx, tap, owner, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := other.CreateTap(ctx, "hmo", "01O"); err != nil {
+	if err := other.CreateTap(ctx, "hmo", "01O", ""); err != nil {
 		t.Fatal(err)
 	}
 	for tap, groups := range map[string][]string{"hma": {"web", "db"}, "hmb": {"db"}, "hmc": nil} {

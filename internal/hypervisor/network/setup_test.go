@@ -309,14 +309,14 @@ func TestTapsAreAttachedMarkedReplacedAndRemoved(t *testing.T) {
 	if _, err := n.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.CreateTap(ctx, "hmaaaa", "01AAAA"); err != nil {
+	if err := n.CreateTap(ctx, "hmaaaa", "01AAAA", ""); err != nil {
 		t.Fatal(err)
 	}
 	// A TAP whose VMM died is still there; creating it again replaces it.
-	if err := n.CreateTap(ctx, "hmaaaa", "01AAAA"); err != nil {
+	if err := n.CreateTap(ctx, "hmaaaa", "01AAAA", ""); err != nil {
 		t.Fatalf("creating an existing TAP again: %v", err)
 	}
-	if err := other.CreateTap(ctx, "hmbbbb", "01BBBB"); err != nil {
+	if err := other.CreateTap(ctx, "hmbbbb", "01BBBB", ""); err != nil {
 		t.Fatal(err)
 	}
 	run(t, "ip", "tuntap", "add", "dev", "hmforeign", "mode", "tap")
@@ -341,10 +341,10 @@ func TestTapsAreAttachedMarkedReplacedAndRemoved(t *testing.T) {
 	if _, ok, _ := n.linkByName(ctx, "hmaaaa"); ok {
 		t.Fatal("the TAP is still there after DeleteTap")
 	}
-	if err := n.CreateTap(ctx, "bad/name", "x"); !errors.Is(err, ErrInvalidConfig) {
+	if err := n.CreateTap(ctx, "bad/name", "x", ""); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("a TAP name with a slash: %v", err)
 	}
-	if err := n.CreateTap(ctx, "hmnobridge", "x"); err != nil {
+	if err := n.CreateTap(ctx, "hmnobridge", "x", ""); err != nil {
 		t.Fatal(err)
 	}
 	run(t, "ip", "link", "delete", "dev", "hmnobridge")

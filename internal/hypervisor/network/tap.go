@@ -32,16 +32,21 @@ type Tap struct {
 }
 
 // CreateTap makes the TAP device name for owner, attached to the bridge and up, before a VMM
-// opens it. A device of that name left behind (its VMM died) is replaced.
-func (n *Network) CreateTap(ctx context.Context, name, owner string) error {
+// opens it. A device of that name left behind (its VMM died) is replaced. user, when not "", is
+// the host user the VMM runs as, who is let open the device without privilege.
+func (n *Network) CreateTap(ctx context.Context, name, owner, user string) error {
 	if err := checkIfName(name); err != "" {
 		return fmt.Errorf("%w: TAP name %q: %s", ErrInvalidConfig, name, err)
 	}
-	if _, err := n.ip(ctx, "tuntap", "add", "dev", name, "mode", "tap"); err != nil {
+	add := []string{"tuntap", "add", "dev", name, "mode", "tap"}
+	if user != "" {
+		add = append(add, "user", user)
+	}
+	if _, err := n.ip(ctx, add...); err != nil {
 		if derr := DeleteTap(ctx, n.h, name); derr != nil {
 			return fmt.Errorf("create TAP %s: %w", name, err)
 		}
-		if _, err := n.ip(ctx, "tuntap", "add", "dev", name, "mode", "tap"); err != nil {
+		if _, err := n.ip(ctx, add...); err != nil {
 			return fmt.Errorf("create TAP %s: %w", name, err)
 		}
 	}

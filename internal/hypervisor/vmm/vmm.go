@@ -178,3 +178,12 @@ type DiskErrorReporter interface {
 type KVMProber interface {
 	ProbeKVM(ctx context.Context, h host.Host, kernel string) (bool, error)
 }
+
+// UserRunner is implemented by drivers that can start their VMM processes as an unprivileged user
+// of the host instead of the user the host runs commands as (docs/adr/0010-vmm-least-privilege.md).
+// The driver hands that user what the VMM opens before each start.
+type UserRunner interface {
+	// RunAs makes the driver start every later VMM process as user; "" or "root" starts them as
+	// the host's own user.
+	RunAs(user string)
+}

@@ -60,6 +60,7 @@ func commandLine(cfg vmm.Config, incoming bool) ([]string, error) {
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-no-reboot", // a guest power-off, reboot or panic ends QEMU
 	}
+	args = append(args, sandboxArgs...)
 	args = append(args, machineArgs(cfg)...)
 	args = append(args, accel...)
 	args = append(args, "-smp", strconv.Itoa(cfg.VCPUs))

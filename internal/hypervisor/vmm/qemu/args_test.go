@@ -33,6 +33,7 @@ func TestCommandLineBootsConfiguredDevices(t *testing.T) {
 	}
 	want := []string{"qemu-system-x86_64",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-M", "q35", "-accel", "tcg", "-cpu", "max",
 		"-smp", "2",
 		"-m", "size=256M",

@@ -18,8 +18,10 @@ var (
 
 const driverName = "qemu"
 
-// Driver starts QEMU processes and connects to them. It keeps no state.
-type Driver struct{}
+// Driver starts QEMU processes and connects to them. It keeps no state beyond who QEMU runs as.
+type Driver struct {
+	user string // the host user QEMU runs as (RunAs); "": the host's own
+}
 
 // New returns the QEMU driver.
 func New() *Driver { return &Driver{} }
@@ -57,24 +59,24 @@ func (*Driver) Reap(context.Context, host.Host, vmm.Config) error { return nil }
 
 // Boot starts QEMU for cfg and returns its pid once QMP answers and the guest runs. On failure no
 // QEMU process is left.
-func (*Driver) Boot(ctx context.Context, h host.Host, cfg vmm.Config) (int, error) {
+func (d *Driver) Boot(ctx context.Context, h host.Host, cfg vmm.Config) (int, error) {
 	if err := validate(cfg); err != nil {
 		return 0, err
 	}
 	if err := freshRAMFile(ctx, h, cfg); err != nil {
 		return 0, err
 	}
-	return launch(ctx, h, cfg, false, func(m *monitor) error {
+	return launch(ctx, h, cfg, d.user, false, func(m *monitor) error {
 		return m.requireStatus(ctx, "running", "after boot")
 	})
 }
 
 // Connect checks that QEMU answers on its socket and returns a handle on it.
-func (*Driver) Connect(ctx context.Context, h host.Host, cfg vmm.Config) (vmm.VM, error) {
+func (d *Driver) Connect(ctx context.Context, h host.Host, cfg vmm.Config) (vmm.VM, error) {
 	m, err := dialMonitor(ctx, h, socketPath(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("connect to QEMU for %s: %w", cfg.Dir, err)
 	}
 	_ = m.Close()
-	return &vm{h: h, cfg: cfg, pid: readPID(ctx, h, cfg)}, nil
+	return &vm{h: h, cfg: cfg, pid: readPID(ctx, h, cfg), user: d.user}, nil
 }

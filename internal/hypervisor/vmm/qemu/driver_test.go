@@ -456,13 +456,13 @@ func TestProbeTellsWhetherGuestsRun(t *testing.T) {
 	requireGuest(t)
 	ctx := testContext(t)
 	h := host.Local{}
-	if ok, err := probe(ctx, h, shared.sys.Kernel, "tcg"); err != nil || !ok {
+	if ok, err := probe(ctx, h, shared.sys.Kernel, "tcg", ""); err != nil || !ok {
 		t.Errorf("probe under TCG = %t, %v; want true: the kernel boots there", ok, err)
 	}
-	if ok, err := probe(ctx, h, system.DefaultBusybox, "tcg"); err != nil || ok {
+	if ok, err := probe(ctx, h, system.DefaultBusybox, "tcg", ""); err != nil || ok {
 		t.Errorf("probe of a file that is no kernel = %t, %v; want false", ok, err)
 	}
-	if _, err := probe(ctx, h, filepath.Join(t.TempDir(), "missing"), "tcg"); err == nil {
+	if _, err := probe(ctx, h, filepath.Join(t.TempDir(), "missing"), "tcg", ""); err == nil {
 		t.Error("probe of a missing kernel did not fail")
 	}
 	ok, err := New().ProbeKVM(ctx, h, shared.sys.Kernel)

@@ -19,11 +19,13 @@ var probeMarker = []byte("Kernel panic")
 // ProbeKVM boots kernel under KVM, with the CPU model Boot would use, and reports whether it runs
 // to the end of its boot: /dev/kvm can open and still hang every guest, as under broken nested
 // virtualisation. Without an initrd the kernel panics, which -no-reboot turns into QEMU's exit.
-func (*Driver) ProbeKVM(ctx context.Context, h host.Host, kernel string) (bool, error) {
-	return probe(ctx, h, kernel, "kvm")
+func (d *Driver) ProbeKVM(ctx context.Context, h host.Host, kernel string) (bool, error) {
+	return probe(ctx, h, kernel, "kvm", d.user)
 }
 
-func probe(ctx context.Context, h host.Host, kernel, accel string) (bool, error) {
+// probe boots kernel under accel as QEMU boots guests: sandboxed, as user, whose groups decide
+// whether /dev/kvm opens.
+func probe(ctx context.Context, h host.Host, kernel, accel, user string) (bool, error) {
 	accelArgs, err := acceleratorArgs(accel)
 	if err != nil {
 		return false, err
@@ -35,7 +37,13 @@ func probe(ctx context.Context, h host.Host, kernel, accel string) (bool, error)
 	if _, err := h.Stat(ctx, kernel); err != nil {
 		return false, fmt.Errorf("probe kernel: %w", err)
 	}
-	argv := append([]string{Binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-M", "q35"}, accelArgs...)
+	as, err := grantKernel(ctx, h, kernel, user)
+	if err != nil {
+		return false, err
+	}
+	argv := append(as.setpriv(true), Binary, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-M", "q35")
+	argv = append(argv, sandboxArgs...)
+	argv = append(argv, accelArgs...)
 	argv = append(argv, "-smp", "1", "-m", "256M", "-kernel", kernel, "-append", "console=ttyS0 panic=-1", "-serial", "stdio")
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()

@@ -32,12 +32,12 @@ type process struct {
 
 // launch starts QEMU for cfg, waits until it answers on QMP and runs setup over that connection.
 // It returns the pid, or an error with QEMU's own output and no process left behind.
-func launch(ctx context.Context, h host.Host, cfg vmm.Config, incoming bool, setup func(*monitor) error) (int, error) {
+func launch(ctx context.Context, h host.Host, cfg vmm.Config, user string, incoming bool, setup func(*monitor) error) (int, error) {
 	argv, err := commandLine(cfg, incoming)
 	if err != nil {
 		return 0, err
 	}
-	p, err := start(ctx, h, cfg, argv)
+	p, err := start(ctx, h, cfg, user, argv)
 	if err != nil {
 		return 0, err
 	}
@@ -47,11 +47,17 @@ func launch(ctx context.Context, h host.Host, cfg vmm.Config, incoming bool, set
 	return p.pid, nil
 }
 
-// start starts QEMU detached, its output appended to qemu-stdout.log in cfg.Dir.
-func start(ctx context.Context, h host.Host, cfg vmm.Config, argv []string) (*process, error) {
+// start starts QEMU detached as user, its output appended to qemu-stdout.log in cfg.Dir.
+func start(ctx context.Context, h host.Host, cfg vmm.Config, user string, argv []string) (*process, error) {
 	if pid := readPID(ctx, h, cfg); pid > 0 {
 		return nil, fmt.Errorf("a QEMU process (pid %d) is already running for %s", pid, cfg.Dir)
 	}
+	// No QEMU runs for the directory now, so nothing in it changes under the grant.
+	as, err := grant(ctx, h, cfg, user)
+	if err != nil {
+		return nil, err
+	}
+	argv = append(as.setpriv(true), argv...)
 	logPath := path.Join(cfg.Dir, logName)
 	var offset int64
 	if info, err := h.Stat(ctx, logPath); err == nil {

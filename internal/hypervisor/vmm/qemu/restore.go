@@ -29,72 +29,81 @@ var _ vmm.CompressedRestorer = (*Driver)(nil)
 // vmm.CompressedMemoryFile streams into QEMU through `lz4 -d`, with no raw copy on disk; a
 // vmm.MemoryFile (a snapshot taken uncompressed) streams as it is. lz4 is the host's lz4 tool,
 // needed only for the first.
-func (*Driver) RestoreCompressed(ctx context.Context, h host.Host, cfg vmm.Config, snapshotDir, lz4 string) (int, error) {
+func (d *Driver) RestoreCompressed(ctx context.Context, h host.Host, cfg vmm.Config, snapshotDir, lz4 string) (int, error) {
 	info, err := readSnapshot(ctx, h, cfg, snapshotDir)
 	if err != nil {
 		return 0, err
 	}
-	memPath, source, err := streamSource(ctx, h, snapshotDir, lz4)
+	memPath, filter, err := streamSource(ctx, h, snapshotDir, lz4)
 	if err != nil {
 		return 0, err
 	}
 	if err := checkRAMFile(ctx, h, cfg); err != nil {
 		return 0, err
 	}
-	return launch(ctx, h, cfg, true, func(m *monitor) error {
+	var r *relay
+	pid, err := launch(ctx, h, cfg, d.user, true, func(m *monitor) error {
 		if running := m.version.String(); running != info.Version {
 			return fmt.Errorf("the snapshot in %s was taken by QEMU %s, but QEMU %s is running; only the same version can restore it", snapshotDir, info.Version, running)
 		}
 		if err := ignoreShared(ctx, m, cfg); err != nil {
 			return err
 		}
-		if err := m.execute(ctx, "migrate-incoming", map[string]any{"uri": "exec:" + source}, nil); err != nil {
+		// The relay connects as the user QEMU runs as, to the socket QEMU listens on.
+		id, err := lookupUser(ctx, h, d.user)
+		if err != nil {
 			return err
 		}
-		if err := waitMigration(ctx, m); err != nil {
+		_ = h.Remove(ctx, migrationPath(cfg))
+		if err := m.execute(ctx, "migrate-incoming", map[string]any{"uri": "unix:" + migrationPath(cfg)}, nil); err != nil {
+			return err
+		}
+		if r, err = startRelay(ctx, h, cfg, id, sendScript, memPath, filter); err != nil {
+			return err
+		}
+		wctx, stop := r.failed(ctx)
+		err = waitMigration(wctx, m)
+		stop()
+		if err != nil {
+			if rerr := r.wait(ctx, commandEndTimeout); rerr != nil {
+				err = fmt.Errorf("%w; %w", err, rerr)
+			}
+			return fmt.Errorf("restore %s: %w", memPath, err)
+		}
+		if err := r.wait(ctx, finishTimeout); err != nil {
 			return fmt.Errorf("restore %s: %w", memPath, err)
 		}
 		return m.requireStatus(ctx, "paused", "after the restore")
 	})
+	_ = h.Remove(context.WithoutCancel(ctx), migrationPath(cfg))
+	return pid, err
 }
 
 // lz4Magic opens every LZ4 frame.
 var lz4Magic = []byte{0x04, 0x22, 0x4d, 0x18}
 
-// streamSource finds the memory image in dir and returns it with the shell command that writes
-// its migration stream to standard output. QEMU would wait forever on an empty stream, and an
-// unreadable one is better refused here, so the image's first bytes are checked first.
-func streamSource(ctx context.Context, h host.Host, dir, lz4 string) (memPath, command string, err error) {
+// streamSource finds the memory image in dir and returns it with the command that turns it into
+// the migration stream (none: it is the stream). QEMU would wait forever on an empty stream, and
+// an unreadable one is better refused here, so the image's first bytes are checked first.
+func streamSource(ctx context.Context, h host.Host, dir, lz4 string) (memPath string, filter []string, err error) {
 	compressed := path.Join(dir, vmm.CompressedMemoryFile)
 	_, err = h.Stat(ctx, compressed)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		memPath = path.Join(dir, vmm.MemoryFile)
-		quoted, err := shellQuote(memPath)
-		if err != nil {
-			return "", "", err
-		}
 		if err := checkStream(ctx, h, memPath, streamHeader, "a QEMU migration stream"); err != nil {
-			return "", "", err
+			return "", nil, err
 		}
-		return memPath, "cat " + quoted, nil
+		return memPath, nil, nil
 	case err != nil:
-		return "", "", fmt.Errorf("snapshot memory image: %w", err)
+		return "", nil, fmt.Errorf("snapshot memory image: %w", err)
 	case lz4 == "":
-		return "", "", fmt.Errorf("the snapshot memory image %s is compressed, and restoring it needs the lz4 tool on the host, which was not found; install lz4", compressed)
-	}
-	quoted, err := shellQuote(compressed)
-	if err != nil {
-		return "", "", err
-	}
-	quotedLZ4, err := shellQuote(lz4)
-	if err != nil {
-		return "", "", err
+		return "", nil, fmt.Errorf("the snapshot memory image %s is compressed, and restoring it needs the lz4 tool on the host, which was not found; install lz4", compressed)
 	}
 	if err := checkStream(ctx, h, compressed, lz4Magic, "an LZ4 frame"); err != nil {
-		return "", "", err
+		return "", nil, err
 	}
-	return compressed, quotedLZ4 + " -d -q -c " + quoted, nil
+	return compressed, []string{lz4, "-d", "-q", "-c"}, nil
 }
 
 // readSnapshot reads what Snapshot wrote beside the memory image and checks that cfg describes

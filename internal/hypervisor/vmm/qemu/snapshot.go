@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
-	"strings"
 	"syscall"
 	"time"
 
@@ -43,7 +42,7 @@ const pollInterval = 50 * time.Millisecond
 
 // Snapshot writes the paused VM's migration stream into dir as vmm.MemoryFile.
 func (v *vm) Snapshot(ctx context.Context, dir string) error {
-	return v.snapshot(ctx, dir, vmm.MemoryFile, "cat")
+	return v.snapshot(ctx, dir, vmm.MemoryFile, nil)
 }
 
 var _ vmm.StreamCompressor = (*vm)(nil)
@@ -56,21 +55,15 @@ var _ vmm.StreamCompressor = (*vm)(nil)
 // last, where lz4's default 4 MiB blocks hold QEMU up while each is compressed, which takes twice
 // as long (BenchmarkSnapshotStream) for the same size within 0.2%.
 func (v *vm) SnapshotCompressed(ctx context.Context, dir, lz4 string) error {
-	quoted, err := shellQuote(lz4)
-	if err != nil {
-		return err
-	}
-	return v.snapshot(ctx, dir, vmm.CompressedMemoryFile, quoted+" -1 -q -B4 -c --no-frame-crc")
+	return v.snapshot(ctx, dir, vmm.CompressedMemoryFile, []string{lz4, "-1", "-q", "-B4", "-c", "--no-frame-crc"})
 }
 
-// snapshot writes the paused VM's migration stream through the shell command filter (which reads
-// the stream on its standard input and writes the memory image on its standard output) into the
-// file name in dir. QEMU 7.2 has no file: migration, so the stream goes through a shell command;
-// it is written under a temporary name and renamed at the end, because QEMU reports "completed"
-// before the command has finished writing. The temporary name is new for every snapshot: the
-// command of an abandoned migration may still rename its own output, and must never rename this
-// one's.
-func (v *vm) snapshot(ctx context.Context, dir, name, filter string) error {
+// snapshot writes the paused VM's migration stream through filter (a command that reads the
+// stream on its standard input and writes the memory image on its standard output; none: as it
+// is) into the file name in dir. The stream passes the migration socket to a relay on the host
+// (relay.go); the image is written under a temporary name, new for every snapshot, and renamed
+// once the relay has written all of it: a relay of an abandoned snapshot never touches this one's.
+func (v *vm) snapshot(ctx context.Context, dir, name string, filter []string) error {
 	if !path.IsAbs(dir) {
 		return fmt.Errorf("snapshot directory %q must be absolute", dir)
 	}
@@ -78,21 +71,18 @@ func (v *vm) snapshot(ctx context.Context, dir, name, filter string) error {
 	var token [8]byte
 	_, _ = rand.Read(token[:])
 	partial := memPath + ".partial-" + hex.EncodeToString(token[:])
-	quotedMem, err := shellQuote(memPath)
-	if err != nil {
-		return err
-	}
-	quotedPartial, _ := shellQuote(partial)
-	failed := partial + ".failed"
-	quotedFailed, _ := shellQuote(failed)
 	// A snapshot holds one memory image: what an earlier one left under either name goes.
 	for _, f := range []string{vmm.MemoryFile, vmm.CompressedMemoryFile} {
 		if err := v.h.Remove(ctx, path.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 	}
+	id, err := lookupUser(ctx, v.h, v.user)
+	if err != nil {
+		return err
+	}
 	var qemuVersion string
-	started := false // the stream's command runs
+	var r *relay
 	err = v.session(ctx, func(m *monitor) error {
 		qemuVersion = m.version.String()
 		if err := abandonMigration(ctx, m); err != nil {
@@ -124,13 +114,18 @@ func (v *vm) snapshot(ctx context.Context, dir, name, filter string) error {
 		if err := ignoreShared(ctx, m, v.cfg); err != nil {
 			return err
 		}
-		// A command that fails after QEMU has handed it the whole stream (the disk filled with the
-		// last blocks) leaves the failed file, which ends the wait for the memory image.
-		uri := fmt.Sprintf("exec:{ %s > %s && mv %s %s; } || : > %s", filter, quotedPartial, quotedPartial, quotedMem, quotedFailed)
-		if err := m.execute(ctx, "migrate", map[string]any{"uri": uri}, nil); err != nil {
+		if err := v.h.Remove(ctx, migrationPath(v.cfg)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove a stale migration socket: %w", err)
+		}
+		if r, err = startRelay(ctx, v.h, v.cfg, id, receiveScript, partial, filter); err != nil {
 			return err
 		}
-		started = true
+		if err := r.listening(ctx); err != nil {
+			return err
+		}
+		if err := m.execute(ctx, "migrate", map[string]any{"uri": "unix:" + migrationPath(v.cfg)}, nil); err != nil {
+			return err
+		}
 		if err := waitMigration(ctx, m); err != nil {
 			if ctx.Err() != nil {
 				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -142,74 +137,58 @@ func (v *vm) snapshot(ctx context.Context, dir, name, filter string) error {
 		return nil
 	})
 	if err == nil {
-		err = v.waitFile(ctx, memPath, failed)
+		// QEMU reports "completed" once it has sent the stream; the relay may still be writing.
+		err = r.wait(ctx, finishTimeout)
+	}
+	if err == nil {
+		err = v.publish(ctx, partial, memPath)
 	}
 	if err != nil {
 		undo := context.WithoutCancel(ctx)
-		// QEMU only sees the stream's command fail ("Broken pipe"); what is left free tells why.
+		// QEMU only sees the relay fail ("Broken pipe"); what is left free tells why.
 		if free, ferr := v.h.FreeSpace(undo, dir); ferr == nil && free < nearlyFull {
 			err = fmt.Errorf("%w: %w on %s, which the memory image filled", err, syscall.ENOSPC, dir)
 		}
-		if started && ctx.Err() == nil {
-			// The command ends soon after the stream does, by the rename or the failed file; what
-			// it leaves is removed once it has.
-			_ = poll.Within(undo, commandEndTimeout, pollInterval, func(ctx context.Context) (bool, error) {
-				return v.exists(ctx, failed) || v.exists(ctx, memPath), nil
-			})
+		if r != nil {
+			r.abandon(undo)
 		}
-		for _, f := range []string{partial, failed, memPath} {
+		for _, f := range []string{partial, memPath, migrationPath(v.cfg)} {
 			_ = v.h.Remove(undo, f)
 		}
 		return err
 	}
+	_ = v.h.Remove(ctx, migrationPath(v.cfg))
 	config, err := json.MarshalIndent(v.cfg, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := v.h.WriteFile(ctx, path.Join(dir, snapshotConfig), config, 0o640); err != nil {
+	if err := v.h.WriteFile(ctx, path.Join(dir, snapshotConfig), config, 0o600); err != nil {
 		return err
 	}
 	info, err := json.MarshalIndent(snapshotInfo{Driver: driverName, Version: qemuVersion, CreatedAt: time.Now().UTC()}, "", "  ")
 	if err != nil {
 		return err
 	}
-	return v.h.WriteFile(ctx, path.Join(dir, snapshotState), info, 0o640)
+	return v.h.WriteFile(ctx, path.Join(dir, snapshotState), info, 0o600)
 }
 
-// finishTimeout bounds the wait for the migration command once QEMU has handed it the whole
-// stream: what is left is at most a pipe's and a compressor block's worth, and a rename.
+// finishTimeout bounds the wait for the relay once QEMU has handed it the whole stream: what is
+// left is at most a pipe's and a compressor block's worth.
 const finishTimeout = 30 * time.Second
 
-// commandEndTimeout bounds the wait for the command of a failed stream to end.
+// commandEndTimeout bounds the wait for the relay of a failed stream to end.
 const commandEndTimeout = 5 * time.Second
 
-func (v *vm) exists(ctx context.Context, p string) bool {
-	_, err := v.h.Stat(ctx, p)
-	return err == nil
-}
-
-// waitFile waits for the migration command to rename its output into place as p, or to say it
-// failed by creating the file failed.
-func (v *vm) waitFile(ctx context.Context, p, failed string) error {
-	err := poll.Within(ctx, finishTimeout, pollInterval, func(ctx context.Context) (bool, error) {
-		if _, err := v.h.Stat(ctx, failed); err == nil {
-			return false, fmt.Errorf("snapshot: the command writing the memory image %s failed after QEMU had sent it the whole stream (its error is in %s)", p, logName)
-		}
-		info, err := v.h.Stat(ctx, p)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return false, nil
-		case err != nil:
-			return false, err
-		case info.Size() == 0:
-			return false, fmt.Errorf("snapshot: QEMU wrote an empty memory image %s", p)
-		}
-		return true, nil
-	})
-	if poll.Stopped(err) {
-		return fmt.Errorf("snapshot: waiting for the memory image %s: %w", p, err)
+// publish renames the memory image the relay wrote into place as p.
+func (v *vm) publish(ctx context.Context, partial, p string) error {
+	info, err := v.h.Stat(ctx, partial)
+	if err != nil {
+		return fmt.Errorf("snapshot: the memory image %s: %w", partial, err)
 	}
-	return err
+	if info.Size() == 0 {
+		return fmt.Errorf("snapshot: QEMU wrote an empty memory image %s", p)
+	}
+	return v.h.Rename(ctx, partial, p)
 }
 
 // waitMigration polls query-migrate until the migration (outgoing or incoming) has completed.
@@ -287,13 +266,4 @@ func underWay(status string) bool {
 		return false
 	}
 	return true
-}
-
-// shellQuote quotes a path for the shell that runs exec: migration commands. A path holding a
-// single quote is refused rather than escaped: it has no business in an instance directory.
-func shellQuote(p string) (string, error) {
-	if strings.Contains(p, "'") {
-		return "", fmt.Errorf("path %q contains a single quote, which QEMU's migration command cannot take", p)
-	}
-	return "'" + p + "'", nil
 }

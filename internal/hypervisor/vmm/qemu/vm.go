@@ -23,6 +23,8 @@ type vm struct {
 	h   host.Host
 	cfg vmm.Config
 	pid int // from QEMU's pid file when connected; 0 if it could not be read
+	// user is the host user QEMU runs as ("": the host's own), who holds the snapshot stream's end.
+	user string
 
 	mu     sync.Mutex
 	closed bool

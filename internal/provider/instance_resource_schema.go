@@ -149,8 +149,10 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			"env": schema.MapAttribute{
 				ElementType: types.StringType,
 				MarkdownDescription: "Environment variables for the program, merged over the image's. **Sensitive**: the whole map " +
-					"is hidden in plan output and logs, so it may carry secrets (it is still stored in the Terraform state, " +
-					"as every sensitive value is)." + restartNote,
+					"is hidden in plan output, and no log, error or console line of the provider shows a value, so it may carry " +
+					"secrets. The values are stored in the Terraform state (in clear text, as every sensitive value is) and on the " +
+					"host in the instance's config disk and metadata, files only root, the provider's user and the VMM can read; " +
+					"ephemeral values are not supported yet. See the \"Secrets in env\" guide." + restartNote,
 				Optional:   true,
 				Sensitive:  true,
 				Validators: []validator.Map{mapvalidator.KeysAre(validEnvKey()), mapvalidator.ValueStringsAre(envValue{})},

@@ -42,6 +42,9 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 	if err := m.checkWaitFor(spec); err != nil {
 		return nil, err
 	}
+	if err := m.makeDataDir(ctx); err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
 	// A failed create is undone while it still holds the instance's lock.
 	var undo cleanups

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,20 +53,94 @@ func ValidateDataDir(dir string, drivers []vmm.Driver) error {
 	return nil
 }
 
-// CheckDataDir checks data_dir on the host: it may be missing (it is created on first use), but
-// what is there must be a directory.
+// CheckDataDir checks data_dir on the host: it may be missing (it is created on first use, 0700),
+// but what is there must be a directory that only the user the provider runs as there (root,
+// normally; the SSH user over SSH) can change, in a place nobody else can swap it out of. Instance
+// directories hold config disks with env values and the VMMs' sockets: anyone who can write
+// data_dir, or replace it, can read or redirect them.
 func CheckDataDir(ctx context.Context, h host.Host, dir string) error {
 	const allowed = "allowed: a directory, or a path where one can be created"
 	fi, err := h.Stat(ctx, dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return nil
+		return checkDataDirParents(ctx, h, dir, true)
 	case err != nil:
 		return configError(fmt.Sprintf("data_dir %q cannot be used: %v; %s", dir, err, allowed))
 	case !fi.IsDir():
 		return configError(fmt.Sprintf("data_dir %q is a %s on the host, not a directory; %s", dir, fileKind(fi.Mode()), allowed))
 	}
+	me, err := host.UID(ctx, h)
+	if err != nil {
+		return configError(fmt.Sprintf("data_dir %q cannot be checked: %v", dir, err))
+	}
+	if err := checkDataDirMode(dir, fi, me); err != nil {
+		return err
+	}
+	return checkDataDirParents(ctx, h, dir, false)
+}
+
+// checkDataDirMode refuses a data_dir that others can write, or that another user owns.
+func checkDataDirMode(dir string, fi fs.FileInfo, me uint32) error {
+	uid, gid, ok := host.Owner(fi)
+	perm := fi.Mode().Perm()
+	seen := fmt.Sprintf("mode %04o, owner %d:%d", perm, uid, gid)
+	switch {
+	case !ok:
+		return nil // a host that does not say who owns its files
+	case perm&0o002 != 0:
+		return configError(fmt.Sprintf("data_dir %q is writable by every user on the host (%s): anyone could read or replace the instances' "+
+			"config disks, which hold their env values, and their VMM sockets; make it private with `chmod 0700 %s`", dir, seen, dir))
+	case perm&0o020 != 0 && gid != 0:
+		return configError(fmt.Sprintf("data_dir %q is writable by the members of group %d (%s): they could read or replace the instances' "+
+			"config disks, which hold their env values, and their VMM sockets; make it private with `chmod 0700 %s`", dir, gid, seen, dir))
+	case uid != me:
+		return configError(fmt.Sprintf("data_dir %q belongs to user %d (%s), not to user %d, whom the provider runs as on the host: its owner "+
+			"could read or replace the instances' files; give it to that user with `chown %s %s` and make it private with `chmod 0700 %s`",
+			dir, uid, seen, me, chownTo(me), dir, dir))
+	}
 	return nil
+}
+
+// chownTo is the owner argument of chown for uid: root:root for root, else the numeric user.
+func chownTo(uid uint32) string {
+	if uid == 0 {
+		return "root:root"
+	}
+	return strconv.FormatUint(uint64(uid), 10)
+}
+
+// checkDataDirParents refuses a data_dir in a directory that others can write without the sticky
+// bit: they could rename it away and put their own directory (or a link) in its place. A data_dir
+// that is missing is refused under any directory others can write, sticky or not: they could make
+// it first.
+func checkDataDirParents(ctx context.Context, h host.Host, dir string, missing bool) error {
+	for p := path.Dir(path.Clean(dir)); ; p = path.Dir(p) {
+		fi, err := h.Stat(ctx, p)
+		nearest := missing && err == nil
+		if err == nil && fi.IsDir() && (fi.Mode()&fs.ModeSticky == 0 || nearest) {
+			_, gid, _ := host.Owner(fi)
+			perm := fi.Mode().Perm()
+			if perm&0o002 != 0 || perm&0o020 != 0 && gid != 0 {
+				who := "every user on the host"
+				if perm&0o002 == 0 {
+					who = fmt.Sprintf("the members of group %d", gid)
+				}
+				how := "no sticky bit"
+				if fi.Mode()&fs.ModeSticky != 0 {
+					how = "and data_dir does not exist yet"
+				}
+				return configError(fmt.Sprintf("data_dir %q is inside %s, which %s can write (mode %04o, %s): they could replace data_dir "+
+					"with a directory or link of their own; use a data_dir whose parents only root can write, or fix the parent with `chmod o-w,g-w %s`",
+					dir, p, who, perm, how, p))
+			}
+		}
+		if err == nil {
+			missing = false // the nearest existing directory is the one that could be raced
+		}
+		if p == "/" || p == "." {
+			return nil
+		}
+	}
 }
 
 func fileKind(m fs.FileMode) string {
@@ -165,6 +240,15 @@ func (m *Manager) CheckVolumeTools(ctx context.Context) error {
 	if len(missing) > 0 {
 		return configError(fmt.Sprintf("volumes need %s on the host, which cannot find %s on its PATH; install e2fsprogs there",
 			strings.Join(ext4Tools, ", "), strings.Join(missing, " or ")))
+	}
+	return nil
+}
+
+// makeDataDir creates data_dir private (0700) before any step makes it as the parent of its own
+// directory with that directory's mode; an existing data_dir is left as it is.
+func (m *Manager) makeDataDir(ctx context.Context) error {
+	if err := m.host.MkdirAll(ctx, m.opts.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data_dir %s: %w", m.opts.DataDir, err)
 	}
 	return nil
 }

@@ -17,6 +17,17 @@ type vmConfig struct {
 	Serial  consoleConfig  `json:"serial"`
 	Console consoleConfig  `json:"console"`
 	Balloon *balloonConfig `json:"balloon,omitempty"`
+	// LandlockEnable makes CH sandbox itself at vm.create (and at vm.restore, from the snapshot's
+	// copy of this config) to the files of the config and LandlockRules (landlock.go).
+	LandlockEnable bool             `json:"landlock_enable"`
+	LandlockRules  []landlockConfig `json:"landlock_rules,omitempty"`
+}
+
+// landlockConfig is LandlockConfig: a file or directory (and everything beneath it) and the
+// access granted there, "r", "w" or "rw".
+type landlockConfig struct {
+	Path   string `json:"path"`
+	Access string `json:"access"`
 }
 
 type payloadConfig struct {

@@ -225,7 +225,10 @@ func (d *Driver) start(ctx context.Context, h host.Host, cfg vmm.Config) (int, *
 	if err := h.Remove(ctx, SerialPath(cfg)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return 0, nil, vmmPing{}, fmt.Errorf("remove the old serial file: %w", err)
 	}
-	argv := []string{d.binary(), "--api-socket", "path=" + sock}
+	// --seccomp true is CH's default, said anyway: the filter must never be off by a changed
+	// default. Landlock is not a flag here: --landlock needs a payload on the command line, so
+	// it is enabled in vm.create (landlock.go).
+	argv := []string{d.binary(), "--api-socket", "path=" + sock, "--seccomp", "true"}
 	pid, err := h.StartDetached(ctx, argv, logPath(cfg))
 	if err != nil {
 		return 0, nil, vmmPing{}, fmt.Errorf("start cloud-hypervisor: %w", err)
@@ -372,6 +375,9 @@ func vmConfigFor(cfg vmm.Config) (vmConfig, error) {
 		Console: consoleConfig{Mode: "Off"},
 		// Free page reporting keeps snapshots small; deflating on OOM keeps the guest alive.
 		Balloon: &balloonConfig{Size: 0, DeflateOnOom: true, FreePageReporting: true},
+		// The VMM confines itself to the config's files and the instance directory.
+		LandlockEnable: true,
+		LandlockRules:  landlockRules(cfg),
 	}
 	if cfg.HotplugBytes > 0 {
 		c.Memory.HotplugMethod = "VirtioMem"

@@ -302,7 +302,7 @@ func TestSnapshotOfARunningVMSaysWhy(t *testing.T) {
 	forEachHarness(t, func(t *testing.T, hn harness) {
 		inst := newInstance(t, hn, 0)
 		_, vm := boot(t, hn, inst)
-		err := vm.Snapshot(testContext(t), t.TempDir())
+		err := vm.Snapshot(testContext(t), snapshotDir(t, inst, "snap"))
 		if err == nil || !strings.Contains(err.Error(), "snapshot needs the VM Paused, and it is Running") {
 			t.Errorf("Snapshot of a running VM: %v", err)
 		}
@@ -313,11 +313,12 @@ func TestSnapshotOfARunningVMSaysWhy(t *testing.T) {
 func TestSnapshotRefusesANonEmptyDirectory(t *testing.T) {
 	forEachHarness(t, func(t *testing.T, hn harness) {
 		ctx := testContext(t)
-		_, vm := boot(t, hn, newInstance(t, hn, 0))
+		inst := newInstance(t, hn, 0)
+		_, vm := boot(t, hn, inst)
 		if err := vm.Pause(ctx); err != nil {
 			t.Fatal(err)
 		}
-		dir := t.TempDir()
+		dir := snapshotDir(t, inst, "snap")
 		if err := os.WriteFile(filepath.Join(dir, "config.json"), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -459,11 +460,12 @@ func TestFaultSnapshot500LeavesTheVMPaused(t *testing.T) {
 	forEachHarness(t, func(t *testing.T, hn harness) {
 		hn.setFaults("snapshot-500")
 		ctx := testContext(t)
-		_, vm := boot(t, hn, newInstance(t, hn, 0))
+		inst := newInstance(t, hn, 0)
+		_, vm := boot(t, hn, inst)
 		if err := vm.Pause(ctx); err != nil {
 			t.Fatal(err)
 		}
-		err := vm.Snapshot(ctx, t.TempDir())
+		err := vm.Snapshot(ctx, snapshotDir(t, inst, "snap"))
 		if err == nil || !strings.Contains(err.Error(), "No space left on device") || !strings.Contains(err.Error(), "the VM is Paused") {
 			t.Errorf("Snapshot: %v", err)
 		}
@@ -482,10 +484,7 @@ func standby(t *testing.T, hn harness, inst instance) string {
 	if err := vm.Pause(ctx); err != nil {
 		t.Fatal(err)
 	}
-	snap := filepath.Join(inst.cfg.Dir, "snap")
-	if err := os.Mkdir(snap, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	snap := snapshotDir(t, inst, "snap")
 	if err := vm.Snapshot(ctx, snap); err != nil {
 		t.Fatal(err)
 	}
@@ -493,6 +492,16 @@ func standby(t *testing.T, hn harness, inst instance) string {
 		t.Fatal(err)
 	}
 	return snap
+}
+
+// snapshotDir makes an empty directory for a snapshot in inst's directory, as the manager does.
+func snapshotDir(t *testing.T, inst instance, name string) string {
+	t.Helper()
+	dir := filepath.Join(inst.cfg.Dir, "snapshots", name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 func TestFaultRestoreFailLeavesNoProcess(t *testing.T) {

@@ -30,6 +30,8 @@ type harness interface {
 	violations() []string
 	// alive reports whether any process whose command line contains marker is still running.
 	alive(marker string) bool
+	// argv is the command line of the running VMM with pid.
+	argv(pid int) []string
 }
 
 var harnesses = map[string]func(t *testing.T, mode chstandin.Mode) harness{
@@ -396,4 +398,22 @@ func newInstance(t *testing.T, hn harness, hotplug int64) instance {
 		ConsoleLog:  filepath.Join(dir, "logs", "console.log"),
 		Accelerator: "kvm",
 	}}
+}
+
+// argv is the command line the VMM with pid was started with.
+func (b *binaryHarness) argv(pid int) []string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		b.t.Fatalf("command line of pid %d: %v", pid, err)
+	}
+	return strings.Split(strings.TrimSuffix(string(data), "\x00"), "\x00")
+}
+
+func (p *inProcessHarness) argv(pid int) []string {
+	p.h.mu.Lock()
+	defer p.h.mu.Unlock()
+	if v, ok := p.h.vmms[pid]; ok {
+		return v.argv
+	}
+	return nil
 }

@@ -76,6 +76,9 @@ func (v *VM) Snapshot(ctx context.Context, dir string) error {
 	if !filepath.IsAbs(dir) {
 		return fmt.Errorf("snapshot directory %q is not an absolute path", dir)
 	}
+	if err := withinRules(v.cfg, dir); err != nil {
+		return err
+	}
 	entries, err := v.h.ReadDir(ctx, dir)
 	if err != nil {
 		return fmt.Errorf("snapshot directory: %w", err)

@@ -563,11 +563,12 @@ func TestParseCommandLine(t *testing.T) {
 		args []string
 		want CommandLine
 	}{
-		{[]string{"--api-socket", "path=/run/ch.sock"}, CommandLine{SocketPath: "/run/ch.sock", SocketFD: -1}},
-		{[]string{"--api-socket=/run/ch.sock", "-vv", "--log-file", "/l"}, CommandLine{SocketPath: "/run/ch.sock", SocketFD: -1, Verbosity: 2, LogFile: "/l"}},
-		{[]string{"--api-socket", "fd=3", "--seccomp", "false"}, CommandLine{SocketFD: 3}},
-		{[]string{"-V"}, CommandLine{SocketFD: -1, Version: true}},
-		{[]string{"--version"}, CommandLine{SocketFD: -1, Version: true}},
+		{[]string{"--api-socket", "path=/run/ch.sock"}, CommandLine{SocketPath: "/run/ch.sock", SocketFD: -1, Seccomp: "true"}},
+		{[]string{"--api-socket=/run/ch.sock", "-vv", "--log-file", "/l"}, CommandLine{SocketPath: "/run/ch.sock", SocketFD: -1, Verbosity: 2, LogFile: "/l", Seccomp: "true"}},
+		{[]string{"--api-socket", "fd=3", "--seccomp", "false"}, CommandLine{SocketFD: 3, Seccomp: "false"}},
+		{[]string{"--api-socket", "path=/s", "--seccomp", "true"}, CommandLine{SocketPath: "/s", SocketFD: -1, Seccomp: "true"}},
+		{[]string{"-V"}, CommandLine{SocketFD: -1, Version: true, Seccomp: "true"}},
+		{[]string{"--version"}, CommandLine{SocketFD: -1, Version: true, Seccomp: "true"}},
 	}
 	for _, tt := range tests {
 		got, err := ParseCommandLine(tt.args)
@@ -575,7 +576,9 @@ func TestParseCommandLine(t *testing.T) {
 			t.Errorf("%q: got %+v, %v; want %+v", tt.args, got, err, tt.want)
 		}
 	}
-	for _, bad := range [][]string{{"--api-socket-path", "/x"}, {"--api-socket"}, {"--api-socket", "fd=x"}, {"--kernel", "/k"}, {"--seccomp", "maybe"}} {
+	for _, bad := range [][]string{{"--api-socket-path", "/x"}, {"--api-socket"}, {"--api-socket", "fd=x"}, {"--kernel", "/k"}, {"--seccomp", "maybe"},
+		// Without a payload on the command line, clap refuses the vm-config options.
+		{"--api-socket", "path=/s", "--landlock"}, {"--api-socket", "path=/s", "--landlock-rules", "path=/d,access=rw", "path=/e,access=r"}} {
 		if _, err := ParseCommandLine(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -1,6 +1,7 @@
 package chstandin
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -17,12 +18,21 @@ type CommandLine struct {
 	Verbosity int
 	// Version is -V / --version.
 	Version bool
+	// Seccomp is --seccomp: true (the default), false, log or errno.
+	Seccomp string
 }
+
+// errNeedsPayload is clap's refusal of a VM option without a payload: --landlock and
+// --landlock-rules belong to cloud-hypervisor's vm-config group, which requires one of --kernel,
+// --firmware or --igvm (create_app in cloud-hypervisor/src/main.rs). A VMM driven through the API
+// enables Landlock with landlock_enable and landlock_rules in vm.create instead.
+const errNeedsPayload = "the following required arguments were not provided:\n  <--firmware <firmware>|--kernel <kernel>|--igvm <igvm>>"
 
 // ParseCommandLine reads cloud-hypervisor's arguments (without the program name). VM options such
 // as --kernel are refused: the stand-in is driven through the API only.
 func ParseCommandLine(args []string) (CommandLine, error) {
-	cl := CommandLine{SocketFD: -1}
+	cl := CommandLine{SocketFD: -1, Seccomp: "true"}
+	needsPayload := false
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		name, value, inline := strings.Cut(arg, "=")
@@ -63,6 +73,18 @@ func ParseCommandLine(args []string) (CommandLine, error) {
 			if v != "true" && v != "false" && v != "log" && v != "errno" {
 				return cl, fmt.Errorf("--seccomp %q is not one of true, false, log, errno", v)
 			}
+			cl.Seccomp = v
+		case name == "--landlock" && !inline:
+			needsPayload = true
+		case name == "--landlock-rules":
+			// One or more values, up to the next option; each is path=<path>,access=[rw].
+			if _, err := takeValue(); err != nil {
+				return cl, err
+			}
+			for i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				i++
+			}
+			needsPayload = true
 		case name == "-V" || name == "--version":
 			cl.Version = true
 		case len(name) > 1 && strings.Trim(name, "v") == "-":
@@ -70,6 +92,9 @@ func ParseCommandLine(args []string) (CommandLine, error) {
 		default:
 			return cl, fmt.Errorf("the stand-in does not support the argument %q; it takes --api-socket, --log-file, -v, --seccomp and --version", arg)
 		}
+	}
+	if needsPayload {
+		return cl, errors.New(errNeedsPayload)
 	}
 	return cl, nil
 }

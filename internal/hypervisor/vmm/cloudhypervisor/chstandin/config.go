@@ -39,6 +39,12 @@ type vmConfigShape struct {
 	Watchdog         *bool               `json:"watchdog"`
 	Pvpanic          *bool               `json:"pvpanic"`
 	LandlockEnable   *bool               `json:"landlock_enable"`
+	LandlockRules    []landlockShape     `json:"landlock_rules"`
+}
+
+type landlockShape struct {
+	Path   *string `json:"path"`
+	Access *string `json:"access"`
 }
 
 type cpusShape struct {
@@ -238,6 +244,10 @@ func (c *serdeChecks) vmConfig(v *vmConfigShape) {
 	}
 	for _, g := range v.GenericVhostUser {
 		c.genericVhost(&g)
+	}
+	for _, r := range v.LandlockRules {
+		c.required(r.Path != nil, "path")
+		c.required(r.Access != nil, "access")
 	}
 }
 
@@ -508,6 +518,9 @@ func validateConfig(cfg object) *configError {
 		if err := validateVsock(v); err != nil {
 			return err
 		}
+	}
+	if err := validateLandlockRules(cfg); err != nil {
+		return err
 	}
 	return validateIDs(cfg)
 }

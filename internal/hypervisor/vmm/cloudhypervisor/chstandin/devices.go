@@ -172,6 +172,9 @@ func (k deviceKind) add(s *Server, req any) response {
 			if _, err := os.Stat(p); err != nil {
 				return s.fromAPI(http.StatusInternalServerError, k.act, "Failed to hotplug device", err.Error())
 			}
+			if err := s.allow(p, true, true); err != nil {
+				return s.fromAPI(http.StatusInternalServerError, k.act, "Failed to hotplug device", osError(err))
+			}
 		}
 	}
 	appendDevice(cfg, k, dev)

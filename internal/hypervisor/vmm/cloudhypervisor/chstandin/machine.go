@@ -178,6 +178,10 @@ func (s *Server) create(req any) response {
 	if chain := s.openConsoles(); chain != nil {
 		return s.fromAPI(http.StatusInternalServerError, actCreate, chain...)
 	}
+	// Landlock comes last, once the consoles exist: the config stays if it fails.
+	if chain := s.restrict(cfg); chain != nil {
+		return s.fromAPI(http.StatusInternalServerError, actCreate, chain...)
+	}
 	return noContent()
 }
 
@@ -204,6 +208,9 @@ func (s *Server) openConsoles() []string {
 			path, ok := stringAt(con, "file")
 			if !ok {
 				continue // reported by validation at boot
+			}
+			if err := s.allow(path, false, true); err != nil {
+				return []string{fmt.Sprintf("Error creating %s output file", name), osError(err)}
 			}
 			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 			if err != nil {
@@ -288,9 +295,12 @@ func (s *Server) buildVM() []string {
 			if _, err := os.Stat(p); err != nil {
 				return []string{fmt.Sprintf("Error loading %s", key), err.Error()}
 			}
+			if err := s.allow(p, true, false); err != nil {
+				return []string{fmt.Sprintf("Error loading %s", key), osError(err)}
+			}
 		}
 	}
-	locks, chain := lockDisks(s.m.config)
+	locks, chain := lockDisks(s.m.config, s.allow)
 	if chain != nil {
 		return chain
 	}
@@ -305,7 +315,7 @@ func (s *Server) buildVM() []string {
 }
 
 // lockDisks takes CH's advisory locks: shared for read-only images, exclusive otherwise.
-func lockDisks(cfg object) ([]*os.File, []string) {
+func lockDisks(cfg object, allow func(path string, read, write bool) error) ([]*os.File, []string) {
 	var locks []*os.File
 	fail := func(chain ...string) ([]*os.File, []string) {
 		for _, f := range locks {
@@ -321,6 +331,9 @@ func lockDisks(cfg object) ([]*os.File, []string) {
 		flag, how := os.O_RDWR, unix.LOCK_EX
 		if boolAt(d, "readonly") {
 			flag, how = os.O_RDONLY, unix.LOCK_SH
+		}
+		if err := allow(path, true, flag == os.O_RDWR); err != nil {
+			return fail("Error opening disk image", fmt.Sprintf("Failed to open disk file %s: %s", path, osError(err)))
 		}
 		f, err := os.OpenFile(path, flag, 0)
 		if err != nil {
@@ -465,6 +478,7 @@ func (s *Server) delete() response {
 
 func (s *Server) vmmShutdown() response {
 	s.deleteVM()
+	s.releaseLandlock()
 	// 200 with an empty body (the spec says 204); the process exits once it is sent.
 	return response{status: http.StatusOK, after: func() { s.beginExit(0, false) }}
 }

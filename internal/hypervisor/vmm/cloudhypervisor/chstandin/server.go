@@ -76,6 +76,8 @@ type Server struct {
 	m  *machine // nil in NONE
 	// vmGenerations numbers the Vm objects this VMM has built.
 	vmGenerations int
+	// landlock holds the Landlock rulesets the VMM thread is restricted by, for good (landlock.go).
+	landlock []*llLayer
 
 	violationsMu sync.Mutex
 	violations   []string
@@ -162,6 +164,7 @@ func (s *Server) Terminate() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.deleteVM()
+	s.releaseLandlock()
 	s.beginExit(0, false)
 }
 
@@ -175,6 +178,7 @@ func (s *Server) Kill() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.deleteVM()
+		s.releaseLandlock()
 	}()
 }
 

@@ -141,6 +141,13 @@ func leaf(state any) snapshotTree {
 
 const actSnapshot = "The VM could not be snapshotted"
 
+// snapshotFileError is CH's message for a snapshot file it cannot create.
+var snapshotFileError = map[string]string{
+	ConfigFile: "Error creating VM config snapshot file",
+	StateFile:  "Error creating VM state snapshot file",
+	MemoryFile: "Error creating memory snapshot file",
+}
+
 func (s *Server) snapshot(req any) response {
 	url := *req.(snapshotRequest).DestinationURL
 	switch s.state() {
@@ -167,6 +174,12 @@ func (s *Server) snapshot(req any) response {
 	config, err := json.Marshal(s.m.config)
 	if err != nil {
 		return fail("Error serialising VM config", err.Error())
+	}
+	// CH opens each snapshot file to read and write, creating it (create_new).
+	for _, name := range []string{ConfigFile, StateFile, MemoryFile} {
+		if err := s.allow(filepath.Join(dir, name), true, true); err != nil {
+			return fail(snapshotFileError[name], osError(err))
+		}
 	}
 	if err := createNew(filepath.Join(dir, ConfigFile), config); err != nil {
 		return fail("Error creating VM config snapshot file", osError(err))
@@ -294,6 +307,10 @@ func (s *Server) restore(req any) response {
 	if !ok {
 		return fail("Could not extract path from URL: " + *r.SourceURL)
 	}
+	// A VMM restricted by an earlier vm.create reads the snapshot under its rules.
+	if err := s.allow(filepath.Join(dir, ConfigFile), true, false); err != nil {
+		return fail(fmt.Sprintf("Error opening VM config snapshot file %q", filepath.Join(dir, ConfigFile)), osError(err))
+	}
 	cfg, err := readConfig(filepath.Join(dir, ConfigFile))
 	if err != nil {
 		return fail("Error restoring VM config", err.Error())
@@ -334,7 +351,7 @@ func (s *Server) restore(req any) response {
 	if chain := s.openConsoles(); chain != nil {
 		return failLazy(chain...)
 	}
-	locks, chain := lockDisks(cfg)
+	locks, chain := lockDisks(cfg, s.allow)
 	if chain != nil {
 		return failLazy(chain...)
 	}
@@ -356,6 +373,10 @@ func (s *Server) restore(req any) response {
 		// An on-demand restore knows the counter once the guest has touched its first page.
 		counter:      counter,
 		counterKnown: lazy == nil,
+	}
+	// The restored config's Landlock rules apply once the devices exist, before the VM runs.
+	if chain := s.restrict(cfg); chain != nil {
+		return fail(chain...) // the Vm object goes, its memory file and locks with it
 	}
 	s.startCounter(s.m.vm.generation)
 	s.m.consolesFresh = false

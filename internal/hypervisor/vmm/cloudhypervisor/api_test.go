@@ -83,6 +83,10 @@ func TestSpecCheckRefusesNonConformingBodies(t *testing.T) {
 		"misspelt memory field":    func(m map[string]any) { m["memory"].(map[string]any)["hotplug_sise"] = 1 },
 		"serial without mode":      func(m map[string]any) { delete(m["serial"].(map[string]any), "mode") },
 		"rng without its src file": func(m map[string]any) { delete(m["rng"].(map[string]any), "src") },
+		"landlock rule without access": func(m map[string]any) {
+			delete(m["landlock_rules"].([]any)[0].(map[string]any), "access")
+		},
+		"landlock_enable as a string": func(m map[string]any) { m["landlock_enable"] = "true" },
 	}
 	for name, spoil := range tests {
 		t.Run(name, func(t *testing.T) {

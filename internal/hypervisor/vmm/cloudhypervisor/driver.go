@@ -1,6 +1,7 @@
 // Package cloudhypervisor drives Cloud Hypervisor: one cloud-hypervisor process per instance,
 // controlled through its REST API on {Dir}/ch.sock. Besides cloud-hypervisor (v51 or later), the
-// host needs sh and GNU tail, which relay the guest's serial console to the console log.
+// host needs sh and GNU tail, which relay the guest's serial console to the console log, and a
+// kernel with Landlock ABI 3 (Linux 6.2 on), which the VMM sandboxes itself with (landlock.go).
 package cloudhypervisor
 
 import (
@@ -139,7 +140,7 @@ func (d *Driver) Boot(ctx context.Context, h host.Host, cfg vmm.Config) (int, er
 	}
 	return d.startWith(ctx, h, cfg, "boot the VM", func(c *client) error {
 		if err := c.put(ctx, "vm.create", config); err != nil {
-			return err
+			return landlockHint(err)
 		}
 		if err := c.put(ctx, "vm.boot", nil); err != nil {
 			return err

@@ -1,8 +1,10 @@
 package cloudhypervisor
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
@@ -38,4 +40,14 @@ func withinRules(cfg vmm.Config, dir string) error {
 		return fmt.Errorf("snapshot directory %s is outside the instance directory %s: cloud-hypervisor runs under Landlock and writes snapshots only beneath it", dir, cfg.Dir)
 	}
 	return nil
+}
+
+// landlockHint says what to do when CH could not apply its Landlock ruleset: the host kernel
+// lacks Landlock, which the driver never runs a VMM without.
+func landlockHint(err error) error {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || !slices.ContainsFunc(apiErr.Messages, func(m string) bool { return strings.Contains(m, "landlock") }) {
+		return err
+	}
+	return fmt.Errorf("%w (cloud-hypervisor sandboxes itself with Landlock, which needs Landlock ABI 3 in the host's kernel: Linux 6.2 or later, with landlock in its lsm= list)", err)
 }

@@ -106,3 +106,17 @@ func TestSnapshotOutsideTheRulesFails(t *testing.T) {
 		wantState(t, vm, vmm.Paused)
 	})
 }
+
+// On a kernel without Landlock the boot fails, says why and what the host needs, and leaves no
+// process behind.
+func TestBootOnAKernelWithoutLandlockSaysWhatIsNeeded(t *testing.T) {
+	forEachHarness(t, func(t *testing.T, hn harness) {
+		hn.setFaults("no-landlock")
+		inst := newInstance(t, hn, 0)
+		_, err := hn.driver().Boot(testContext(t), hn.host(), inst.cfg)
+		if err == nil || !strings.Contains(err.Error(), "Failed to apply landlock config during vm_create") || !strings.Contains(err.Error(), "Linux 6.2 or later") {
+			t.Errorf("Boot without Landlock: %v", err)
+		}
+		wantGone(t, hn, inst)
+	})
+}

@@ -39,6 +39,9 @@ type Faults struct {
 	// Count while it runs, N from 0 and kept in its memory across snapshot and restore: a guest
 	// restored on demand goes on counting once it has read that memory back.
 	Count time.Duration
+	// NoLandlock makes the kernel lack Landlock ABI 3: a config with landlock_enable fails
+	// vm.create (and vm.restore) as CH does when it cannot create its ruleset.
+	NoLandlock bool
 	// PrefaultDelay is the least time the background prefault after an on-demand restore takes
 	// (v53 on), during which vm.snapshot answers "still in progress".
 	PrefaultDelay time.Duration
@@ -51,7 +54,7 @@ const FaultsEnv = "HYPEMAN_STANDIN_FAULTS"
 const ModeEnv = "HYPEMAN_STANDIN_MODE"
 
 // FaultNames documents what ParseFaults accepts.
-const FaultNames = "snapshot-500, restore-fail, slow-boot=DURATION, slow-start=DURATION, die-after-boot[=DURATION], ignore-power-button, text-errors, slow-plug=DURATION, stuck-plug, fill=PERCENT, slow-prefault=DURATION, count=DURATION"
+const FaultNames = "snapshot-500, restore-fail, slow-boot=DURATION, slow-start=DURATION, die-after-boot[=DURATION], ignore-power-button, text-errors, no-landlock, slow-plug=DURATION, stuck-plug, fill=PERCENT, slow-prefault=DURATION, count=DURATION"
 
 // ParseFaults reads a comma-separated fault list such as "snapshot-500,slow-boot=5s".
 func ParseFaults(s string) (Faults, error) {
@@ -103,6 +106,8 @@ func ParseFaults(s string) (Faults, error) {
 			f.TextErrors = true
 		case name == "stuck-plug":
 			f.StuckPlug = true
+		case name == "no-landlock":
+			f.NoLandlock = true
 		default:
 			err = fmt.Errorf("unknown fault %q; known faults: %s", item, FaultNames)
 		}

@@ -178,7 +178,11 @@ func (s *Server) snapshot(req any) response {
 	// CH opens each snapshot file to read and write, creating it (create_new).
 	for _, name := range []string{ConfigFile, StateFile, MemoryFile} {
 		if err := s.allow(filepath.Join(dir, name), true, true); err != nil {
-			return fail(snapshotFileError[name], osError(err))
+			msg := snapshotFileError[name]
+			if name == MemoryFile { // memory_manager.rs names the file
+				msg = fmt.Sprintf("%s %q", msg, filepath.Join(dir, name))
+			}
+			return fail(msg, osError(err))
 		}
 	}
 	if err := createNew(filepath.Join(dir, ConfigFile), config); err != nil {

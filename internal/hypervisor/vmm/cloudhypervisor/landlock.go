@@ -49,5 +49,5 @@ func landlockHint(err error) error {
 	if !errors.As(err, &apiErr) || !slices.ContainsFunc(apiErr.Messages, func(m string) bool { return strings.Contains(m, "landlock") }) {
 		return err
 	}
-	return fmt.Errorf("%w (cloud-hypervisor sandboxes itself with Landlock, which needs Landlock ABI 3 in the host's kernel: Linux 6.2 or later, with landlock in its lsm= list)", err)
+	return fmt.Errorf("%w (cloud-hypervisor sandboxes itself with Landlock, which needs Landlock ABI 3 in the host's kernel: Linux 6.2 or later, with landlock in its lsm= list; on an older kernel, set hypervisor = \"qemu\", which runs under its own seccomp sandbox)", err)
 }

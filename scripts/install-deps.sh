@@ -37,6 +37,18 @@ elif ! id -nG "$vmm_user" | tr ' ' '\n' | grep -qx kvm; then
   $sudo usermod -a -G kvm "$vmm_user"
 fi
 
+# QEMU opens these as the VMM user. udev makes /dev/net/tun 0666 (opening it grants nothing: only
+# the TAP's owner may attach to it) and /dev/kvm root:kvm 0660; a /dev without udev leaves both
+# root's alone.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+  echo "install-deps: /dev/net/tun 0666, as udev makes it"
+  $sudo chmod 0666 /dev/net/tun
+fi
+if [ -c /dev/kvm ] && [ "$(stat -c %G:%a /dev/kvm)" != kvm:660 ] && [ "$(stat -c %a /dev/kvm)" != 666 ]; then
+  echo "install-deps: /dev/kvm root:kvm 0660, as udev makes it"
+  $sudo chgrp kvm /dev/kvm && $sudo chmod 0660 /dev/kvm
+fi
+
 if [ -e "$kernel_dir/vmlinuz" ] && [ -d "$kernel_dir/modules" ]; then
   echo "install-deps: kernel $(basename "$(readlink -f "$kernel_dir/vmlinuz")") in $kernel_dir"
   exit 0

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/network/netnstest"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/qemu"
 	"github.com/hypeman/terraform-provider-hypeman/internal/testutil"
@@ -285,6 +287,37 @@ func TestVolumesReachTheVMMUser(t *testing.T) {
 	}
 	for _, v := range []string{rw.ID, ro.ID} {
 		checkModes(t, env.m.layout.volumeDir(v), []modeCheck{{".", 0o700, uid}, {"data.raw", 0o600, uid}, {"metadata.json", 0o600, 0}})
+	}
+	env.deleteAndCheckGone(t, inst)
+}
+
+// A guest on the host network whose VMM runs as the user opens its TAP (made that user's) and
+// serves on its address, before and after a standby.
+func TestNetworkedGuestOfTheVMMUserServes(t *testing.T) {
+	if !netnstest.Enter(t) {
+		return
+	}
+	env := newTestEnv(t)
+	uid, _ := vmmUserIDs(t)
+	env.m = env.manager(t, asUser(DefaultVMMUser, SnapshotCompressed), func(o *Options) { o.Network = network.Config{Enabled: true} })
+	ctx := testContext(t)
+	inst, err := env.m.Create(ctx, env.serverSpec("net-user", ""), Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertVMMRunsAs(t, inst, uid)
+	if got := fetch(t, inst.IPAddress); got != "hello from net-user\n" {
+		t.Fatalf("the guest at %s answered %q", inst.IPAddress, got)
+	}
+	if inst, err = env.m.SetState(ctx, inst.ID, Standby); err != nil || inst.State != Standby {
+		t.Fatalf("standby: %v, %+v", err, inst)
+	}
+	if inst, err = env.m.SetState(ctx, inst.ID, Running); err != nil || inst.State != Running {
+		t.Fatalf("restore: %v, %+v", err, inst)
+	}
+	assertVMMRunsAs(t, inst, uid)
+	if got := fetch(t, inst.IPAddress); got != "hello from net-user\n" {
+		t.Fatalf("after the restore the guest at %s answered %q", inst.IPAddress, got)
 	}
 	env.deleteAndCheckGone(t, inst)
 }

@@ -34,26 +34,27 @@ const Relay = "socat"
 // 2.5 times as long as 1 MiB does (BenchmarkSnapshotStream).
 const relayBuffer = 1 << 20
 
-// receiveScript writes the stream arriving on the socket to $2, a new private file, through the filter "$@" (none: as
-// it is). $1 is the instance directory, $3 and $4 the VMM user's uid and gid ("": the host's own
-// user), $5 socat's buffer size.
+// receiveScript writes the stream arriving on the socket to $2, a new private file, through the
+// filter "$@" (none: as it is), and renames it to $6 once written: the rename is the relay's, so
+// that a stream whose caller died still ends in place. $1 is the instance directory, $3 and $4
+// the VMM user's uid and gid ("": the host's own user), $5 socat's buffer size.
 const receiveScript = `umask 077 && cd "$1" || exit 1
-out=$2 as=
+out=$2 as= mem=$6
 [ -z "$3" ] || as="setpriv --reuid=$3 --regid=$4 --clear-groups --no-new-privs --"
-b=$5; shift 5
+b=$5; shift 6
 if [ $# -eq 0 ]; then
-	$as socat -u -b "$b" UNIX-LISTEN:mig.sock,unlink-early - >"$out"
+	$as socat -u -b "$b" UNIX-LISTEN:mig.sock,unlink-early - >"$out" && mv -- "$out" "$mem"
 else
-	$as socat -u -b "$b" UNIX-LISTEN:mig.sock,unlink-early - | "$@" >"$out"
+	$as socat -u -b "$b" UNIX-LISTEN:mig.sock,unlink-early - | "$@" >"$out" && mv -- "$out" "$mem"
 fi
 `
 
 // sendScript sends $2 to the socket through the filter "$@" (none: as it is); the other arguments
-// are receiveScript's.
+// are receiveScript's ($6 unused).
 const sendScript = `cd "$1" || exit 1
 in=$2 as=
 [ -z "$3" ] || as="setpriv --reuid=$3 --regid=$4 --clear-groups --no-new-privs --"
-b=$5; shift 5
+b=$5; shift 6
 if [ $# -eq 0 ]; then
 	$as socat -u -b "$b" - UNIX-CONNECT:mig.sock <"$in"
 else
@@ -69,8 +70,9 @@ type relay struct {
 	err  error
 }
 
-// startRelay runs script for the stream of file through filter, as id, in the background.
-func startRelay(ctx context.Context, h host.Host, cfg vmm.Config, id identity, script, file string, filter []string) (*relay, error) {
+// startRelay runs script for the stream of file (renamed to final once written, for a receiving
+// relay) through filter, as id, in the background.
+func startRelay(ctx context.Context, h host.Host, cfg vmm.Config, id identity, script, file, final string, filter []string) (*relay, error) {
 	if _, err := h.LookPath(ctx, Relay); err != nil {
 		return nil, fmt.Errorf("the snapshot's stream passes %s, which is not installed on the host (install socat): %w", Relay, err)
 	}
@@ -78,7 +80,7 @@ func startRelay(ctx context.Context, h host.Host, cfg vmm.Config, id identity, s
 	if id.switches() {
 		uid, gid = strconv.Itoa(id.uid), strconv.Itoa(id.gid)
 	}
-	argv := append([]string{"sh", "-c", script, "qemu-relay", cfg.Dir, file, uid, gid, strconv.Itoa(relayBuffer)}, filter...)
+	argv := append([]string{"sh", "-c", script, "qemu-relay", cfg.Dir, file, uid, gid, strconv.Itoa(relayBuffer), final}, filter...)
 	r := &relay{h: h, dir: cfg.Dir, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)

@@ -58,7 +58,7 @@ func (d *Driver) RestoreCompressed(ctx context.Context, h host.Host, cfg vmm.Con
 		if err := m.execute(ctx, "migrate-incoming", map[string]any{"uri": "unix:" + migrationPath(cfg)}, nil); err != nil {
 			return err
 		}
-		if r, err = startRelay(ctx, h, cfg, id, sendScript, memPath, filter); err != nil {
+		if r, err = startRelay(ctx, h, cfg, id, sendScript, memPath, "", filter); err != nil {
 			return err
 		}
 		wctx, stop := r.failed(ctx)

@@ -61,8 +61,8 @@ func (v *vm) SnapshotCompressed(ctx context.Context, dir, lz4 string) error {
 // snapshot writes the paused VM's migration stream through filter (a command that reads the
 // stream on its standard input and writes the memory image on its standard output; none: as it
 // is) into the file name in dir. The stream passes the migration socket to a relay on the host
-// (relay.go); the image is written under a temporary name, new for every snapshot, and renamed
-// once the relay has written all of it: a relay of an abandoned snapshot never touches this one's.
+// (relay.go); the image is written under a temporary name, new for every snapshot, and the relay
+// renames it once it has written all of it (so a snapshot whose caller died still completes).
 func (v *vm) snapshot(ctx context.Context, dir, name string, filter []string) error {
 	if !path.IsAbs(dir) {
 		return fmt.Errorf("snapshot directory %q must be absolute", dir)
@@ -117,7 +117,7 @@ func (v *vm) snapshot(ctx context.Context, dir, name string, filter []string) er
 		if err := v.h.Remove(ctx, migrationPath(v.cfg)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove a stale migration socket: %w", err)
 		}
-		if r, err = startRelay(ctx, v.h, v.cfg, id, receiveScript, partial, filter); err != nil {
+		if r, err = startRelay(ctx, v.h, v.cfg, id, receiveScript, partial, memPath, filter); err != nil {
 			return err
 		}
 		if err := r.listening(ctx); err != nil {
@@ -141,7 +141,7 @@ func (v *vm) snapshot(ctx context.Context, dir, name string, filter []string) er
 		err = r.wait(ctx, finishTimeout)
 	}
 	if err == nil {
-		err = v.publish(ctx, partial, memPath)
+		err = v.checkImage(ctx, memPath)
 	}
 	if err != nil {
 		undo := context.WithoutCancel(ctx)
@@ -179,16 +179,16 @@ const finishTimeout = 30 * time.Second
 // commandEndTimeout bounds the wait for the relay of a failed stream to end.
 const commandEndTimeout = 5 * time.Second
 
-// publish renames the memory image the relay wrote into place as p.
-func (v *vm) publish(ctx context.Context, partial, p string) error {
-	info, err := v.h.Stat(ctx, partial)
+// checkImage checks the memory image p the relay wrote and renamed into place.
+func (v *vm) checkImage(ctx context.Context, p string) error {
+	info, err := v.h.Stat(ctx, p)
 	if err != nil {
-		return fmt.Errorf("snapshot: the memory image %s: %w", partial, err)
+		return fmt.Errorf("snapshot: the memory image %s: %w", p, err)
 	}
 	if info.Size() == 0 {
 		return fmt.Errorf("snapshot: QEMU wrote an empty memory image %s", p)
 	}
-	return v.h.Rename(ctx, partial, p)
+	return nil
 }
 
 // waitMigration polls query-migrate until the migration (outgoing or incoming) has completed.

@@ -57,16 +57,23 @@ func (id identity) setpriv(groups bool) []string {
 		"--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"}
 }
 
+// Devices QEMU opens, which the VMM user must be able to.
+const (
+	tunDevice = "/dev/net/tun"
+	kvmDevice = "/dev/kvm"
+)
+
 // ErrNoVMMUser means the host has no user of the name the driver was told to run QEMU as.
 var ErrNoVMMUser = errors.New("the VMM user does not exist on the host")
 
 // grantScript makes what QEMU opens private and, when $1 names a user, that user's. Its other
 // arguments are pairs: a kind and a path. dir: a private directory (0700); file: a private file
-// (0600), made empty when missing; search: a directory the user must pass through (o+x); reach:
-// a directory the user must then be able to enter and write, checked as that user; shared: a
+// (0600), made empty when missing (neither may be a symbolic link: a VMM must never be handed, or
+// make root change, another file); search: a directory the user must pass through (o+x); reach:
+// a directory the user must then be able to enter and write, checked as that user; device: a
+// device QEMU opens (/dev/net/tun, /dev/kvm), checked as that user with its groups; shared: a
 // read-only disk outside the instance, left as it is when the user can read it (an image in its
-// world-readable cache), else taken as a private file in a private directory (a volume). A
-// symbolic link is refused: a VMM must never be handed, or make root change, another file. It
+// world-readable cache), else taken as a private file in a private directory (a volume). It
 // prints the user's uid and gid.
 const grantScript = `u=$1; shift
 uid= gid=
@@ -75,7 +82,7 @@ if [ -n "$u" ]; then
 fi
 while [ $# -ge 2 ]; do
 	kind=$1 p=$2; shift 2
-	if [ -L "$p" ]; then echo "$p is a symbolic link" >&2; exit 1; fi
+	case $kind in dir|file) if [ -L "$p" ]; then echo "$p is a symbolic link" >&2; exit 1; fi ;; esac
 	case $kind in
 	dir) chmod 0700 -- "$p" || exit 1 ;;
 	file) { [ -e "$p" ] || (umask 077 && : >>"$p"); } && chmod 0600 -- "$p" || exit 1 ;;
@@ -83,6 +90,8 @@ while [ $# -ge 2 ]; do
 	shared) [ -z "$u" ] && continue
 		setpriv --reuid="$uid" --regid="$gid" --clear-groups -- test -r "$p" && continue
 		d=${p%/*}; set -- search "${d%/*/*}" search "${d%/*}" dir "$d" file "$p" "$@"; continue ;;
+	device) [ -z "$u" ] || setpriv --reuid="$uid" --regid="$gid" --init-groups -- test -r "$p" -a -w "$p" ||
+		{ echo "closed device: $p" >&2; exit 5; }; continue ;;
 	reach) [ -z "$u" ] || setpriv --reuid="$uid" --regid="$gid" --clear-groups -- test -x "$p" -a -w "$p" ||
 		{ echo "cannot reach: $p" >&2; exit 4; }; continue ;;
 	esac
@@ -107,6 +116,11 @@ func grantResult(out []byte, err error, cfg vmm.Config, user string) (identity, 
 			return identity{}, fmt.Errorf("%w: QEMU is to run as %q, which the host does not know; create the user "+
 				"(useradd --system --user-group --no-create-home --shell /usr/sbin/nologin --groups kvm %s, as scripts/install-deps.sh does), "+
 				"or set vmm_user = \"root\" to run QEMU as root", ErrNoVMMUser, user, user)
+		}
+		if _, dev, ok := strings.Cut(err.Error(), "closed device: "); ok {
+			dev, _, _ = strings.Cut(dev, "\n")
+			return identity{}, fmt.Errorf("the VMM user %q cannot open %s, which QEMU needs; where udev manages /dev, %s is %s "+
+				"(scripts/install-deps.sh sets that where it is not), else set vmm_user = \"root\" to run QEMU as root", user, dev, tunDevice, "0666 and /dev/kvm root:kvm 0660 with the user in the kvm group")
 		}
 		if strings.Contains(err.Error(), "cannot reach: ") {
 			return identity{}, fmt.Errorf("the VMM user %q cannot reach %s: a directory above it is closed to that user; "+
@@ -166,6 +180,12 @@ func grantArgs(cfg vmm.Config) []string {
 	for _, d := range private {
 		add("reach", d)
 	}
+	if cfg.Net != nil {
+		add("device", tunDevice)
+	}
+	if cfg.Accelerator == "kvm" {
+		add("device", kvmDevice)
+	}
 	return args
 }
 
@@ -177,6 +197,9 @@ func lookupUser(ctx context.Context, h host.Host, user string) (identity, error)
 // grantKernel lets user pass to the probe's kernel in the system cache (the data directory and
 // its system/), as a boot later would, so that the probe finds out about KVM and not about modes.
 func grantKernel(ctx context.Context, h host.Host, kernel, user string) (identity, error) {
+	if user == "" {
+		return identity{}, nil
+	}
 	dir := path.Dir(kernel)
 	args := []string{"sh", "-c", grantScript, "qemu-grant", user, "search", path.Dir(dir), "search", dir}
 	out, err := h.Run(ctx, nil, args...)

@@ -86,6 +86,7 @@ func (p *instancePlan) planChanges(ctx context.Context, resp *resource.ModifyPla
 	if len(r.changes) == 0 {
 		return
 	}
+	p.restartsInPlace = needsRestart(r.changes)
 	lines := make([]string, len(r.changes))
 	for i, c := range r.changes {
 		lines[i] = c.String()
@@ -104,4 +105,14 @@ func (p *instancePlan) planChanges(ctx context.Context, resp *resource.ModifyPla
 		"Instance: %s\n%s\n\nThe instance keeps its id, overlay, volumes and addresses. \"live\": the running guest gets it while its program "+
 			"runs on; \"restart in place\": the guest is shut down and booted again, and comes back in the state it had.",
 		who, strings.Join(lines, "\n")))
+}
+
+// needsRestart reports whether a change restarts the guest in place.
+func needsRestart(changes []instances.Change) bool {
+	for _, c := range changes {
+		if c.Action == instances.ActionRestart {
+			return true
+		}
+	}
+	return false
 }

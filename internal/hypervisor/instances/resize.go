@@ -99,7 +99,9 @@ type Change struct {
 }
 
 // String is the change as a plan shows it: "memory 512MiB → 1GiB: live".
-func (c Change) String() string { return fmt.Sprintf("%s %s → %s: %s", c.Attribute, c.From, c.To, c.Action) }
+func (c Change) String() string {
+	return fmt.Sprintf("%s %s → %s: %s", c.Attribute, c.From, c.To, c.Action)
+}
 
 // ResizeChanges says what changing the sizes (memory, max_memory, hotplug_memory, vcpus,
 // overlay_size) of an instance in state cur from have to want does. Memory is compared as the

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor/chstandin"
@@ -237,5 +238,44 @@ func chPut(t *testing.T, socket, action string) {
 	_ = resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("PUT %s: %s", action, resp.Status)
+	}
+}
+
+// Memory within max_memory changes live through vm.resize (desired_ram, checked against the spec
+// when the test ends), in the same VMM process; Standby gives it back and the restore plugs it
+// again; beyond the ceiling the instance restarts in place, keeping its id.
+func TestCloudHypervisorMemoryChangesLiveWithinTheCeiling(t *testing.T) {
+	env := newTestEnv(t)
+	for _, mode := range chModes {
+		t.Run(mode, func(t *testing.T) {
+			m := chManager(t, env, mode, "")
+			ctx := testContext(t)
+			spec := env.spec("chresize-" + mode)
+			spec.Entrypoint = []string{"/bin/sh", "-c", counterScript}
+			spec.Memory, spec.MaxMemory = 256*units.MiB, 768*units.MiB
+			inst, err := m.Create(ctx, spec, Running)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, size := range []int64{768 * units.MiB, 384 * units.MiB} {
+				spec.Memory = size
+				got, err := m.Update(ctx, inst.ID, spec)
+				if err != nil || got.PID != inst.PID || got.State != Running || got.Memory != size {
+					t.Fatalf("live resize to %s: %v (pid %d, was %d; %+v)", units.Format(size), err, got.PID, inst.PID, got)
+				}
+			}
+			for _, step := range []State{Standby, Running} {
+				if got, err := m.SetState(ctx, inst.ID, step); err != nil || got.State != step {
+					t.Fatalf("→ %s: %v", step, err)
+				}
+			}
+			spec.Memory, spec.MaxMemory = 1*units.GiB, 0
+			got, err := m.Update(ctx, inst.ID, spec)
+			if err != nil || got.ID != inst.ID || got.State != Running || got.Memory != spec.Memory {
+				t.Fatalf("resize beyond the ceiling: %v (%+v)", err, got)
+			}
+			env.m = m
+			env.deleteAndCheckGone(t, inst)
+		})
 	}
 }

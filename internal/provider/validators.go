@@ -268,13 +268,10 @@ func notEmpty(setting, leaveOut string) validator.String {
 	}}
 }
 
-// ValidateConfig checks what only the host can tell: that the guest's memory fits in the host's.
-// Terraform validates once before the provider is configured (no manager: nothing to check) and
-// again while planning, with it.
+// ValidateConfig checks memory, max_memory and hotplug_memory together, and what only the host
+// can tell: that the guest's memory fits in the host's. Terraform validates once before the
+// provider is configured (no manager: no host to ask) and again while planning, with it.
 func (r *InstanceResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
-	if r.manager == nil {
-		return
-	}
 	sizes := map[string]int64{"memory": instances.DefaultMemory, "hotplug_memory": 0, "max_memory": 0}
 	for name := range sizes {
 		var v SizeValue
@@ -293,6 +290,9 @@ func (r *InstanceResource) ValidateConfig(ctx context.Context, req resource.Vali
 	ctx, cancel := context.WithTimeout(ctx, hostLookTimeout)
 	defer cancel()
 	err := instances.CheckMemoryRange(sizes["memory"], sizes["max_memory"], sizes["hotplug_memory"])
+	if err == nil && r.manager == nil {
+		return
+	}
 	if err == nil {
 		err = r.manager.CheckMemoryFits(ctx, sizes["memory"], sizes["hotplug_memory"])
 	}

@@ -406,3 +406,10 @@ func TestMemoryBeyondTheHostsFailsThePlanOnceConfigured(t *testing.T) {
 		})
 	}
 }
+
+func TestMemoryAboveMaxMemoryFailsBeforeTheProviderIsConfigured(t *testing.T) {
+	diags := validate(t, map[string]tftypes.Value{"memory": str("1GiB"), "max_memory": str("512MiB")})
+	if len(diags) != 1 || pathString(diags[0].Attribute) != "max_memory" || !strings.Contains(diags[0].Detail, `max_memory "512MiB" is not allowed: at least memory (1GiB)`) {
+		t.Fatalf("want one error on max_memory, got %v", diagText(diags))
+	}
+}

@@ -279,3 +279,23 @@ func TestCloudHypervisorMemoryChangesLiveWithinTheCeiling(t *testing.T) {
 		})
 	}
 }
+
+// An instance made with the deprecated hotplug_memory, written anew as memory and max_memory of the
+// same sizes, changes nothing on the guest: the same VMM runs on, and the new spelling is stored.
+func TestCloudHypervisorHotplugMemoryRespelledChangesNothing(t *testing.T) {
+	env := newTestEnv(t)
+	m := chManager(t, env, "head", "")
+	ctx := testContext(t)
+	spec := chSpec(env, "chrespell") // 256 MiB + 128 MiB hotplug
+	inst, err := m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Memory, spec.MaxMemory, spec.Hotplug = spec.Memory+spec.Hotplug, spec.Memory+spec.Hotplug, 0
+	got, err := m.Update(ctx, inst.ID, spec)
+	if err != nil || got.PID != inst.PID || got.Memory != 384*units.MiB || got.MaxMemory != 384*units.MiB || got.Hotplug != 0 {
+		t.Fatalf("respelled: %v (pid %d, was %d; %+v)", err, got.PID, inst.PID, got)
+	}
+	env.m = m
+	env.deleteAndCheckGone(t, inst)
+}

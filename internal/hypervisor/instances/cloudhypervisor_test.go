@@ -299,3 +299,30 @@ func TestCloudHypervisorHotplugMemoryRespelledChangesNothing(t *testing.T) {
 	env.m = m
 	env.deleteAndCheckGone(t, inst)
 }
+
+// A guest that never plugs the memory asked for (stuck-plug) fails the live resize; the instance
+// keeps running in the same VMM with its old memory, and its metadata says so, so that the next
+// plan asks for the change again.
+func TestCloudHypervisorLiveResizeThatTheGuestDoesNotTakeIsUndone(t *testing.T) {
+	env := newTestEnv(t)
+	m := chManager(t, env, "head", "stuck-plug")
+	ctx := testContext(t)
+	spec := env.spec("chstuck")
+	spec.Entrypoint = []string{"/bin/sh", "-c", counterScript}
+	spec.Memory, spec.MaxMemory = 256*units.MiB, 768*units.MiB
+	inst, err := m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grown := spec
+	grown.Memory = 512 * units.MiB
+	if _, err := m.Update(ctx, inst.ID, grown); err == nil || !strings.Contains(err.Error(), "it keeps 256MiB") {
+		t.Fatalf("a resize the guest does not take: %v; want an error saying it keeps 256MiB", err)
+	}
+	got, err := m.Get(ctx, inst.ID)
+	if err != nil || got.Memory != 256*units.MiB || got.PID != inst.PID || got.State != Running {
+		t.Fatalf("after the failed resize: %v (%+v)", err, got)
+	}
+	env.m = m
+	env.deleteAndCheckGone(t, inst)
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 )
@@ -23,6 +24,7 @@ type instanceModel struct {
 	Image         types.String `tfsdk:"image"`
 	VCPUs         types.Int64  `tfsdk:"vcpus"`
 	Memory        SizeValue    `tfsdk:"memory"`
+	MaxMemory     SizeValue    `tfsdk:"max_memory"`
 	HotplugMemory SizeValue    `tfsdk:"hotplug_memory"`
 	OverlaySize   SizeValue    `tfsdk:"overlay_size"`
 	Entrypoint    types.List   `tfsdk:"entrypoint"`
@@ -119,7 +121,10 @@ func (m *instanceModel) spec(ctx context.Context) (instances.Spec, diag.Diagnost
 		attr string
 		v    SizeValue
 		dst  *int64
-	}{{"memory", m.Memory, &s.Memory}, {"hotplug_memory", m.HotplugMemory, &s.Hotplug}, {"overlay_size", m.OverlaySize, &s.OverlaySize}} {
+	}{{"memory", m.Memory, &s.Memory}, {"max_memory", m.MaxMemory, &s.MaxMemory}, {"hotplug_memory", m.HotplugMemory, &s.Hotplug}, {"overlay_size", m.OverlaySize, &s.OverlaySize}} {
+		if f.v.IsNull() {
+			continue // max_memory left out: the same as memory
+		}
 		n, err := f.v.Bytes()
 		if err != nil {
 			diags.AddAttributeError(path.Root(f.attr), "Invalid Size", err.Error())
@@ -184,6 +189,10 @@ func (m *instanceModel) fill(ctx context.Context, inst *instances.Instance) diag
 	m.Image = types.StringValue(inst.Image)
 	m.VCPUs = types.Int64Value(int64(inst.VCPUs))
 	m.Memory = NewSizeValue(inst.Memory)
+	m.MaxMemory = SizeValue{StringValue: basetypes.NewStringNull()}
+	if inst.MaxMemory > 0 {
+		m.MaxMemory = NewSizeValue(inst.MaxMemory)
+	}
 	m.HotplugMemory = NewSizeValue(inst.Hotplug)
 	m.OverlaySize = NewSizeValue(inst.OverlaySize)
 

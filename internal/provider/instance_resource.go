@@ -165,9 +165,16 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 
 	id := prior.ID.ValueString()
 	target := instances.State(plan.State.ValueString())
-	// New volumes are applied like a new program: Update restarts a Running or Paused guest in place.
-	newProgram := programChanged(&plan.instanceModel, &prior.instanceModel) || mountsChanged(&plan, &prior)
-	inPlace := !plan.Image.Equal(prior.Image) || peerGroupsChanged(ctx, plan.Network, prior.Network) || waitForChanged(&plan, &prior)
+	// New volumes, and sizes that need the guest shut down, are applied like a new program: Update
+	// restarts a Running or Paused guest in place. A size changed live is applied in place.
+	resize, err := resizeOf(ctx, &plan.instanceModel, &prior.instanceModel)
+	if err != nil {
+		failure{action: "Update", name: spec.Name, id: prior.ID.ValueString(), err: err}.add(ctx, r.manager, &resp.Diagnostics)
+		return
+	}
+	newProgram := programChanged(&plan.instanceModel, &prior.instanceModel) || mountsChanged(&plan, &prior) || resize.restart
+	inPlace := !plan.Image.Equal(prior.Image) || peerGroupsChanged(ctx, plan.Network, prior.Network) || waitForChanged(&plan, &prior) ||
+		len(resize.changes) > 0 || resize.respelled
 	opts, d := stateOptions(ctx, req.Config)
 	resp.Diagnostics.Append(d...)
 	for _, s := range updateSteps(r.manager, id, target, spec, newProgram, inPlace, opts...) {
@@ -218,9 +225,9 @@ func updateSteps(m *instances.Manager, id string, target instances.State, spec i
 			_, err = m.SetState(ctx, id, target, opts...)
 			return err
 		}}
-		return []step{leaveStandby, update("restart with the new program"), setState}
+		return []step{leaveStandby, update("restart with the new program or size"), setState}
 	case inPlace:
-		return []step{update("update in place (image spelling, peer groups)"), setState}
+		return []step{update("update in place (image spelling, peer groups, live memory)"), setState}
 	}
 	return []step{setState}
 }
@@ -333,6 +340,7 @@ func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 	r.planName(ctx, p, resp)
 	r.planImage(ctx, p, resp)
 	p.planReplace(ctx, resp)
+	p.planChanges(ctx, resp)
 	r.planVolumes(ctx, p, resp)
 	p.planRuntime(resp)
 	p.planUnresponsiveVMM(resp)

@@ -98,7 +98,7 @@ func (m *Manager) claim(ctx context.Context, spec Spec, undo *cleanups) (*metada
 	undo.push(func(ctx context.Context) { _ = m.removeDir(ctx, id) })
 	md := &metadata{
 		ID: id, Name: spec.Name, Image: spec.Image, VCPUs: spec.VCPUs,
-		Memory: spec.Memory, Hotplug: spec.Hotplug, OverlaySize: spec.OverlaySize,
+		Memory: spec.Memory, MaxMemory: spec.MaxMemory, Hotplug: spec.Hotplug, OverlaySize: spec.OverlaySize,
 		Entrypoint: spec.Entrypoint, Cmd: spec.Cmd, Env: spec.Env, Workdir: spec.Workdir,
 		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(), Creating: newCreator(),
 		Volumes:    spec.Volumes, // listed before any volume records the hold, so no record is ever stale while the create runs

@@ -116,9 +116,10 @@ func (m *Manager) prepareBoot(ctx context.Context, md *metadata, drv vmm.Driver,
 		return nil, fmt.Errorf("%s version: %w", drv.Name(), err)
 	}
 	laps.lap("vmm_version")
+	lay := md.spec().layout()
 	cfg := vmm.Config{
 		Dir: m.layout.dir(md.ID), Kernel: sys.Kernel, Initrd: sys.Initrd, Cmdline: system.BaseCmdline,
-		VCPUs: md.VCPUs, MemoryBytes: md.Memory, HotplugBytes: md.Hotplug,
+		VCPUs: md.VCPUs, MemoryBytes: lay.boot, HotplugBytes: lay.region,
 		Disks: []vmm.Disk{
 			{Path: img.Rootfs, Serial: system.SerialRootfs, ReadOnly: true},
 			{Path: m.layout.overlay(md.ID), Serial: system.SerialOverlay},
@@ -226,11 +227,13 @@ func (m *Manager) watchSettle(ctx context.Context, md *metadata, offset int64) e
 	return exitError(fmt.Sprintf("%s ended right after its program started: %s%s%s", md.Name, end.Reason, console, m.vmmOutputTail(ctx, md)))
 }
 
+// growMemory plugs the memory the guest has while running (resize.go) into a guest that booted, or
+// was restored, with less.
 func (m *Manager) growMemory(ctx context.Context, md *metadata) {
-	if md.Hotplug == 0 {
+	if md.VMM.HotplugBytes == 0 {
 		return
 	}
-	if err := m.setMemory(ctx, md, md.Memory+md.Hotplug); err != nil {
+	if err := m.setMemory(ctx, md, md.spec().LiveMemory()); err != nil {
 		m.log(ctx, "could not grow memory; the guest keeps its boot memory", map[string]any{"id": md.ID, "error": err.Error()})
 	}
 }

@@ -53,7 +53,8 @@ var errCorruptMetadata = errors.New("corrupt instance metadata")
 
 // metadataVersion is the format of metadata.json this manager writes. A change of layout bumps it
 // and teaches loadMetadata to migrate the older format.
-const metadataVersion = 1
+// Version 2 added max_memory_bytes (resize.go); older files have none, which means memory.
+const metadataVersion = 2
 
 // errNewerMetadata: metadata.json was written by a newer manager, in a format this one cannot read
 // safely.
@@ -72,6 +73,7 @@ type metadata struct {
 	VCPUs       int               `json:"vcpus"`
 	Memory      int64             `json:"memory_bytes"`
 	Hotplug     int64             `json:"hotplug_bytes"`
+	MaxMemory   int64             `json:"max_memory_bytes,omitempty"`
 	OverlaySize int64             `json:"overlay_bytes"`
 	Entrypoint  []string          `json:"entrypoint"`
 	Cmd         []string          `json:"cmd"`
@@ -121,7 +123,7 @@ type metadata struct {
 
 func (md *metadata) spec() Spec {
 	return Spec{
-		Name: md.Name, Image: md.Image, VCPUs: md.VCPUs, Memory: md.Memory, Hotplug: md.Hotplug,
+		Name: md.Name, Image: md.Image, VCPUs: md.VCPUs, Memory: md.Memory, MaxMemory: md.MaxMemory, Hotplug: md.Hotplug,
 		OverlaySize: md.OverlaySize, Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env,
 		Workdir: md.Workdir, Hypervisor: md.Hypervisor, Network: md.networkSpec(), Volumes: md.Volumes,
 		WaitFor: md.WaitFor,
@@ -137,7 +139,7 @@ func (m *Manager) loadMetadata(ctx context.Context, id string) (*metadata, error
 	if err != nil {
 		return nil, err
 	}
-	md.FormatVersion = metadataVersion // versions 0 and 1 are the same layout
+	md.FormatVersion = metadataVersion // versions 0 and 1 are the same layout; 2 only adds max_memory_bytes, absent (0) before
 	return &md, nil
 }
 

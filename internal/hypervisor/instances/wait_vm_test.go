@@ -180,7 +180,7 @@ func TestWaitForTCPAndHTTPOnTheGuestsAddress(t *testing.T) {
 		if _, err := m.SetState(ctx, inst.ID, Stopped); err != nil {
 			t.Fatal(err)
 		}
-		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a boot under TCG on a loaded machine takes up to ~20 s
 		defer cancel()
 		_, err := m.SetState(sctx, inst.ID, Running)
 		we := assertNotReady(t, err, "answering 204", 5*time.Second)

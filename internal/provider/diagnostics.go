@@ -103,6 +103,9 @@ func hint(err error, name string) string {
 		return "Another instance on this host has that name. Import it (terraform import hypeman_instance.<label> " + name + ") or choose another name."
 	case errors.Is(err, host.ErrConnectionLost):
 		return "The SSH connection to the host ended during the operation, so it may or may not have taken effect there. The next run reconnects; run terraform plan to see where the instance is."
+	case errors.Is(err, instances.ErrNotReady):
+		return "The instance booted but did not show what wait_for asks for (the error says which condition, and the console's last lines). " +
+			"Read its console log, then fix the program or wait_for, or raise the operation's timeout (timeouts = { create = \"20m\" }); the next apply boots it again."
 	case errors.Is(err, context.DeadlineExceeded):
 		return "The operation did not finish within its timeout. Raise it in the resource's timeouts attribute, e.g. timeouts = { create = \"20m\" }."
 	}

@@ -63,8 +63,9 @@ func (d *InstanceDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 			},
 			"image":          computed("The OCI image reference the instance was created from."),
 			"vcpus":          schema.Int64Attribute{MarkdownDescription: "Virtual CPUs.", Computed: true},
-			"memory":         size("Memory the guest boots with (e.g. `512MiB`)."),
-			"hotplug_memory": size("Memory added after boot (`0` when none)."),
+			"memory":         size("Memory the guest has while running (e.g. `512MiB`); with `hotplug_memory`, what it boots with."),
+			"max_memory":     size("The ceiling `memory` changes within live; null when it is `memory` itself."),
+			"hotplug_memory": size("Deprecated: memory added after boot on top of `memory` (`0` when none)."),
 			"overlay_size":   size("Size of the writable overlay disk."),
 			"entrypoint": schema.ListAttribute{
 				ElementType: types.StringType, Computed: true,

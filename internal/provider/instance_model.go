@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/instances"
 )
@@ -23,6 +24,7 @@ type instanceModel struct {
 	Image         types.String `tfsdk:"image"`
 	VCPUs         types.Int64  `tfsdk:"vcpus"`
 	Memory        SizeValue    `tfsdk:"memory"`
+	MaxMemory     SizeValue    `tfsdk:"max_memory"`
 	HotplugMemory SizeValue    `tfsdk:"hotplug_memory"`
 	OverlaySize   SizeValue    `tfsdk:"overlay_size"`
 	Entrypoint    types.List   `tfsdk:"entrypoint"`
@@ -73,7 +75,9 @@ type instanceResourceModel struct {
 	// one set to its defaults, so Read keeps it as it was.
 	Network types.Object `tfsdk:"network"`
 	// Volumes are the volume blocks, filled from Instance.Volumes.
-	Volumes  types.List     `tfsdk:"volume"`
+	Volumes types.List `tfsdk:"volume"`
+	// WaitFor is what the configuration asks for, kept as it was, as Network is (instance_wait.go).
+	WaitFor  types.Object   `tfsdk:"wait_for"`
 	Timeouts timeouts.Value `tfsdk:"timeouts"`
 	// DiscardSnapshot is write-only: it is read from the configuration and never stored.
 	DiscardSnapshot types.Bool `tfsdk:"discard_snapshot"`
@@ -99,6 +103,8 @@ func (m *instanceResourceModel) spec(ctx context.Context) (instances.Spec, diag.
 	ms, _, d := mounts(ctx, m.Volumes)
 	diags.Append(d...)
 	s.Volumes = ms
+	s.WaitFor, d = waitSpec(ctx, m.WaitFor)
+	diags.Append(d...)
 	return s, diags
 }
 
@@ -115,7 +121,10 @@ func (m *instanceModel) spec(ctx context.Context) (instances.Spec, diag.Diagnost
 		attr string
 		v    SizeValue
 		dst  *int64
-	}{{"memory", m.Memory, &s.Memory}, {"hotplug_memory", m.HotplugMemory, &s.Hotplug}, {"overlay_size", m.OverlaySize, &s.OverlaySize}} {
+	}{{"memory", m.Memory, &s.Memory}, {"max_memory", m.MaxMemory, &s.MaxMemory}, {"hotplug_memory", m.HotplugMemory, &s.Hotplug}, {"overlay_size", m.OverlaySize, &s.OverlaySize}} {
+		if f.v.IsNull() {
+			continue // max_memory left out: the same as memory
+		}
 		n, err := f.v.Bytes()
 		if err != nil {
 			diags.AddAttributeError(path.Root(f.attr), "Invalid Size", err.Error())
@@ -180,6 +189,10 @@ func (m *instanceModel) fill(ctx context.Context, inst *instances.Instance) diag
 	m.Image = types.StringValue(inst.Image)
 	m.VCPUs = types.Int64Value(int64(inst.VCPUs))
 	m.Memory = NewSizeValue(inst.Memory)
+	m.MaxMemory = SizeValue{StringValue: basetypes.NewStringNull()}
+	if inst.MaxMemory > 0 {
+		m.MaxMemory = NewSizeValue(inst.MaxMemory)
+	}
 	m.HotplugMemory = NewSizeValue(inst.Hotplug)
 	m.OverlaySize = NewSizeValue(inst.OverlaySize)
 

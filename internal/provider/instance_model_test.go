@@ -170,10 +170,10 @@ func TestUpdateLeavesStandbyBeforeRestartingAndEntersItLast(t *testing.T) {
 		want       []string
 	}{
 		{"state only", instances.Paused, false, false, []string{"move to Paused"}},
-		{"program while running", instances.Running, true, false, []string{"leave Standby", "restart with the new program", "move to Running"}},
+		{"program while running", instances.Running, true, false, []string{"leave Standby", "restart with the new program or size", "move to Running"}},
 		{"program and standby", instances.Standby, true, true, []string{"restart with the new program", "move to Standby"}},
 		{"program while stopped", instances.Stopped, true, false, []string{"move to Stopped", "restart with the new program", "move to Stopped"}},
-		{"image spelling and standby", instances.Standby, false, true, []string{"update in place (image spelling, peer groups)", "move to Standby"}},
+		{"image spelling and standby", instances.Standby, false, true, []string{"update in place (image spelling, peer groups, live memory)", "move to Standby"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

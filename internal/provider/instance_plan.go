@@ -28,6 +28,8 @@ type instancePlan struct {
 	imageBroken error
 	// replacedBy names the attributes whose change replaces the instance (planReplace).
 	replacedBy []string
+	// restartsInPlace: a size change restarts the guest in place (planChanges).
+	restartsInPlace bool
 }
 
 // planIsPriorState reports whether the framework planned the instance exactly as it is: a refresh

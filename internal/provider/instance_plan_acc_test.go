@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -173,34 +172,63 @@ resource "hypeman_instance" "new" {
 	})
 }
 
-// A change that replaces the instance plans a replacement; the new instance has a new id.
-func TestAccMemoryChangeReplacesTheInstance(t *testing.T) {
+// resizeConfig is the provider and one counter instance with the given sizes.
+func (e *accEnv) resizeConfig(memory, maxMemory, overlay string, vcpus int) string {
+	entrypoint, _ := json.Marshal(counterProgram)
+	return e.providerBlock() + fmt.Sprintf(`
+resource "hypeman_instance" "plan" {
+  name         = "acc-resize"
+  image        = %q
+  vcpus        = %d
+  memory       = %q
+  max_memory   = %q
+  overlay_size = %q
+  entrypoint   = %s
+  env          = { GREETING = "one" }
+}
+`, e.image, vcpus, memory, maxMemory, overlay, entrypoint)
+}
+
+// Sizes change in place: memory within max_memory live (the same VMM), vcpus and a larger overlay
+// by a restart in place (the same id); a smaller overlay fails the plan, and after each apply the
+// plan is empty.
+func TestAccSizesChangeInPlace(t *testing.T) {
 	env := newAccEnv(t)
 	const addr = "hypeman_instance.plan"
+	v := &vm{env: env, addr: addr}
 	var firstID string
+	sameID := resource.TestCheckResourceAttrWith(addr, "id", func(id string) error {
+		if id != firstID {
+			return fmt.Errorf("the instance is %s, it was %s: it was replaced", id, firstID)
+		}
+		return nil
+	})
+	update := resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate)}}
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: accProviders,
 		Steps: []resource.TestStep{
 			{
-				Config: env.planConfig("Stopped", env.image, sizesInMiB),
-				Check:  func(s *terraform.State) (err error) { firstID, err = stateAttr(s, addr, "id"); return err },
+				Config: env.resizeConfig("256MiB", "768MiB", "256MiB", 1),
+				Check: resource.ComposeTestCheckFunc(v.counting(t), v.mark(t),
+					func(s *terraform.State) (err error) { firstID, err = stateAttr(s, addr, "id"); return err }),
 			},
 			{
-				Config: env.planConfig("Stopped", env.image, sizes{"384MiB", sizesInMiB.overlay, sizesInMiB.hotplug}),
-				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
-					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionDestroyBeforeCreate),
-				}},
-				Check: resource.ComposeTestCheckFunc(
-					resource.TestCheckResourceAttr(addr, "memory", "384MiB"),
-					resource.TestCheckResourceAttrWith(addr, "id", func(id string) error {
-						if id == firstID {
-							return fmt.Errorf("the replacement kept the id %s", id)
-						}
-						if _, err := os.Stat(env.instanceDir(firstID)); !os.IsNotExist(err) {
-							return fmt.Errorf("the replaced instance's directory is still there (%v)", err)
-						}
-						return nil
-					})),
+				Config:           env.resizeConfig("512MiB", "768MiB", "256MiB", 1),
+				ConfigPlanChecks: update,
+				Check:            resource.ComposeTestCheckFunc(sameID, v.samePID(t), resource.TestCheckResourceAttr(addr, "memory", "512MiB")),
+			},
+			emptyPlan(env.resizeConfig("512MiB", "768MiB", "256MiB", 1)),
+			{
+				Config:           env.resizeConfig("512MiB", "768MiB", "512MiB", 2),
+				ConfigPlanChecks: update,
+				Check: resource.ComposeTestCheckFunc(sameID, resource.TestCheckResourceAttr(addr, "vcpus", "2"),
+					resource.TestCheckResourceAttr(addr, "overlay_size", "512MiB"), resource.TestCheckResourceAttr(addr, "state", "Running")),
+			},
+			emptyPlan(env.resizeConfig("512MiB", "768MiB", "512MiB", 2)),
+			{
+				Config:      env.resizeConfig("512MiB", "768MiB", "256MiB", 2),
+				PlanOnly:    true,
+				ExpectError: wrapped(`overlay_size "256MiB" is not allowed: at least 512MiB, the instance's overlay: an overlay grows in place but never shrinks`),
 			},
 		},
 	})

@@ -37,12 +37,12 @@ func (p *instancePlan) planProgramExited(resp *resource.ModifyPlanResponse) {
 }
 
 // planExit plans exit_code and state_reason. A change of state leaves nothing to say about the
-// last boot (a stop on request is no exit); otherwise they stay.
-func planExit(prior, plan *instanceModel) {
+// last boot (a stop on request is no exit), nor does a restart; otherwise they stay.
+func planExit(prior, plan *instanceModel, restart bool) {
 	if plan.State.IsUnknown() {
 		return
 	}
-	if plan.State.Equal(prior.State) && (plan.State.ValueString() == string(instances.Stopped) || !programChanged(plan, prior)) {
+	if plan.State.Equal(prior.State) && (plan.State.ValueString() == string(instances.Stopped) || !restart) {
 		plan.ExitCode, plan.StateReason = prior.ExitCode, prior.StateReason
 		return
 	}

@@ -13,8 +13,8 @@ import (
 )
 
 // fixedForLife lists, for the docs and messages, what an instance keeps for its life.
-const fixedForLife = "`name`, `image` (but for another spelling of the same image), `vcpus`, `memory`, `hotplug_memory`, " +
-	"`overlay_size` and `network` (but for what the instance already has)"
+const fixedForLife = "`name`, `image` (but for another spelling of the same image) and `network` (but for what the instance " +
+	"already has); its sizes change in place (instance_plan_changes.go)"
 
 // planReplace decides which changes replace the instance, and warns of what the replacement
 // deletes: a replacement is a new instance, with nothing of the old one's but its configuration.
@@ -39,11 +39,6 @@ func (p *instancePlan) planReplace(ctx context.Context, resp *resource.ModifyPla
 	}{
 		{"name", !plan.Name.Equal(prior.Name)},
 		{"image", !plan.Image.Equal(prior.Image) && !p.sameImage},
-		{"vcpus", !plan.VCPUs.Equal(prior.VCPUs)},
-		// Sizes spelled differently are planned with the prior spelling (sizeKeepsStateSpelling).
-		{"memory", !plan.Memory.Equal(prior.Memory)},
-		{"hotplug_memory", !plan.HotplugMemory.Equal(prior.HotplugMemory)},
-		{"overlay_size", !plan.OverlaySize.Equal(prior.OverlaySize)},
 	} {
 		if c.changed {
 			p.replacedBy = append(p.replacedBy, c.attr)
@@ -67,6 +62,9 @@ func (p *instancePlan) replacementLoss() string {
 	changed := strings.Join(p.replacedBy, ", ")
 	var b strings.Builder
 	fmt.Fprintf(&b, "Instance: %s\n", describe(prior.Name.ValueString(), prior.ID.ValueString()))
+	for _, attr := range p.replacedBy {
+		fmt.Fprintf(&b, "%s: %s\n", attr, instances.ActionReplace)
+	}
 	fmt.Fprintf(&b, "Changing %s replaces the instance: the old one is deleted, and a new one boots from the image with an empty overlay. Deleted with the old one:\n", changed)
 	b.WriteString("- its overlay disk: everything the guest wrote outside the image\n")
 	switch instances.State(prior.State.ValueString()) {

@@ -17,11 +17,12 @@ func (p *instancePlan) planRuntime(resp *resource.ModifyPlanResponse) {
 		return // the plan of the replacement's create decides
 	}
 	plan, prior := &p.plan.instanceModel, &p.prior.instanceModel
-	if plan.State.Equal(prior.State) && !programChanged(plan, prior) {
+	restart := programChanged(plan, prior) || p.restartsInPlace
+	if plan.State.Equal(prior.State) && !restart {
 		plan.keepUnknownOutputs(prior)
 		return
 	}
-	planRuntimeChange(prior, plan)
+	planRuntimeChange(prior, plan, restart)
 }
 
 // keepUnknownOutputs gives every computed-only attribute that plan has as unknown its prior value.
@@ -50,10 +51,10 @@ func keep[T attr.Value](planned *T, prior T) {
 }
 
 // willBoot reports whether applying plan may boot the guest afresh, which is when the VMM version
-// is read anew. Moving between Running, Paused and Standby
+// is read anew; restart: the update restarts the guest in place (a new program or size). Moving between Running, Paused and Standby
 // (a restore included) and stopping never boot.
-func willBoot(prior, plan *instanceModel) bool {
-	if !plan.State.Equal(types.StringValue(string(instances.Stopped))) && programChanged(plan, prior) {
+func willBoot(prior, plan *instanceModel, restart bool) bool {
+	if !plan.State.Equal(types.StringValue(string(instances.Stopped))) && restart {
 		return true
 	}
 	switch instances.State(prior.State.ValueString()) {
@@ -65,14 +66,14 @@ func willBoot(prior, plan *instanceModel) bool {
 
 // planRuntimeChange plans the computed attributes whose value after apply is known at plan time,
 // so that a state change shows as itself rather than as a list of "known after apply".
-func planRuntimeChange(prior, plan *instanceModel) {
-	if !willBoot(prior, plan) {
+func planRuntimeChange(prior, plan *instanceModel, restart bool) {
+	if !willBoot(prior, plan, restart) {
 		plan.HypervisorVersion = prior.HypervisorVersion
 	}
 	if plan.State.IsUnknown() {
 		return
 	}
-	planExit(prior, plan)
+	planExit(prior, plan, restart)
 	switch target := instances.State(plan.State.ValueString()); target {
 	case instances.Stopped:
 		plan.PID, plan.StartedAt = types.Int64Null(), types.StringNull()
@@ -81,7 +82,7 @@ func planRuntimeChange(prior, plan *instanceModel) {
 		plan.PID, plan.StartedAt = types.Int64Null(), types.StringNull()
 	case instances.Running, instances.Paused:
 		plan.SnapshotBytes = types.Int64Value(0)
-		if was := instances.State(prior.State.ValueString()); (was == instances.Running || was == instances.Paused) && !programChanged(plan, prior) {
+		if was := instances.State(prior.State.ValueString()); (was == instances.Running || was == instances.Paused) && !restart {
 			plan.PID, plan.StartedAt = prior.PID, prior.StartedAt // pausing and resuming keep the VMM
 		}
 	}

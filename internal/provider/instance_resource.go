@@ -81,6 +81,12 @@ func (r *InstanceResource) Create(ctx context.Context, req resource.CreateReques
 	target := instances.State(plan.State.ValueString())
 	tflog.Info(ctx, "creating instance", map[string]any{"name": spec.Name, "image": spec.Image, "state": string(target), "timeout": timeout.String()})
 	inst, err := r.manager.Create(ctx, spec, target)
+	if inst != nil && errors.Is(err, instances.ErrNotReady) {
+		// Kept, Stopped, for its console: stored with the error, Terraform taints it (instance_wait.go).
+		failure{action: "Create", name: spec.Name, id: inst.ID, err: err, left: observed(inst) + notReadyLeft}.add(ctx, r.manager, &resp.Diagnostics)
+		r.readBack(ctx, "Create", inst.ID, "", &plan, &resp.State, &resp.Diagnostics)
+		return
+	}
 	if err != nil {
 		failure{action: "Create", name: spec.Name, err: err,
 			left: "nothing: a failed create removes everything it made on the host"}.add(ctx, r.manager, &resp.Diagnostics)
@@ -159,9 +165,16 @@ func (r *InstanceResource) Update(ctx context.Context, req resource.UpdateReques
 
 	id := prior.ID.ValueString()
 	target := instances.State(plan.State.ValueString())
-	// New volumes are applied like a new program: Update restarts a Running or Paused guest in place.
-	newProgram := programChanged(&plan.instanceModel, &prior.instanceModel) || mountsChanged(&plan, &prior)
-	inPlace := !plan.Image.Equal(prior.Image) || peerGroupsChanged(ctx, plan.Network, prior.Network)
+	// New volumes, and sizes that need the guest shut down, are applied like a new program: Update
+	// restarts a Running or Paused guest in place. A size changed live is applied in place.
+	resize, err := resizeOf(ctx, &plan.instanceModel, &prior.instanceModel)
+	if err != nil {
+		failure{action: "Update", name: spec.Name, id: prior.ID.ValueString(), err: err}.add(ctx, r.manager, &resp.Diagnostics)
+		return
+	}
+	newProgram := programChanged(&plan.instanceModel, &prior.instanceModel) || mountsChanged(&plan, &prior) || resize.restart
+	inPlace := !plan.Image.Equal(prior.Image) || peerGroupsChanged(ctx, plan.Network, prior.Network) || waitForChanged(&plan, &prior) ||
+		len(resize.changes) > 0 || resize.respelled
 	opts, d := stateOptions(ctx, req.Config)
 	resp.Diagnostics.Append(d...)
 	for _, s := range updateSteps(r.manager, id, target, spec, newProgram, inPlace, opts...) {
@@ -212,9 +225,9 @@ func updateSteps(m *instances.Manager, id string, target instances.State, spec i
 			_, err = m.SetState(ctx, id, target, opts...)
 			return err
 		}}
-		return []step{leaveStandby, update("restart with the new program"), setState}
+		return []step{leaveStandby, update("restart with the new program or size"), setState}
 	case inPlace:
-		return []step{update("update in place (image spelling, peer groups)"), setState}
+		return []step{update("update in place (image spelling, peer groups, live memory)"), setState}
 	}
 	return []step{setState}
 }
@@ -286,7 +299,7 @@ func (r *InstanceResource) Delete(ctx context.Context, req resource.DeleteReques
 func (r *InstanceResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	ctx, cancel := context.WithTimeout(ctx, defaultReadTimeout)
 	defer cancel()
-	m := instanceResourceModel{Network: types.ObjectNull(instanceNetworkAttrTypes), Volumes: types.ListNull(mountType), Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
+	m := instanceResourceModel{Network: types.ObjectNull(instanceNetworkAttrTypes), Volumes: types.ListNull(mountType), WaitFor: types.ObjectNull(waitForAttrTypes), Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
 	exists, d := r.read(ctx, "Import", req.ID, &m.instanceModel, &m.Volumes)
 	resp.Diagnostics.Append(d...)
 	if resp.Diagnostics.HasError() {
@@ -297,6 +310,9 @@ func (r *InstanceResource) ImportState(ctx context.Context, req resource.ImportS
 			err:  fmt.Errorf("no instance has the id or name %q on this host (data_dir %s)", req.ID, r.manager.DataDir()),
 			left: "nothing was changed"}.add(ctx, r.manager, &resp.Diagnostics)
 		return
+	}
+	if inst, err := r.manager.Get(ctx, m.ID.ValueString()); err == nil {
+		m.WaitFor = waitForObject(inst.WaitFor) // kept on the host, so the next plan is empty
 	}
 	tflog.Info(ctx, "imported instance", map[string]any{"id": m.ID.ValueString(), "name": m.Name.ValueString()})
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
@@ -320,9 +336,11 @@ func (r *InstanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 	}
 	defer p.write(ctx, resp)
 	r.planNetwork(ctx, p, resp)
+	r.planWaitFor(ctx, p, resp)
 	r.planName(ctx, p, resp)
 	r.planImage(ctx, p, resp)
 	p.planReplace(ctx, resp)
+	p.planChanges(ctx, resp)
 	r.planVolumes(ctx, p, resp)
 	p.planRuntime(resp)
 	p.planUnresponsiveVMM(resp)

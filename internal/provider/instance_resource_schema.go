@@ -94,28 +94,47 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Validators: []validator.String{validImage()},
 			},
 			"vcpus": schema.Int64Attribute{
-				CustomType:          vcpusType,
-				MarkdownDescription: fmt.Sprintf("Virtual CPUs, a whole number from 1 to %d. Defaults to `1`. Changing it replaces the instance.", instances.MaxVCPUs),
-				Optional:            true,
-				Computed:            true,
-				Default:             int64default.StaticInt64(1),
-				Validators:          []validator.Int64{validVCPUs()},
+				CustomType: vcpusType,
+				MarkdownDescription: fmt.Sprintf("Virtual CPUs, a whole number from 1 to %d. Defaults to `1`. Changing it restarts the instance in place "+
+					"(overlay, volumes, id and addresses kept; a stopped one takes it at its next start), and the plan says so.", instances.MaxVCPUs),
+				Optional:   true,
+				Computed:   true,
+				Default:    int64default.StaticInt64(1),
+				Validators: []validator.Int64{validVCPUs()},
 			},
 			"memory": schema.StringAttribute{
 				CustomType: SizeType{},
-				MarkdownDescription: "Memory the guest boots with, " + memoryRule.allowed + ". Sizes are binary (`1GB` = `1024MiB`), and " +
-					"two spellings of the same size are not a change. Together with `hotplug_memory` it must fit in the host's memory " +
-					"(`MemTotal` of its `/proc/meminfo`), which the plan checks. Defaults to `" + units.Format(instances.DefaultMemory) + "`. Changing it replaces the instance.",
+				MarkdownDescription: "Memory the guest has while running, " + memoryRule.allowed + ". Sizes are binary (`1GB` = `1024MiB`), and " +
+					"two spellings of the same size are not a change. It must fit in the host's memory (`MemTotal` of its `/proc/meminfo`), " +
+					"with `max_memory` or `hotplug_memory`, which the plan checks. Defaults to `" + units.Format(instances.DefaultMemory) + "`. " +
+					"Within `max_memory` it changes live, while the program runs on; beyond it, the instance restarts in place with the new " +
+					"ceiling (overlay, volumes, id and addresses kept). The plan names which. With the deprecated `hotplug_memory`, it is " +
+					"the memory the guest boots with.",
 				Optional:      true,
 				Computed:      true,
 				Default:       stringdefault.StaticString(units.Format(instances.DefaultMemory)),
 				Validators:    []validator.String{validSize(memoryRule)},
 				PlanModifiers: sizeMods,
 			},
+			"max_memory": schema.StringAttribute{
+				CustomType: SizeType{},
+				MarkdownDescription: "The ceiling `memory` changes within live, " + maxMemoryRule.allowed + ". Left out, it is `memory`, " +
+					"and a change of `memory` restarts the instance in place. Above `memory`, the guest boots with " +
+					units.Format(instances.BootMemory) + " and gets the rest as hot-pluggable memory (virtio-mem), plugged up to `memory` " +
+					"after boot, given back before `Standby` (so the snapshot stays small) and plugged again after the restore; " +
+					"`memory` must then be a multiple of " + units.Format(instances.HotplugStep) + " from " + units.Format(instances.BootMemory) +
+					". Changing it restarts the instance in place.",
+				Optional:      true,
+				Validators:    []validator.String{validSize(maxMemoryRule)},
+				PlanModifiers: sizeMods,
+			},
 			"hotplug_memory": schema.StringAttribute{
 				CustomType: SizeType{},
-				MarkdownDescription: "Memory added after boot, " + hotplugRule.allowed + ". It is given back before `Standby` so the " +
-					"snapshot stays small, and added again after restore. Defaults to `0`. Changing it replaces the instance.",
+				DeprecationMessage: "hotplug_memory is deprecated: write memory = memory + hotplug_memory (the size the guest has while running) " +
+					"and max_memory = the same size or more, then remove hotplug_memory. The instance keeps its memory and is not replaced.",
+				MarkdownDescription: "Deprecated: write `memory` as the size while running and `max_memory` as the ceiling instead. Memory " +
+					"added after boot on top of `memory`, " + hotplugRule.allowed + ". It is given back before `Standby` so the " +
+					"snapshot stays small, and added again after restore. Defaults to `0`. Changing it restarts the instance in place.",
 				Optional:      true,
 				Computed:      true,
 				Default:       stringdefault.StaticString("0"),
@@ -125,7 +144,9 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			"overlay_size": schema.StringAttribute{
 				CustomType: SizeType{},
 				MarkdownDescription: "Size of the writable overlay disk on top of the read-only image, " + overlayRule.allowed + ". " +
-					"It is a sparse file: only what the guest writes takes space. Defaults to `" + units.Format(instances.DefaultOverlay) + "`. Changing it replaces the instance.",
+					"It is a sparse file: only what the guest writes takes space. Defaults to `" + units.Format(instances.DefaultOverlay) + "`. It only grows: " +
+					"a larger size grows the overlay in place, keeping its data (at once on the host for a stopped instance, by a restart in " +
+					"place for a running one); a smaller one is refused at plan.",
 				Optional:      true,
 				Computed:      true,
 				Default:       stringdefault.StaticString(units.Format(instances.DefaultOverlay)),
@@ -175,6 +196,7 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 				Validators: []validator.String{validState()},
 			},
 			"network":  instanceNetworkAttribute(),
+			"wait_for": waitForAttribute(),
 			"timeouts": timeoutsAttribute(ctx),
 
 			"image_digest": schema.StringAttribute{

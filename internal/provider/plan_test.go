@@ -81,7 +81,7 @@ func TestSizeSpelledDifferentlyIsNotAChange(t *testing.T) {
 		{"same memory in bytes", "memory", "536870912", "512MiB", false},
 		{"same overlay in GB", "overlay_size", "10GB", "10GiB", false},
 		{"same hotplug as 0B", "hotplug_memory", "0B", "0", false},
-		{"more memory", "memory", "1GiB", "1GiB", true},
+		{"another image", "image", "alpine:3.21", "alpine:3.21", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -298,13 +298,12 @@ func TestReplacementWarnsWhatItDeletes(t *testing.T) {
 	}{
 		{"Standby", map[string]tftypes.Value{"image": str("alpine:3.21")}, "image",
 			[]string{"overlay disk", "Standby snapshot (48.0 MiB on disk)", "guest's memory"}, []string{"running guest"}},
-		{"Running", map[string]tftypes.Value{"memory": str("1GiB")}, "memory", []string{"overlay disk", "running guest's memory"}, []string{"snapshot"}},
-		{"Paused", map[string]tftypes.Value{"vcpus": tftypes.NewValue(tftypes.Number, 2)}, "vcpus", []string{"overlay disk", "running guest's memory"}, nil},
-		{"Stopped", map[string]tftypes.Value{"overlay_size": str("20GiB")}, "overlay_size", []string{"overlay disk"}, []string{"guest's memory", "snapshot"}},
-		{"Running", map[string]tftypes.Value{"hotplug_memory": str("512MiB")}, "hotplug_memory", []string{"overlay disk"}, nil},
-		{"Running", map[string]tftypes.Value{"name": str("web2")}, "name", []string{"overlay disk"}, nil},
-		// A new program needs no restart in Standby when the instance is replaced anyway.
-		{"Standby", map[string]tftypes.Value{"memory": str("1GiB"), "env": strMap(map[string]string{"GREETING": "two"})}, "memory",
+		{"Running", map[string]tftypes.Value{"image": str("alpine:3.21")}, "image", []string{"image: replacement, the overlay is lost", "overlay disk", "running guest's memory"}, []string{"snapshot"}},
+		{"Paused", map[string]tftypes.Value{"image": str("alpine:3.21")}, "image", []string{"overlay disk", "running guest's memory"}, nil},
+		{"Stopped", map[string]tftypes.Value{"image": str("alpine:3.21")}, "image", []string{"overlay disk"}, []string{"guest's memory", "snapshot"}},
+		{"Running", map[string]tftypes.Value{"name": str("web2")}, "name", []string{"name: replacement, the overlay is lost", "overlay disk"}, nil},
+		// A new program or size needs no restart in Standby when the instance is replaced anyway.
+		{"Standby", map[string]tftypes.Value{"name": str("web2"), "memory": str("1GiB"), "env": strMap(map[string]string{"GREETING": "two"})}, "name",
 			[]string{"Standby snapshot"}, nil},
 	}
 	for _, tt := range tests {
@@ -499,7 +498,7 @@ func TestANameTakenOnTheHostFailsAtPlanTimeUnlessItsHolderIsBeingReplaced(t *tes
 
 	// Replacing the holder: the plan for its update comes first, then the plan of the new one's create.
 	prior := merge(existing("Stopped", nil), map[string]tftypes.Value{"id": str(holder.ID), "name": str("taken"), "image": str(e.layout), "image_digest": str(e.digest)})
-	expectReplaceWarning(t, planOn(t, e.server, prior, configOf(merge(prior, map[string]tftypes.Value{"vcpus": tftypes.NewValue(tftypes.Number, 2)}))), true)
+	expectReplaceWarning(t, planOn(t, e.server, prior, configOf(merge(prior, map[string]tftypes.Value{"image": str("alpine:3.21")}))), true)
 	if resp := create("taken"); len(resp.Diagnostics) != 0 {
 		t.Errorf("the create that replaces the holder: %v", diagText(resp.Diagnostics))
 	}

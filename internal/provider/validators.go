@@ -97,9 +97,10 @@ type sizeRule struct {
 func ruleFor(field string) sizeRule { return sizeRule{field, instances.SizeRules[field].Allowed} }
 
 var (
-	memoryRule  = ruleFor("memory")
-	hotplugRule = ruleFor("hotplug_memory")
-	overlayRule = ruleFor("overlay_size")
+	memoryRule    = ruleFor("memory")
+	hotplugRule   = ruleFor("hotplug_memory")
+	maxMemoryRule = ruleFor("max_memory")
+	overlayRule   = ruleFor("overlay_size")
 )
 
 // check parses s and applies the manager's rule; errors quote s as the user wrote it.
@@ -267,14 +268,11 @@ func notEmpty(setting, leaveOut string) validator.String {
 	}}
 }
 
-// ValidateConfig checks what only the host can tell: that the guest's memory fits in the host's.
-// Terraform validates once before the provider is configured (no manager: nothing to check) and
-// again while planning, with it.
+// ValidateConfig checks memory, max_memory and hotplug_memory together, and what only the host
+// can tell: that the guest's memory fits in the host's. Terraform validates once before the
+// provider is configured (no manager: no host to ask) and again while planning, with it.
 func (r *InstanceResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
-	if r.manager == nil {
-		return
-	}
-	sizes := map[string]int64{"memory": instances.DefaultMemory, "hotplug_memory": 0}
+	sizes := map[string]int64{"memory": instances.DefaultMemory, "hotplug_memory": 0, "max_memory": 0}
 	for name := range sizes {
 		var v SizeValue
 		if diags := req.Config.GetAttribute(ctx, path.Root(name), &v); diags.HasError() || v.IsUnknown() {
@@ -291,7 +289,22 @@ func (r *InstanceResource) ValidateConfig(ctx context.Context, req resource.Vali
 	}
 	ctx, cancel := context.WithTimeout(ctx, hostLookTimeout)
 	defer cancel()
-	if err := r.manager.CheckMemoryFits(ctx, sizes["memory"], sizes["hotplug_memory"]); err != nil {
+	err := instances.CheckMemoryRange(sizes["memory"], sizes["max_memory"], sizes["hotplug_memory"])
+	if err == nil && r.manager == nil {
+		return
+	}
+	if err == nil {
+		err = r.manager.CheckMemoryFits(ctx, sizes["memory"], sizes["hotplug_memory"])
+	}
+	if err == nil && sizes["max_memory"] > sizes["memory"] {
+		if err = r.manager.CheckMemoryFits(ctx, sizes["max_memory"], 0); err != nil {
+			var fe *instances.FieldError
+			if errors.As(err, &fe) {
+				err = &instances.FieldError{Field: "max_memory", Value: fe.Value, Allowed: fe.Allowed}
+			}
+		}
+	}
+	if err != nil {
 		at := path.Root("memory")
 		var fe *instances.FieldError
 		if errors.As(err, &fe) {

@@ -29,7 +29,37 @@ func validate(t *testing.T, attrs map[string]tftypes.Value) []*tfprotov6.Diagnos
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.Diagnostics
+	return withoutDeprecation(resp.Diagnostics)
+}
+
+// withoutDeprecation drops the warning that a deprecated attribute (hotplug_memory) is set, which
+// TestHotplugMemoryIsDeprecatedWithWhatToWriteInstead checks.
+func withoutDeprecation(diags []*tfprotov6.Diagnostic) []*tfprotov6.Diagnostic {
+	var out []*tfprotov6.Diagnostic
+	for _, d := range diags {
+		if d.Summary != "Attribute Deprecated" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func TestHotplugMemoryIsDeprecatedWithWhatToWriteInstead(t *testing.T) {
+	s := protocolServer(t)
+	typ := resourceType(t, s)
+	resp, err := s.ValidateResourceConfig(context.Background(), &tfprotov6.ValidateResourceConfigRequest{
+		TypeName: "hypeman_instance",
+		Config: dynamic(t, typ, object(typ, map[string]tftypes.Value{"name": str("web"), "image": str("alpine:3.20"),
+			"memory": str("512MiB"), "hotplug_memory": str("256MiB")})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Diagnostics) != 1 || resp.Diagnostics[0].Severity != tfprotov6.DiagnosticSeverityWarning ||
+		!strings.Contains(resp.Diagnostics[0].Detail, "write memory = memory + hotplug_memory") ||
+		!strings.Contains(resp.Diagnostics[0].Detail, "max_memory") {
+		t.Fatalf("want one deprecation warning saying what to write instead, got %v", diagText(resp.Diagnostics))
+	}
 }
 
 func num(n any) tftypes.Value { return tftypes.NewValue(tftypes.Number, n) }
@@ -336,7 +366,7 @@ func TestMemoryBeyondTheHostsFailsThePlanOnceConfigured(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return resp.Diagnostics
+		return withoutDeprecation(resp.Diagnostics)
 	}
 	tests := []struct {
 		name   string
@@ -349,6 +379,15 @@ func TestMemoryBeyondTheHostsFailsThePlanOnceConfigured(t *testing.T) {
 		{"hotplug memory beyond the host's", configured, map[string]tftypes.Value{"memory": str("1GiB"), "hotplug_memory": str("1TiB")},
 			"hotplug_memory", `hotplug_memory "1TiB" is not allowed: at most`},
 		{"a guest that fits", configured, map[string]tftypes.Value{"memory": str("256MiB"), "hotplug_memory": str("128MiB")}, "", ""},
+		{"max memory beyond the host's", configured, map[string]tftypes.Value{"memory": str("1GiB"), "max_memory": str("1TiB")},
+			"max_memory", `max_memory "1TiB" is not allowed: at most the host's`},
+		{"max memory below memory", configured, map[string]tftypes.Value{"memory": str("1GiB"), "max_memory": str("512MiB")},
+			"max_memory", `max_memory "512MiB" is not allowed: at least memory (1GiB)`},
+		{"memory off the step below max memory", configured, map[string]tftypes.Value{"memory": str("300MiB"), "max_memory": str("1GiB")},
+			"memory", `memory "300MiB" is not allowed: a multiple of 128MiB from 256MiB when max_memory (1GiB) is above it`},
+		{"max memory with hotplug memory", configured, map[string]tftypes.Value{"memory": str("512MiB"), "max_memory": str("1GiB"), "hotplug_memory": str("256MiB")},
+			"hotplug_memory", `hotplug_memory "256MiB" is not allowed: 0 when max_memory is set: hotplug_memory is deprecated; write memory = 768MiB and max_memory instead`},
+		{"a ceiling that fits", configured, map[string]tftypes.Value{"memory": str("512MiB"), "max_memory": str("1GiB")}, "", ""},
 		{"memory known only after apply", configured, map[string]tftypes.Value{"memory": unknown(tftypes.String), "hotplug_memory": str("1TiB")}, "", ""},
 		{"before the provider is configured", protocolServer(t), map[string]tftypes.Value{"memory": str("1TiB")}, "", ""},
 	}
@@ -365,5 +404,12 @@ func TestMemoryBeyondTheHostsFailsThePlanOnceConfigured(t *testing.T) {
 				t.Fatalf("want one error on %s saying %q, got %v", tt.at, tt.want, diagText(diags))
 			}
 		})
+	}
+}
+
+func TestMemoryAboveMaxMemoryFailsBeforeTheProviderIsConfigured(t *testing.T) {
+	diags := validate(t, map[string]tftypes.Value{"memory": str("1GiB"), "max_memory": str("512MiB")})
+	if len(diags) != 1 || pathString(diags[0].Attribute) != "max_memory" || !strings.Contains(diags[0].Detail, `max_memory "512MiB" is not allowed: at least memory (1GiB)`) {
+		t.Fatalf("want one error on max_memory, got %v", diagText(diags))
 	}
 }

@@ -63,8 +63,8 @@ func (e *accEnv) noVolumeFiles(*testing.T) resource.TestCheckFunc {
 	}
 }
 
-// TestAccVolumeDataOutlivesTheInstance: a guest writes to a volume, the instance is replaced (more
-// memory), and the new guest reads what the old one wrote; a shrink fails the plan, a grow is
+// TestAccVolumeDataOutlivesTheInstance: a guest writes to a volume, the instance restarts in place
+// (more memory), and the new boot reads what the old one wrote; a shrink fails the plan, a grow is
 // applied in place, import by name and id plans nothing, and destroy leaves no file behind.
 func TestAccVolumeDataOutlivesTheInstance(t *testing.T) {
 	env := newAccEnv(t)
@@ -93,10 +93,10 @@ func TestAccVolumeDataOutlivesTheInstance(t *testing.T) {
 					}),
 			},
 			{
-				// More memory replaces the instance; the volume and its data stay.
+				// More memory restarts the instance in place; the volume and its data stay.
 				Config: env.volumeConfig("64MiB", "384MiB", script),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
-					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionDestroyBeforeCreate),
+					plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate),
 				}},
 				Check: resource.ComposeTestCheckFunc(readConsole, func(*terraform.State) error {
 					waitConsole(t, consoleLog, 0, "the new guest reading the volume", func(c string) bool { return strings.Contains(c, "KEPT<first-guest>") })

@@ -18,7 +18,7 @@ func TestVCPUsIsWrittenAndReadAsTheModelsInt64(t *testing.T) {
 	ctx := context.Background()
 	var sresp resource.SchemaResponse
 	(&InstanceResource{}).Schema(ctx, resource.SchemaRequest{}, &sresp)
-	m := instanceResourceModel{Network: types.ObjectNull(instanceNetworkAttrTypes), Volumes: types.ListNull(mountType), Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
+	m := instanceResourceModel{Network: types.ObjectNull(instanceNetworkAttrTypes), Volumes: types.ListNull(mountType), WaitFor: types.ObjectNull(waitForAttrTypes), Timeouts: timeouts.Value{Object: types.ObjectNull(timeoutsAttrTypes)}}
 	if d := m.fill(ctx, sampleInstance()); d.HasError() {
 		t.Fatal(d)
 	}

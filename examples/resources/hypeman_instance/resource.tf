@@ -16,6 +16,12 @@ resource "hypeman_instance" "web" {
   # Running (default), Paused, Standby or Stopped; changing it never replaces the VM.
   state = "Running"
 
+  # Create, start, restart and restore succeed only once nginx answers; changing this restarts nothing.
+  wait_for = {
+    http  = { port = 80, path = "/" }
+    delay = "2s"
+  }
+
   # A volume keeps its data when the instance is replaced.
   volume {
     volume_id  = hypeman_volume.content.id
@@ -43,6 +49,11 @@ resource "hypeman_instance" "job" {
   }
   workdir      = "/tmp"
   overlay_size = "2GiB"
+
+  # Without a network interface, only a console line can be waited for.
+  wait_for = {
+    console = "^report for "
+  }
 
   # This one needs no network.
   network = {

@@ -34,6 +34,9 @@ type Host interface {
 	Signal(ctx context.Context, pid int, sig syscall.Signal) error
 	// DialUnix connects to a unix stream socket.
 	DialUnix(ctx context.Context, path string) (net.Conn, error)
+	// DialTCP connects to a TCP address from the host (over SSH, from the remote machine, so a
+	// guest on the host's bridge is reached where it lives).
+	DialTCP(ctx context.Context, addr string) (net.Conn, error)
 
 	ReadFile(ctx context.Context, path string) ([]byte, error)
 	// WriteFile writes data atomically: a temporary file in the same directory, then a rename.

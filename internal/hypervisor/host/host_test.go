@@ -529,3 +529,40 @@ func TestDetachedProcessesInheritNoDescriptorOfTheCaller(t *testing.T) {
 		}
 	}
 }
+
+// The wait for a guest's port dials from the host: over SSH the remote machine makes the
+// connection. The listener is on the loopback, which both hosts in the suite share.
+func TestTCPDialsBehaveTheSameOnEveryHost(t *testing.T) {
+	forEachHost(t, func(t *testing.T, h Host, _ string) {
+		ctx := ctxT(t)
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte("banner\n"))
+				_ = c.Close()
+			}
+		}()
+		addr := l.Addr().String()
+		conn, err := h.DialTCP(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(conn)
+		_ = conn.Close()
+		if err != nil || string(b) != "banner\n" {
+			t.Fatalf("read %q, %v from %s", b, err, addr)
+		}
+		_ = l.Close() // nothing listens on the port any more
+		if c, err := h.DialTCP(ctx, addr); err == nil {
+			_ = c.Close()
+			t.Fatalf("DialTCP of %s with nothing listening succeeded", addr)
+		}
+	})
+}

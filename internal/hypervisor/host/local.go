@@ -152,6 +152,11 @@ func (Local) DialUnix(ctx context.Context, path string) (net.Conn, error) {
 	return d.DialContext(ctx, "unix", path)
 }
 
+func (Local) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
 func (Local) ReadFile(_ context.Context, path string) ([]byte, error) { return os.ReadFile(path) }
 
 func (Local) WriteFile(_ context.Context, path string, data []byte, perm fs.FileMode) error {

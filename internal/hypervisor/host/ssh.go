@@ -127,3 +127,21 @@ func (s *SSH) DialUnix(ctx context.Context, p string) (net.Conn, error) {
 	})
 	return conn, err
 }
+
+// DialTCP opens a direct-tcpip channel: the remote sshd makes the connection (AllowTcpForwarding).
+func (s *SSH) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	var conn net.Conn
+	err := s.call(ctx, true, func(g *generation) error {
+		var err error
+		conn, err = g.client.DialContext(ctx, "tcp", addr)
+		if err == nil || g.lost(err) {
+			return err
+		}
+		var open *ssh.OpenChannelError
+		if errors.As(err, &open) && open.Reason == ssh.Prohibited {
+			return fmt.Errorf("dial tcp %s: %s forbids TCP forwarding (AllowTcpForwarding or DisableForwarding in its sshd_config): %w", addr, s.c.t.endpoint, err)
+		}
+		return &net.OpError{Op: "dial", Net: "tcp", Err: err}
+	})
+	return conn, err
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/cloudhypervisor/chstandin"
@@ -238,4 +239,90 @@ func chPut(t *testing.T, socket, action string) {
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("PUT %s: %s", action, resp.Status)
 	}
+}
+
+// Memory within max_memory changes live through vm.resize (desired_ram, checked against the spec
+// when the test ends), in the same VMM process; Standby gives it back and the restore plugs it
+// again; beyond the ceiling the instance restarts in place, keeping its id.
+func TestCloudHypervisorMemoryChangesLiveWithinTheCeiling(t *testing.T) {
+	env := newTestEnv(t)
+	for _, mode := range chModes {
+		t.Run(mode, func(t *testing.T) {
+			m := chManager(t, env, mode, "")
+			ctx := testContext(t)
+			spec := env.spec("chresize-" + mode)
+			spec.Entrypoint = []string{"/bin/sh", "-c", counterScript}
+			spec.Memory, spec.MaxMemory = 256*units.MiB, 768*units.MiB
+			inst, err := m.Create(ctx, spec, Running)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, size := range []int64{768 * units.MiB, 384 * units.MiB} {
+				spec.Memory = size
+				got, err := m.Update(ctx, inst.ID, spec)
+				if err != nil || got.PID != inst.PID || got.State != Running || got.Memory != size {
+					t.Fatalf("live resize to %s: %v (pid %d, was %d; %+v)", units.Format(size), err, got.PID, inst.PID, got)
+				}
+			}
+			for _, step := range []State{Standby, Running} {
+				if got, err := m.SetState(ctx, inst.ID, step); err != nil || got.State != step {
+					t.Fatalf("→ %s: %v", step, err)
+				}
+			}
+			spec.Memory, spec.MaxMemory = 1*units.GiB, 0
+			got, err := m.Update(ctx, inst.ID, spec)
+			if err != nil || got.ID != inst.ID || got.State != Running || got.Memory != spec.Memory {
+				t.Fatalf("resize beyond the ceiling: %v (%+v)", err, got)
+			}
+			env.m = m
+			env.deleteAndCheckGone(t, inst)
+		})
+	}
+}
+
+// An instance made with the deprecated hotplug_memory, written anew as memory and max_memory of the
+// same sizes, changes nothing on the guest: the same VMM runs on, and the new spelling is stored.
+func TestCloudHypervisorHotplugMemoryRespelledChangesNothing(t *testing.T) {
+	env := newTestEnv(t)
+	m := chManager(t, env, "head", "")
+	ctx := testContext(t)
+	spec := chSpec(env, "chrespell") // 256 MiB + 128 MiB hotplug
+	inst, err := m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Memory, spec.MaxMemory, spec.Hotplug = spec.Memory+spec.Hotplug, spec.Memory+spec.Hotplug, 0
+	got, err := m.Update(ctx, inst.ID, spec)
+	if err != nil || got.PID != inst.PID || got.Memory != 384*units.MiB || got.MaxMemory != 384*units.MiB || got.Hotplug != 0 {
+		t.Fatalf("respelled: %v (pid %d, was %d; %+v)", err, got.PID, inst.PID, got)
+	}
+	env.m = m
+	env.deleteAndCheckGone(t, inst)
+}
+
+// A guest that never plugs the memory asked for (stuck-plug) fails the live resize; the instance
+// keeps running in the same VMM with its old memory, and its metadata says so, so that the next
+// plan asks for the change again.
+func TestCloudHypervisorLiveResizeThatTheGuestDoesNotTakeIsUndone(t *testing.T) {
+	env := newTestEnv(t)
+	m := chManager(t, env, "head", "stuck-plug")
+	ctx := testContext(t)
+	spec := env.spec("chstuck")
+	spec.Entrypoint = []string{"/bin/sh", "-c", counterScript}
+	spec.Memory, spec.MaxMemory = 256*units.MiB, 768*units.MiB
+	inst, err := m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grown := spec
+	grown.Memory = 512 * units.MiB
+	if _, err := m.Update(ctx, inst.ID, grown); err == nil || !strings.Contains(err.Error(), "it keeps 256MiB") {
+		t.Fatalf("a resize the guest does not take: %v; want an error saying it keeps 256MiB", err)
+	}
+	got, err := m.Get(ctx, inst.ID)
+	if err != nil || got.Memory != 256*units.MiB || got.PID != inst.PID || got.State != Running {
+		t.Fatalf("after the failed resize: %v (%+v)", err, got)
+	}
+	env.m = m
+	env.deleteAndCheckGone(t, inst)
 }

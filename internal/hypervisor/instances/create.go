@@ -2,6 +2,7 @@ package instances
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -38,6 +39,9 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 	if _, err := m.driver(spec.Hypervisor); err != nil {
 		return nil, err
 	}
+	if err := m.checkWaitFor(spec); err != nil {
+		return nil, err
+	}
 	if err := m.makeDataDir(ctx); err != nil {
 		return nil, err
 	}
@@ -59,9 +63,14 @@ func (m *Manager) Create(ctx context.Context, spec Spec, target State) (inst *In
 		return nil, err
 	}
 	if target != Stopped { // Stopped: created, never booted; the first start builds the config disk
-		if md, err = m.bootNew(ctx, md, target, &undo); err != nil {
+		booted, err := m.bootNew(ctx, md, target, &undo)
+		if errors.Is(err, ErrNotReady) {
+			return m.keepNotReady(ctx, md, &undo, err) // kept, Stopped, for its console (wait.go)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("create %s: %w", spec.Name, err)
 		}
+		md = booted
 	}
 	md.Creating = nil // finished: from here on it is an instance like any other
 	if err := m.saveMetadata(ctx, md); err != nil {
@@ -89,11 +98,12 @@ func (m *Manager) claim(ctx context.Context, spec Spec, undo *cleanups) (*metada
 	undo.push(func(ctx context.Context) { _ = m.removeDir(ctx, id) })
 	md := &metadata{
 		ID: id, Name: spec.Name, Image: spec.Image, VCPUs: spec.VCPUs,
-		Memory: spec.Memory, Hotplug: spec.Hotplug, OverlaySize: spec.OverlaySize,
+		Memory: spec.Memory, MaxMemory: spec.MaxMemory, Hotplug: spec.Hotplug, OverlaySize: spec.OverlaySize,
 		Entrypoint: spec.Entrypoint, Cmd: spec.Cmd, Env: spec.Env, Workdir: spec.Workdir,
 		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(), Creating: newCreator(),
 		Volumes:    spec.Volumes, // listed before any volume records the hold, so no record is ever stale while the create runs
 		PeerGroups: peerGroupsOf(spec.Network),
+		WaitFor:    spec.WaitFor,
 	}
 	if err := m.saveMetadata(ctx, md); err != nil {
 		return nil, unlock, err

@@ -88,13 +88,13 @@ func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) 
 	st, reason := obs.state, obs.reason
 	inst := &Instance{
 		ID: md.ID, Name: md.Name, Image: md.Image, ImageDigest: md.ImageDigest, VCPUs: md.VCPUs,
-		Memory: md.Memory, Hotplug: md.Hotplug, OverlaySize: md.OverlaySize,
+		Memory: md.Memory, MaxMemory: md.MaxMemory, Hotplug: md.Hotplug, OverlaySize: md.OverlaySize,
 		Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env, Workdir: md.Workdir,
 		Hypervisor: md.Hypervisor, HypervisorVersion: md.HypervisorVersion, Accelerator: md.Accelerator,
 		KernelRelease: md.KernelRelease, State: st, StateReason: reason, CreatedAt: md.CreatedAt,
 		Dir: m.layout.dir(md.ID), ConsoleLog: m.layout.console(md.ID),
 		IPAddress: md.IPAddress, MACAddress: md.MACAddress, TapDevice: md.TapDevice, PeerGroups: md.PeerGroups,
-		Volumes: md.Volumes,
+		Volumes: md.Volumes, WaitFor: md.WaitFor,
 	}
 	switch st {
 	case Running, Paused, Created, Shutdown, Unknown:

@@ -21,8 +21,9 @@ type Instance struct {
 	Image       string
 	ImageDigest string
 	VCPUs       int
-	Memory      int64 // bytes the guest boots with
-	Hotplug     int64 // bytes added after boot, taken back before standby
+	Memory      int64 // bytes the guest has while running (with Hotplug set: the bytes it boots with)
+	MaxMemory   int64 // the ceiling memory grows to live; 0 = memory (resize.go)
+	Hotplug     int64 // deprecated: bytes added after boot on top of Memory, taken back before standby
 	OverlaySize int64
 	// Entrypoint and Cmd are nil when the image's own apply.
 	Entrypoint []string
@@ -58,6 +59,8 @@ type Instance struct {
 
 	// Volumes are the volumes attached to the instance, as its spec asked for them.
 	Volumes []VolumeMount
+	// WaitFor is what its boots and restores to Running wait for (wait.go); nil for nothing.
+	WaitFor *WaitSpec
 
 	Dir        string
 	ConsoleLog string
@@ -70,8 +73,9 @@ type Spec struct {
 	Name        string
 	Image       string
 	VCPUs       int
-	Memory      int64
-	Hotplug     int64
+	Memory      int64 // what the guest has while running; with Hotplug set, what it boots with (resize.go)
+	MaxMemory   int64 // the ceiling Memory changes within live; 0 = Memory
+	Hotplug     int64 // deprecated: memory plugged after boot on top of Memory
 	OverlaySize int64
 	Entrypoint  []string // nil: the image's
 	Cmd         []string // nil: the image's (cleared when Entrypoint is set, as in Docker)
@@ -83,6 +87,8 @@ type Spec struct {
 	Network *NetworkSpec
 	// Volumes are attached in this order (volume.go).
 	Volumes []VolumeMount
+	// WaitFor is what every boot and restore to Running waits for (wait.go); nil for nothing.
+	WaitFor *WaitSpec
 }
 
 // Limits on what a Spec may ask for.
@@ -119,6 +125,8 @@ type SizeRule struct {
 // SizeRules are the manager's rules for the size fields of a Spec, by field name.
 var SizeRules = map[string]SizeRule{
 	"memory": {MinMemory, MaxMemory, units.MiB, "from " + units.Format(MinMemory) + " to " + units.Format(MaxMemory) + ", in whole MiB"},
+	"max_memory": {0, MaxMemory, HotplugStep, "0 (the same as memory) or a multiple of " + units.Format(HotplugStep) + " up to " +
+		units.Format(MaxMemory) + ", at least memory"},
 	"hotplug_memory": {0, MaxMemory, HotplugStep, "0 or a multiple of " + units.Format(HotplugStep) + " up to " +
 		units.Format(MaxMemory)},
 	"overlay_size": {MinOverlay, MaxOverlay, units.MiB, "from " + units.Format(MinOverlay) + " to " + units.Format(MaxOverlay) + ", in whole MiB"},
@@ -241,10 +249,13 @@ func (s *Spec) Validate() error {
 	for _, f := range []struct {
 		field string
 		n     int64
-	}{{"memory", s.Memory}, {"hotplug_memory", s.Hotplug}, {"overlay_size", s.OverlaySize}} {
+	}{{"memory", s.Memory}, {"max_memory", s.MaxMemory}, {"hotplug_memory", s.Hotplug}, {"overlay_size", s.OverlaySize}} {
 		if err := CheckSize(f.field, f.n); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := CheckMemoryRange(s.Memory, s.MaxMemory, s.Hotplug); err != nil {
+		errs = append(errs, err)
 	}
 	if err := ValidateEntrypoint(s.Entrypoint); err != nil {
 		errs = append(errs, err)

@@ -216,7 +216,7 @@ func (m *Manager) reach(ctx context.Context, id string, target State) error {
 }
 
 func (m *Manager) reachWith(ctx context.Context, id string, target State, o stateOptions) error {
-	booted := false
+	booted, restored := false, false
 	for range 8 { // the longest path has four hops; a hop may land further than one step
 		md, err := m.loadMetadata(ctx, id)
 		if err != nil {
@@ -231,12 +231,16 @@ func (m *Manager) reachWith(ctx context.Context, id string, target State, o stat
 			return err
 		}
 		if cur == target {
+			if restored && target == Running {
+				return m.awaitRestored(ctx, md) // a restore to Running honours wait_for (wait.go)
+			}
 			return nil
 		}
 		if cur == Stopped && booted {
 			return exitError(fmt.Sprintf("%s is Stopped again right after it booted: %s; see %s", md.Name, reason, m.layout.console(md.ID)))
 		}
 		booted = booted || cur == Stopped || cur == Shutdown
+		restored = restored || cur == Standby
 		if cur == Unknown {
 			// A VMM that does not answer can only be stopped; the next round plans from there.
 			m.log(ctx, "stopping an unresponsive VMM", map[string]any{"id": id, "reason": reason})

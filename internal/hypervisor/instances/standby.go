@@ -53,8 +53,8 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 	}()
 
 	if running {
-		if md.Hotplug > 0 {
-			if err := vm.SetMemory(ctx, md.Memory); err != nil {
+		if md.VMM.HotplugBytes > 0 { // down to the boot memory, which is all the snapshot then holds
+			if err := vm.SetMemory(ctx, md.VMM.MemoryBytes); err != nil {
 				m.log(ctx, "could not shrink memory before the snapshot", map[string]any{"id": md.ID, "error": err.Error()})
 			}
 		}

@@ -49,6 +49,7 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 	md.PID, md.VMM, md.Booted, md.StartedAt, md.Ended = pid, b.cfg, true, time.Now().UTC(), nil
 	md.HypervisorVersion, md.Accelerator = b.version, b.cfg.Accelerator
 	md.KernelHash, md.InitrdHash, md.KernelRelease = b.sys.KernelHash, b.sys.InitrdHash, b.sys.KernelRelease
+	md.BootConsole = offset // where a wait for a console line starts reading (wait.go)
 	if err := m.saveMetadata(ctx, md); err != nil {
 		_ = m.killVMM(context.WithoutCancel(ctx), md)
 		return err
@@ -66,7 +67,7 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 	laps.fields["pid"], laps.fields["accelerator"] = pid, b.cfg.Accelerator
 	m.log(ctx, "guest program started", laps.fields)
 	m.growMemory(ctx, md)
-	return nil
+	return m.awaitReady(ctx, md, offset, "boot")
 }
 
 // boot is what a fresh boot of an instance starts its VMM with.
@@ -115,9 +116,10 @@ func (m *Manager) prepareBoot(ctx context.Context, md *metadata, drv vmm.Driver,
 		return nil, fmt.Errorf("%s version: %w", drv.Name(), err)
 	}
 	laps.lap("vmm_version")
+	lay := md.spec().layout()
 	cfg := vmm.Config{
 		Dir: m.layout.dir(md.ID), Kernel: sys.Kernel, Initrd: sys.Initrd, Cmdline: system.BaseCmdline,
-		VCPUs: md.VCPUs, MemoryBytes: md.Memory, HotplugBytes: md.Hotplug,
+		VCPUs: md.VCPUs, MemoryBytes: lay.boot, HotplugBytes: lay.region,
 		Disks: []vmm.Disk{
 			{Path: img.Rootfs, Serial: system.SerialRootfs, ReadOnly: true},
 			{Path: m.layout.overlay(md.ID), Serial: system.SerialOverlay},
@@ -225,11 +227,13 @@ func (m *Manager) watchSettle(ctx context.Context, md *metadata, offset int64) e
 	return exitError(fmt.Sprintf("%s ended right after its program started: %s%s%s", md.Name, end.Reason, console, m.vmmOutputTail(ctx, md)))
 }
 
+// growMemory plugs the memory the guest has while running (resize.go) into a guest that booted, or
+// was restored, with less.
 func (m *Manager) growMemory(ctx context.Context, md *metadata) {
-	if md.Hotplug == 0 {
+	if md.VMM.HotplugBytes == 0 {
 		return
 	}
-	if err := m.setMemory(ctx, md, md.Memory+md.Hotplug); err != nil {
+	if err := m.setMemory(ctx, md, md.spec().LiveMemory()); err != nil {
 		m.log(ctx, "could not grow memory; the guest keeps its boot memory", map[string]any{"id": md.ID, "error": err.Error()})
 	}
 }

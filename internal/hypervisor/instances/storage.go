@@ -53,7 +53,8 @@ var errCorruptMetadata = errors.New("corrupt instance metadata")
 
 // metadataVersion is the format of metadata.json this manager writes. A change of layout bumps it
 // and teaches loadMetadata to migrate the older format.
-const metadataVersion = 1
+// Version 2 added max_memory_bytes (resize.go); older files have none, which means memory.
+const metadataVersion = 2
 
 // errNewerMetadata: metadata.json was written by a newer manager, in a format this one cannot read
 // safely.
@@ -72,6 +73,7 @@ type metadata struct {
 	VCPUs       int               `json:"vcpus"`
 	Memory      int64             `json:"memory_bytes"`
 	Hotplug     int64             `json:"hotplug_bytes"`
+	MaxMemory   int64             `json:"max_memory_bytes,omitempty"`
 	OverlaySize int64             `json:"overlay_bytes"`
 	Entrypoint  []string          `json:"entrypoint"`
 	Cmd         []string          `json:"cmd"`
@@ -109,6 +111,11 @@ type metadata struct {
 	// Volumes are the mounts the instance wants; each volume records its hold (volume_attach.go).
 	Volumes []VolumeMount `json:"volumes,omitempty"`
 
+	// WaitFor is what a boot or a restore to Running waits for (wait.go); BootConsole is where the
+	// current boot's console output starts in the console log.
+	WaitFor     *WaitSpec `json:"wait_for,omitempty"`
+	BootConsole int64     `json:"boot_console_offset,omitempty"`
+
 	// Creating marks an instance whose create has not finished, and names the process running
 	// it (creating.go); the create's last metadata write drops it.
 	Creating *creator `json:"creating,omitempty"`
@@ -116,9 +123,10 @@ type metadata struct {
 
 func (md *metadata) spec() Spec {
 	return Spec{
-		Name: md.Name, Image: md.Image, VCPUs: md.VCPUs, Memory: md.Memory, Hotplug: md.Hotplug,
+		Name: md.Name, Image: md.Image, VCPUs: md.VCPUs, Memory: md.Memory, MaxMemory: md.MaxMemory, Hotplug: md.Hotplug,
 		OverlaySize: md.OverlaySize, Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env,
 		Workdir: md.Workdir, Hypervisor: md.Hypervisor, Network: md.networkSpec(), Volumes: md.Volumes,
+		WaitFor: md.WaitFor,
 	}
 }
 
@@ -131,7 +139,7 @@ func (m *Manager) loadMetadata(ctx context.Context, id string) (*metadata, error
 	if err != nil {
 		return nil, err
 	}
-	md.FormatVersion = metadataVersion // versions 0 and 1 are the same layout
+	md.FormatVersion = metadataVersion // versions 0 and 1 are the same layout; 2 only adds max_memory_bytes, absent (0) before
 	return &md, nil
 }
 

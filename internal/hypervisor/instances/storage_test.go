@@ -68,3 +68,34 @@ func TestMetadataCarriesItsFormatVersion(t *testing.T) {
 		t.Errorf("the newer metadata must be left as it was, got %q (%v)", after, err)
 	}
 }
+
+// Metadata of format 1 (before max_memory) of an instance made with memory and hotplug_memory
+// loads with the same guest memory: it boots with memory and has memory + hotplug_memory while
+// running, which is also its ceiling.
+func TestVersion1MetadataWithHotplugMemoryKeepsItsGuestMemory(t *testing.T) {
+	ctx := context.Background()
+	m := &Manager{host: host.Local{}, layout: layout{t.TempDir()}, opts: Options{Log: func(context.Context, string, map[string]any) {}}}
+	const id = "01JZ0000000000000000000001"
+	if err := os.MkdirAll(m.layout.dir(id), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(map[string]any{"format_version": 1, "id": id, "name": "old", "memory_bytes": 512 << 20, "hotplug_bytes": 256 << 20})
+	if err := os.WriteFile(m.layout.metadata(id), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	md, err := m.loadMetadata(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := md.spec()
+	if l := s.layout(); s.Memory != 512<<20 || s.Hotplug != 256<<20 || s.MaxMemory != 0 || l.boot != 512<<20 || l.region != 256<<20 ||
+		s.LiveMemory() != 768<<20 || s.Ceiling() != 768<<20 {
+		t.Fatalf("version 1 metadata read as %+v, layout %+v", s, l)
+	}
+	// Written as memory and max_memory, the same sizes are no change.
+	want := s
+	want.Memory, want.MaxMemory, want.Hotplug = 768<<20, 768<<20, 0
+	if changes, err := ResizeChanges(s, Running, want); err != nil || len(changes) != 0 {
+		t.Fatalf("hotplug_memory respelled as memory and max_memory: %v, %v; want no change", changes, err)
+	}
+}

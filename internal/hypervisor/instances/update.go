@@ -8,8 +8,9 @@ import (
 	"strings"
 )
 
-// Update changes an instance's program (entrypoint, cmd, env, workdir), its peer groups (at once,
-// whatever its state), and its image reference
+// Update changes an instance's program (entrypoint, cmd, env, workdir), its sizes (resize.go:
+// memory within its ceiling live, anything else by a restart in place; overlay_size only grows),
+// its peer groups (at once, whatever its state), and its image reference
 // to another spelling of the image it has (another tag, transport or a digest that resolves to
 // the same manifest). A running or paused guest is restarted in place to pick up a new program,
 // keeping its overlay, and comes back in the same state; a stopped one takes it at its next
@@ -32,6 +33,9 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		if err := spec.Validate(); err != nil {
 			return err
 		}
+		if err := m.checkWaitFor(spec); err != nil {
+			return err
+		}
 		digest := md.ImageDigest
 		if spec.Image != md.Image {
 			if digest, err = m.images.Resolve(ctx, spec.Image); err != nil {
@@ -49,26 +53,39 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		newProgram := !sameProgram(md.spec(), spec)
 		newVolumes := !sameMounts(md.Volumes, spec.Volumes)
 		md.Image = spec.Image
-		if !newProgram && !newVolumes {
-			return m.saveMetadata(ctx, md)
-		}
+		md.WaitFor = spec.WaitFor // applies from the next boot or restore: nothing restarts for it
 		cur, _, err := m.deriveState(ctx, md)
 		if err != nil {
 			return err
 		}
-		if cur == Standby {
+		changes, err := resizeChanges(md.spec(), m.bootedLayout(md, cur), cur, spec)
+		if err != nil {
+			return err
+		}
+		before := md.spec()
+		md.VCPUs, md.Memory, md.MaxMemory, md.Hotplug = spec.VCPUs, spec.Memory, spec.MaxMemory, spec.Hotplug
+		if !newProgram && !newVolumes && len(changes) == 0 {
+			return m.saveMetadata(ctx, md) // at most the same sizes written another way
+		}
+		restart := newProgram || newVolumes || needs(changes, ActionRestart)
+		if cur == Standby && restart {
 			what := "its program"
-			if !newProgram {
+			switch {
+			case !newProgram && !newVolumes:
+				what = attributes(changes)
+			case !newProgram:
 				what = "its volumes"
 			}
 			return fmt.Errorf("%w: %s is in Standby; changing %s needs a restart, which would discard the snapshot. Set state = \"Running\" first, then change it", ErrInvalidState, md.Name, what)
 		}
-		img, err := m.image(ctx, md)
-		if err != nil {
-			return err
-		}
-		if _, err := resolveProgram(spec, img); err != nil {
-			return err
+		if newProgram || newVolumes {
+			img, err := m.image(ctx, md)
+			if err != nil {
+				return err
+			}
+			if _, err := resolveProgram(spec, img); err != nil {
+				return err
+			}
 		}
 		if newVolumes {
 			if err := m.rebindVolumes(ctx, md, spec.Volumes); err != nil {
@@ -79,11 +96,22 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		if err := m.saveMetadata(ctx, md); err != nil {
 			return err
 		}
-		if cur == Stopped {
-			return nil
+		if len(changes) > 0 {
+			m.log(ctx, "resizing", map[string]any{"id": id, "state": string(cur), "changes": fmt.Sprint(changes)})
 		}
-		m.log(ctx, "restarting to apply a new program or volumes", map[string]any{"id": id, "state": string(cur)})
+		switch {
+		case cur == Stopped:
+			return m.growOverlay(ctx, id, spec.OverlaySize)
+		case !restart && needs(changes, ActionLive):
+			return m.resizeLive(ctx, md, before)
+		case !restart:
+			return nil // Standby: the restore plugs the new memory (power.go)
+		}
+		m.log(ctx, "restarting in place to apply a new program, volumes or size", map[string]any{"id": id, "state": string(cur)})
 		if err := m.reach(ctx, id, Stopped); err != nil {
+			return fmt.Errorf("restart %s in place: %w; it is left %s", md.Name, err, m.stateOf(ctx, id))
+		}
+		if err := m.growOverlay(ctx, id, spec.OverlaySize); err != nil {
 			return fmt.Errorf("restart %s in place: %w; it is left %s", md.Name, err, m.stateOf(ctx, id))
 		}
 		back := cur
@@ -110,18 +138,6 @@ func immutableDiff(have Spec, haveDigest string, want Spec, wantDigest string) [
 	}
 	if have.Image != want.Image && haveDigest != wantDigest {
 		diff = append(diff, fmt.Sprintf("image (%s is %s, the instance has %s)", want.Image, wantDigest, haveDigest))
-	}
-	if have.VCPUs != want.VCPUs {
-		diff = append(diff, "vcpus")
-	}
-	if have.Memory != want.Memory {
-		diff = append(diff, "memory")
-	}
-	if have.Hotplug != want.Hotplug {
-		diff = append(diff, "hotplug_memory")
-	}
-	if have.OverlaySize != want.OverlaySize {
-		diff = append(diff, "overlay_size")
 	}
 	if have.Hypervisor != want.Hypervisor {
 		diff = append(diff, "hypervisor")

@@ -21,7 +21,8 @@ import (
 )
 
 // The acceptance tests run Terraform against the provider in process and boot real VMs under
-// QEMU TCG, one at a time. Nothing is downloaded: the image comes from a registry on 127.0.0.1.
+// QEMU TCG, one at a time, each test holding a machine-wide VM slot. Nothing is downloaded: the
+// image comes from a registry on 127.0.0.1.
 
 var accProviders = map[string]func() (tfprotov6.ProviderServer, error){
 	"hypeman": providerserver.NewProtocol6WithError(New("test")()),
@@ -59,6 +60,7 @@ func newAccEnv(t *testing.T) *accEnv {
 	testutil.RequireTool(t, "qemu-system-x86_64")
 	testutil.RequireTool(t, "mkfs.erofs")
 	testutil.RequireTool(t, "mkfs.ext4")
+	testutil.VMSlot(t)
 	kernel, modules := testutil.Kernel(t)
 	ref := testutil.Registry(t) + "/test/busybox:latest"
 	testutil.Push(t, ref, testutil.BusyboxImage(t))

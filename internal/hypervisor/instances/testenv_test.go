@@ -88,6 +88,7 @@ func newTestEnv(t testing.TB) *testEnv {
 	testutil.RequireTool(t, "qemu-system-x86_64")
 	testutil.RequireTool(t, "mkfs.erofs")
 	testutil.RequireTool(t, "mkfs.ext4")
+	testutil.VMSlot(t)
 	vmlinuz, modules := testutil.Kernel(t)
 	shared.once.Do(func() { shared.err = setupShared() })
 	if shared.err != nil {

@@ -56,6 +56,7 @@ func requireGuestTools(t *testing.T) {
 func prepareGuest(t *testing.T) (*Artifacts, string) {
 	t.Helper()
 	requireGuestTools(t)
+	testutil.VMSlot(t)
 	vmlinuz, modules := testutil.Kernel(t)
 	dir := t.TempDir()
 	a, err := Prepare(context.Background(), host.Local{}, Config{Kernel: vmlinuz, Modules: modules, CacheDir: dir + "/system"})

@@ -79,6 +79,7 @@ func requireGuest(t *testing.T) {
 	testutil.RequireTool(t, "mkfs.ext4")
 	_, err := os.Stat(system.DefaultBusybox)
 	testutil.Require(t, err == nil, "no static busybox at "+system.DefaultBusybox)
+	testutil.VMSlot(t)
 	vmlinuz, modules := testutil.Kernel(t)
 	shared.once.Do(func() { shared.err = prepareShared(vmlinuz, modules) })
 	if shared.err != nil {

@@ -86,9 +86,10 @@ func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) 
 		return nil, err
 	}
 	st, reason := obs.state, obs.reason
+	seen := obs.spec(md)
 	inst := &Instance{
 		ID: md.ID, Name: md.Name, Image: md.Image, ImageDigest: md.ImageDigest, VCPUs: md.VCPUs,
-		Memory: md.Memory, MaxMemory: md.MaxMemory, Hotplug: md.Hotplug, OverlaySize: md.OverlaySize,
+		Memory: seen.Memory, MaxMemory: seen.MaxMemory, Hotplug: seen.Hotplug, OverlaySize: md.OverlaySize,
 		Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env, Workdir: md.Workdir,
 		Hypervisor: md.Hypervisor, HypervisorVersion: md.HypervisorVersion, Accelerator: md.Accelerator,
 		KernelRelease: md.KernelRelease, State: st, StateReason: reason, CreatedAt: md.CreatedAt,
@@ -142,6 +143,24 @@ type observed struct {
 	reason        string
 	snapshotBytes int64 // Standby only
 	exitCode      *int  // Stopped only
+	memory        int64 // Running or Paused with a hotplug region: the guest's memory now; else 0
+}
+
+// spec is md's spec with the memory the guest has now, which is not what md asks for while a
+// live resize has not finished: one whose caller died after saving the new size, or a guest that
+// did not take its memory back after a boot or restore. So the next plan shows the difference and
+// the next apply gives the memory again.
+func (o observed) spec(md *metadata) Spec {
+	s := md.spec()
+	if o.memory == 0 || o.memory == s.LiveMemory() {
+		return s
+	}
+	if s.Hotplug > 0 { // deprecated hotplug_memory: memory is what it boots with
+		s.Hotplug = max(o.memory-s.Memory, 0)
+		return s
+	}
+	s.Memory = o.memory
+	return s
 }
 
 func (m *Manager) observe(ctx context.Context, md *metadata) (observed, error) {
@@ -167,8 +186,7 @@ func (m *Manager) observe(ctx context.Context, md *metadata) (observed, error) {
 		}
 		return observed{state: Stopped, reason: end.Reason, exitCode: end.ExitCode}, nil
 	}
-	st, reason := m.askVMM(ctx, md)
-	return observed{state: st, reason: reason}, nil
+	return m.askVMM(ctx, md), nil
 }
 
 // DefaultProbeTimeout is how long a live VMM is given to answer a look at its state, unless the
@@ -194,38 +212,59 @@ func probeTimeout(ctx context.Context) time.Duration {
 	return DefaultProbeTimeout
 }
 
-// askVMM maps what a live VMM reports onto the instance states.
-func (m *Manager) askVMM(ctx context.Context, md *metadata) (State, string) {
+// askVMM maps what a live VMM reports onto the instance states, and reads the memory of a running
+// or paused guest that has a hotplug region.
+func (m *Manager) askVMM(ctx context.Context, md *metadata) observed {
+	st, reason, vm := m.askState(ctx, md)
+	obs := observed{state: st, reason: reason}
+	if vm == nil {
+		return obs
+	}
+	defer func() { _ = vm.Close() }()
+	if md.VMM.HotplugBytes > 0 && (st == Running || st == Paused) {
+		qctx, cancel := context.WithTimeout(ctx, probeTimeout(ctx))
+		defer cancel()
+		if bytes, err := vm.Memory(qctx); err == nil {
+			obs.memory = bytes
+		}
+	}
+	return obs
+}
+
+// askState maps what a live VMM reports onto the instance states. The connection it returns, when
+// the VMM answered, is the caller's to close.
+func (m *Manager) askState(ctx context.Context, md *metadata) (State, string, vmm.VM) {
 	drv, err := m.driver(md.Hypervisor)
 	if err != nil {
-		return Unknown, err.Error()
+		return Unknown, err.Error(), nil
 	}
 	qctx, cancel := context.WithTimeout(ctx, probeTimeout(ctx))
 	defer cancel()
 	vm, err := drv.Connect(qctx, m.host, md.VMM)
 	if err != nil {
-		return Unknown, fmt.Sprintf("the %s process (pid %d) is alive but its control socket does not answer: %v", md.Hypervisor, md.PID, err)
+		return Unknown, fmt.Sprintf("the %s process (pid %d) is alive but its control socket does not answer: %v", md.Hypervisor, md.PID, err), nil
 	}
-	defer func() { _ = vm.Close() }()
 	vs, err := vm.State(qctx)
 	switch {
 	case errors.Is(err, vmm.ErrNoVM):
-		return Unknown, fmt.Sprintf("the %s process (pid %d) holds no VM", md.Hypervisor, md.PID)
+		_ = vm.Close()
+		return Unknown, fmt.Sprintf("the %s process (pid %d) holds no VM", md.Hypervisor, md.PID), nil
 	case err != nil:
-		return Unknown, fmt.Sprintf("the %s process (pid %d) did not report its state: %v", md.Hypervisor, md.PID, err)
+		_ = vm.Close()
+		return Unknown, fmt.Sprintf("the %s process (pid %d) did not report its state: %v", md.Hypervisor, md.PID, err), nil
 	}
 	switch vs {
 	case vmm.Running:
-		return Running, ""
+		return Running, "", vm
 	case vmm.Paused:
-		return Paused, pauseReason(qctx, vm)
+		return Paused, pauseReason(qctx, vm), vm
 	case vmm.Shutdown:
-		return Shutdown, ""
+		return Shutdown, "", vm
 	case vmm.Created:
 		if md.Booted {
-			return Shutdown, "" // Cloud Hypervisor says Created again after a shutdown
+			return Shutdown, "", vm // Cloud Hypervisor says Created again after a shutdown
 		}
-		return Created, ""
+		return Created, "", vm
 	}
-	return Unknown, fmt.Sprintf("the %s process reports the unknown state %q", md.Hypervisor, vs)
+	return Unknown, fmt.Sprintf("the %s process reports the unknown state %q", md.Hypervisor, vs), vm
 }

@@ -54,15 +54,15 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		newVolumes := !sameMounts(md.Volumes, spec.Volumes)
 		md.Image = spec.Image
 		md.WaitFor = spec.WaitFor // applies from the next boot or restore: nothing restarts for it
-		cur, _, err := m.deriveState(ctx, md)
+		obs, err := m.observe(ctx, md)
 		if err != nil {
 			return err
 		}
-		changes, err := resizeChanges(md.spec(), m.bootedLayout(md, cur), cur, spec)
+		cur, before := obs.state, obs.spec(md) // the memory the guest has, when a resize did not finish
+		changes, err := resizeChanges(before, m.bootedLayout(md, cur), cur, spec)
 		if err != nil {
 			return err
 		}
-		before := md.spec()
 		md.VCPUs, md.Memory, md.MaxMemory, md.Hotplug = spec.VCPUs, spec.Memory, spec.MaxMemory, spec.Hotplug
 		if !newProgram && !newVolumes && len(changes) == 0 {
 			return m.saveMetadata(ctx, md) // at most the same sizes written another way

@@ -123,6 +123,9 @@ type VM interface {
 	// returns once the guest has reached it (or with an error saying how far it got). Asking for
 	// the current size is not an error.
 	SetMemory(ctx context.Context, bytes int64) error
+	// Memory reports the guest's total memory now: the boot size and what it has plugged of the
+	// hotplug region, which lags a SetMemory that has not finished (or whose caller died).
+	Memory(ctx context.Context) (int64, error)
 	// Quit stops the VMM process (the guest with it) and returns once it has gone.
 	Quit(ctx context.Context) error
 	Close() error

@@ -169,6 +169,22 @@ func (v *VM) SetMemory(ctx context.Context, bytes int64) error {
 	return v.waitMemory(ctx, bytes)
 }
 
+// Memory is vm.info's memory_actual_size with the balloon, which the driver keeps empty, added back.
+func (v *VM) Memory(ctx context.Context) (int64, error) {
+	info, err := v.c.info(ctx)
+	if isNoVM(err) {
+		return 0, fmt.Errorf("read memory: %w", vmm.ErrNoVM)
+	}
+	if err != nil {
+		return 0, err
+	}
+	bytes := info.MemoryActualSize
+	if b := info.Config.Balloon; b != nil {
+		bytes += b.Size
+	}
+	return bytes, nil
+}
+
 // memoryResizeTimeout bounds how long SetMemory waits for the guest to plug or unplug memory.
 const memoryResizeTimeout = 15 * time.Second
 

@@ -180,6 +180,17 @@ func (v *vm) SetMemory(ctx context.Context, bytes int64) error {
 	})
 }
 
+func (v *vm) Memory(ctx context.Context) (int64, error) {
+	if v.cfg.HotplugBytes == 0 {
+		return v.cfg.MemoryBytes, nil
+	}
+	var plugged int64
+	err := v.session(ctx, func(m *monitor) error {
+		return m.execute(ctx, "qom-get", qomArgs{Path: hotplugDevice, Property: "size"}, &plugged)
+	})
+	return v.cfg.MemoryBytes + plugged, err
+}
+
 // memoryResizeTimeout bounds how long SetMemory waits for the guest to plug or unplug memory.
 const memoryResizeTimeout = 15 * time.Second
 

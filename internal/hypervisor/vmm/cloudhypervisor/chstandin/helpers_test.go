@@ -1,6 +1,7 @@
 package chstandin
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -122,6 +123,33 @@ func (ts *testServer) do(method, action, body string) reply {
 }
 
 func (ts *testServer) put(action, body string) reply { return ts.do(http.MethodPut, action, body) }
+
+// putRefusable is put for a body the server may refuse before reading it (micro_http answers an
+// oversized request and closes the connection): the body is written on its own while the reply is
+// read, so a write that the closed connection breaks cannot hide the answer.
+func (ts *testServer) putRefusable(action, body string) reply {
+	ts.t.Helper()
+	c, err := net.Dial("unix", ts.sock)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	go func() {
+		_, _ = fmt.Fprintf(c, "PUT %s%s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+			APIPrefix, action, len(body), body)
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		ts.t.Fatalf("PUT %s: %v", action, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	return reply{status: resp.StatusCode, header: resp.Header, body: data}
+}
 
 // mustPut fails the test unless the action succeeds.
 func (ts *testServer) mustPut(action, body string) reply {

@@ -333,7 +333,7 @@ func TestBodySizeLimitIsTheModes(t *testing.T) {
 	for _, mode := range Modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			ts := startServer(t, Options{Mode: mode})
-			r := ts.put("vm.create", body)
+			r := ts.putRefusable("vm.create", body)
 			want := http.StatusBadRequest
 			if mode == Head {
 				want = http.StatusNoContent

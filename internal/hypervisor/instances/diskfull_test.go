@@ -93,6 +93,7 @@ const writerScript = `sleep 6; dd if=/dev/zero of=/big bs=1M count=32 conv=fsync
 const wroteAll = "WROTE 33554432"
 
 func TestDiskFullPausesTheGuestAndApplyResumesItOnceThereIsRoom(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	guests := smallGuestsDir(t, env.m, 128*units.MiB)
 	// Room to create the instance (overlay metadata, config disk, logs), not for what it writes.
@@ -292,6 +293,7 @@ func (f *fillHost) MkdirAll(ctx context.Context, p string, perm fs.FileMode) err
 }
 
 func TestStandbyThatRunsOutOfRoomSaysSoAndKeepsTheGuestRunning(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	var guests string
 	fh := &fillHost{Host: host.Local{}}

@@ -66,6 +66,7 @@ func waitStopped(t *testing.T, m *Manager, id string, within time.Duration) {
 }
 
 func TestProgramThatExitsRightAfterItStartsFailsTheCreateAndLeavesNothing(t *testing.T) {
+	t.Parallel()
 	if !netnstest.Enter(t) {
 		return
 	}
@@ -92,6 +93,7 @@ func TestProgramThatExitsRightAfterItStartsFailsTheCreateAndLeavesNothing(t *tes
 // The program's last run is told by exit_code and state_reason once the instance is Stopped: a
 // start or restart it fails at once fails too, and one it survives leaves the later end to see.
 func TestHowTheLastBootEndedIsReported(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	// MODE picks how the program ends, a few seconds after the settle window.
@@ -178,6 +180,7 @@ func TestHowTheLastBootEndedIsReported(t *testing.T) {
 
 // Over SSH the settle window and the end of a boot are read through the same host calls.
 func TestProgramExitIsToldOverSSH(t *testing.T) {
+	t.Parallel()
 	env, _, _ := newSSHTestEnv(t, nil)
 	ctx := testContext(t)
 	spec := env.spec("exit-ssh")

@@ -256,6 +256,7 @@ func recoverAndCheck(t *testing.T, env *testEnv, m *Manager, inst *Instance, nex
 }
 
 func TestProviderKilledMidStandbyIsRecoveredByTheNextStandbyOrRunning(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	cases := []struct {
 		name string

@@ -22,6 +22,7 @@ import (
 // These tests boot real guests under QEMU TCG (see testenv_test.go), one at a time.
 
 func TestTheProgramRunsWithExactlyTheConfiguredEnv(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	tricky := map[string]string{
 		"QUOTES":   `single ' and double " quotes`,
@@ -48,6 +49,7 @@ func TestTheProgramRunsWithExactlyTheConfiguredEnv(t *testing.T) {
 }
 
 func TestProgramGetsExactArgvAndWorkdirAndKeepsItsOverlay(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	args := []string{"it's", `"double"`, "$(echo no)", "`echo no`", "with  spaces", "k=v", "two\nlines", ""}
@@ -76,6 +78,7 @@ func TestProgramGetsExactArgvAndWorkdirAndKeepsItsOverlay(t *testing.T) {
 }
 
 func TestStandbyRestoreContinuesTheGuest(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.spec("counter")
@@ -139,6 +142,7 @@ func TestStandbyRestoreContinuesTheGuest(t *testing.T) {
 }
 
 func TestStopStartKeepsTheOverlayAndDeleteLeavesNothing(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.spec("stopstart")
@@ -166,6 +170,7 @@ func TestStopStartKeepsTheOverlayAndDeleteLeavesNothing(t *testing.T) {
 }
 
 func TestDeleteFromEveryState(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	for _, st := range []State{Paused, Standby, Stopped} {
@@ -185,6 +190,7 @@ func TestDeleteFromEveryState(t *testing.T) {
 }
 
 func TestStandbyFailureResumesTheVM(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.faults.snapshot = errors.New("injected: disk full after writing part of the snapshot")
 	ctx := testContext(t)
@@ -212,6 +218,7 @@ func TestStandbyFailureResumesTheVM(t *testing.T) {
 // A snapshot that cannot be restored keeps the instance in Standby, and the error names the way
 // out: discarding the snapshot, which keeps the overlay, and the instance boots again from it.
 func TestCorruptSnapshotKeepsStandbyUntilItIsDiscarded(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	cases := []struct {
 		name     string
@@ -306,6 +313,7 @@ func garble(t *testing.T, p string) {
 }
 
 func TestDeadVMMIsSeenAsStoppedAndRepaired(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.spec("killed")
@@ -331,6 +339,7 @@ func TestDeadVMMIsSeenAsStoppedAndRepaired(t *testing.T) {
 }
 
 func TestFailedCreatesLeaveNothingBehind(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	cases := []struct {
@@ -357,6 +366,7 @@ func TestFailedCreatesLeaveNothingBehind(t *testing.T) {
 }
 
 func TestBadInputIsRejectedNamingTheField(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := context.Background()
 	cases := []struct {
@@ -400,6 +410,7 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 }
 
 func TestDuplicateNameIsRefused(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.spec("twin")
@@ -480,6 +491,7 @@ func assertNoInstanceLeft(t *testing.T, m *Manager, name string) {
 }
 
 func TestUpdateRestartsInPlaceKeepingTheOverlay(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	script := `if [ -f /root/kept ]; then echo "KEPT<$(cat /root/kept)>"; fi; echo "$GREETING" > /root/kept; sync; echo "GREETING<$GREETING>"; ` + counterScript
@@ -530,6 +542,7 @@ func TestUpdateRestartsInPlaceKeepingTheOverlay(t *testing.T) {
 }
 
 func TestHotplugMemoryGrowsAfterBootAndShrinksForStandby(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.spec("hotplug")
@@ -575,6 +588,7 @@ func (env *testEnv) waitMemTotal(t *testing.T, inst *Instance, offset int, ok fu
 }
 
 func TestDeleteRemovesAnInstanceWhoseMetadataIsCorrupt(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.spec("damaged")

@@ -101,6 +101,7 @@ func assertVMMRunsAs(t *testing.T, inst *Instance, uid int) {
 // SSH, in both snapshot modes; the VMM runs as the VMM user from its start, and owns what it
 // opens; everything else stays the host user's. vmm_user = "root" opts out and still works.
 func TestInstanceFilesArePrivateAndTheVMMRunsAsItsUser(t *testing.T) {
+	t.Parallel()
 	newTestEnv(t)
 	uid, _ := vmmUserIDs(t)
 	for _, tt := range []struct {
@@ -172,6 +173,7 @@ func TestInstanceFilesArePrivateAndTheVMMRunsAsItsUser(t *testing.T) {
 // left it) is restored from its standby snapshot as the user, and its files are brought to
 // today's owner and modes on that first touch; it stands by and restores again.
 func TestOldLayoutInstanceRestoresAsTheVMMUser(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	uid, _ := vmmUserIDs(t)
 	old := env.manager(t, asUser("", SnapshotCompressed))
@@ -230,6 +232,7 @@ func TestOldLayoutInstanceRestoresAsTheVMMUser(t *testing.T) {
 
 // A VMM user the host lacks fails the create with the way out, and leaves nothing behind.
 func TestMissingVMMUserFailsTheCreateClearly(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	env.m = env.manager(t, asUser("hypeman-missing", SnapshotCompressed))
 	_, err := env.m.Create(testContext(t), env.spec("no-user"), Running)
@@ -261,6 +264,7 @@ func TestValidateVMMUser(t *testing.T) {
 // Volumes reach a VMM that runs as the user: a writable one and a read-only one (each in its
 // private directory) are handed to it, and the guest reads and writes them.
 func TestVolumesReachTheVMMUser(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	uid, _ := vmmUserIDs(t)
 	env.m = env.manager(t, asUser(DefaultVMMUser, SnapshotCompressed))
@@ -294,6 +298,7 @@ func TestVolumesReachTheVMMUser(t *testing.T) {
 // A guest on the host network whose VMM runs as the user opens its TAP (made that user's) and
 // serves on its address, before and after a standby.
 func TestNetworkedGuestOfTheVMMUserServes(t *testing.T) {
+	t.Parallel()
 	if !netnstest.Enter(t) {
 		return
 	}

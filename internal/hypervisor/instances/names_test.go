@@ -606,6 +606,7 @@ func testInterruptedCreate(t *testing.T, m *Manager, job nameHelperJob) {
 }
 
 func TestInterruptedCreateIsReclaimedAndALiveOneIsNot(t *testing.T) {
+	t.Parallel()
 	if !netnstest.Enter(t) {
 		return
 	}

@@ -198,6 +198,7 @@ func leasedIPs(t *testing.T, m *Manager) []string {
 }
 
 func TestInstancesOnTheHostNetwork(t *testing.T) {
+	t.Parallel()
 	if !netnstest.Enter(t) {
 		return
 	}
@@ -386,6 +387,7 @@ func TestInstancesOnTheHostNetwork(t *testing.T) {
 }
 
 func TestNetworkedCreatesNeverShareAnAddressAndFailuresLeaveNothing(t *testing.T) {
+	t.Parallel()
 	if !netnstest.Enter(t) {
 		return
 	}

@@ -113,6 +113,7 @@ func TestOrphansAreOnlyVMMsOfThisDataDirWhoseInstanceDirectoryIsGone(t *testing.
 // A VMM whose instance directory was removed under it keeps running; the next create of the
 // name stops it, and a Delete of an instance whose directory is gone stops its VMM.
 func TestRemovedInstanceDirectoryLeavesAnOrphanThatTheNextCreateStops(t *testing.T) {
+	t.Parallel()
 	for _, over := range []string{"local", "ssh"} {
 		t.Run(over, func(t *testing.T) {
 			var env *testEnv
@@ -177,6 +178,7 @@ func TestRemovedInstanceDirectoryLeavesAnOrphanThatTheNextCreateStops(t *testing
 // A VMM that stops answering (here: SIGSTOP) is Unknown within the probe's bound, not after
 // ten seconds; apply kills it and the guest boots cold, its overlay kept.
 func TestHungVMMIsUnknownWithinTheProbeBoundAndRunningAgainColdBootsIt(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.spec("hung")

@@ -17,6 +17,7 @@ import (
 // leaves the memory there, and Running maps it again: the counter goes on, from the same boot.
 // The RAM file stays while the snapshot needs it and goes when the guest stops.
 func TestQEMULazyRestoreMapsTheRAMFileAndTheGuestCountsOn(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	m := env.manager(t, func(o *Options) {
 		o.Drivers = []vmm.Driver{qemu.New()} // the driver itself: a wrapper would hide LazyBooter

@@ -53,6 +53,7 @@ func (env *testEnv) resizeSpec(name string) Spec {
 }
 
 func TestMemoryChangesLiveWithinTheCeilingAndRestartsInPlaceBeyondIt(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.resizeSpec("live-memory")
@@ -103,6 +104,7 @@ func TestMemoryChangesLiveWithinTheCeilingAndRestartsInPlaceBeyondIt(t *testing.
 }
 
 func TestVCPUsAndOverlayChangeInPlaceAndTheOverlayNeverShrinks(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.resizeSpec("cpus-overlay")
@@ -159,6 +161,7 @@ func TestVCPUsAndOverlayChangeInPlaceAndTheOverlayNeverShrinks(t *testing.T) {
 }
 
 func TestAStandbyInstanceTakesNewMemoryAtItsRestoreAndRefusesWhatNeedsARestart(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.resizeSpec("standby-resize")

@@ -38,6 +38,7 @@ func (l *secretLog) String() string {
 // not the console log or the VMM's output, not a process's command line. The files that must hold
 // it (metadata.json and the config disk) are out of other users' reach.
 func TestEnvValuesNeverLeak(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	var logs secretLog
 	m := env.manager(t, func(o *Options) { o.Log = logs.log })

@@ -57,6 +57,7 @@ func newSSHTestEnv(t testing.TB, wrap func(host.Host) host.Host) (*testEnv, *tes
 }
 
 func TestLifecycleOverSSH(t *testing.T) {
+	t.Parallel()
 	env, _, s := newSSHTestEnv(t, nil)
 	ctx := testContext(t)
 	spec := env.spec("over-ssh")
@@ -141,6 +142,7 @@ func (k *killHost) Stat(ctx context.Context, p string) (fs.FileInfo, error) {
 }
 
 func TestSSHDKilledDuringStandbyLeavesTheVMWhereTheNextGetFindsIt(t *testing.T) {
+	t.Parallel()
 	points := []struct {
 		name string
 		when func(op, path string) bool

@@ -50,6 +50,7 @@ func (env *testEnv) waitConsoleMatch(t *testing.T, inst *Instance, offset int, r
 }
 
 func TestAVolumeOutlivesItsInstanceAndIsSharedReadOnly(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	v, err := env.m.CreateVolume(ctx, VolumeSpec{Name: "keep", Size: 64 * units.MiB})
@@ -110,6 +111,7 @@ func TestAVolumeOutlivesItsInstanceAndIsSharedReadOnly(t *testing.T) {
 var dfRE = regexp.MustCompile(`(?m)^DF (\d+) (\S+)\r?$`)
 
 func TestVolumeGrowsWhileStoppedAndWhileRunningAndAttachmentsChangeInPlace(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	v, err := env.m.CreateVolume(ctx, VolumeSpec{Name: "grow", Size: 32 * units.MiB, Source: tarFile(t, map[string][]byte{"f": []byte("intact")})})
@@ -193,6 +195,7 @@ func TestVolumeGrowsWhileStoppedAndWhileRunningAndAttachmentsChangeInPlace(t *te
 }
 
 func TestStandbyWithAVolumeContinuesItsOpenFileAndRefusesAResize(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	v, err := env.m.CreateVolume(ctx, VolumeSpec{Name: "log", Size: 32 * units.MiB})

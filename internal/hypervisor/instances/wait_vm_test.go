@@ -50,6 +50,7 @@ func assertNotReady(t *testing.T, err error, waiting string, atLeast time.Durati
 }
 
 func TestWaitForConsoleCountsOnlyTheLinesOfThisBoot(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	m := env.m
@@ -112,6 +113,7 @@ func TestWaitForConsoleCountsOnlyTheLinesOfThisBoot(t *testing.T) {
 }
 
 func TestProgramThatExitsDuringTheWaitFailsItAtOnceWithItsExitCode(t *testing.T) {
+	t.Parallel()
 	env := newTestEnv(t)
 	ctx := testContext(t)
 	spec := env.spec("waitexit")
@@ -148,6 +150,7 @@ echo httpd-up
 exec sleep 100000`
 
 func TestWaitForTCPAndHTTPOnTheGuestsAddress(t *testing.T) {
+	t.Parallel()
 	if !netnstest.Enter(t) {
 		return
 	}
@@ -264,6 +267,7 @@ func (d *dialCounter) DialTCP(ctx context.Context, addr string) (net.Conn, error
 }
 
 func TestWaitForOverSSHDialsThroughTheHost(t *testing.T) {
+	t.Parallel()
 	if !netnstest.Enter(t) {
 		return
 	}

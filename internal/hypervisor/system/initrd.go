@@ -29,6 +29,7 @@ const (
 	initrdBusybox     = "bin/busybox"
 	initrdModulesList = "etc/modules.load" // absolute .ko paths, dependencies first, one a line
 	initrdPowerButton = "etc/acpi/PWRF/00000080"
+	initrdHotplug     = "bin/hypeman-hotplug"
 )
 
 // initrdDirs are the directories the init expects; mount points for the instance's disks and
@@ -58,6 +59,7 @@ func guestInit() string {
 		"@MARKER_ERROR@", MarkerError,
 		"@DEFAULT_PATH@", defaultPath,
 		"@MODULES_LIST@", "/"+initrdModulesList,
+		"@HOTPLUG_HANDLER@", "/"+initrdHotplug,
 	).Replace(guestInitTemplate)
 }
 
@@ -71,6 +73,16 @@ else
 	sync
 	poweroff -f
 fi
+`
+
+// hotplugHandler is run by busybox uevent for every device event the kernel sends: a vCPU the VMM
+// adds (vm.SetVCPUs) is brought online, as udev's rule does on a distribution. It runs outside the
+// merged root, with the initrd's /sys.
+const hotplugHandler = `#!/bin/busybox sh
+[ "$SUBSYSTEM" = cpu ] && [ "$ACTION" = add ] && [ -n "$DEVPATH" ] || exit 0
+online=/sys$DEVPATH/online
+[ -w "$online" ] && read -r state <"$online" && [ "$state" = 0 ] && echo 1 >"$online"
+exit 0
 `
 
 // checkBusybox rejects a busybox that needs a dynamic loader (the initrd has no libraries) or

@@ -80,6 +80,12 @@ func checkInitrdLayout(t *testing.T, entries map[string]cpioEntry, busybox []byt
 	if pb := entries[initrdPowerButton]; string(pb.data) != powerButtonHandler || pb.mode.Perm() != 0o755 {
 		t.Errorf("/%s is not the power button handler", initrdPowerButton)
 	}
+	if hp := entries[initrdHotplug]; string(hp.data) != hotplugHandler || hp.mode.Perm() != 0o755 {
+		t.Errorf("/%s is not the hotplug handler", initrdHotplug)
+	}
+	if !strings.Contains(string(entries["init"].data), "uevent /"+initrdHotplug+" ") {
+		t.Errorf("the init does not start uevent with /%s", initrdHotplug)
+	}
 	list := strings.Fields(string(entries[initrdModulesList].data))
 	for _, m := range list {
 		if !strings.HasPrefix(m, "/lib/modules/"+release+"/") || !strings.HasSuffix(m, ".ko") {

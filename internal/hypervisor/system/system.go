@@ -113,7 +113,7 @@ func Prepare(ctx context.Context, h host.Host, cfg Config) (*Artifacts, error) {
 func (cfg Config) key() string {
 	sum := sha256.New()
 	_, _ = fmt.Fprintf(sum, "%d\x00%s\x00%s\x00%s\x00%s\x00%s\x00%q\x00", cacheVersion, cfg.Kernel, cfg.Modules, cfg.Busybox,
-		guestInit(), powerButtonHandler, initrdDirs)
+		guestInit(), powerButtonHandler+hotplugHandler, initrdDirs)
 	for _, m := range guestModules {
 		_, _ = fmt.Fprintf(sum, "%s:%t\x00", m.name, m.required)
 	}
@@ -199,6 +199,7 @@ func build(ctx context.Context, h host.Host, cfg Config) (*indexEntry, error) {
 		{name: "init", mode: 0o755, data: []byte(guestInit())},
 		{name: initrdBusybox, mode: 0o755, data: busybox},
 		{name: initrdPowerButton, mode: 0o755, data: []byte(powerButtonHandler)},
+		{name: initrdHotplug, mode: 0o755, data: []byte(hotplugHandler)},
 	}
 	modules, err := readModules(ctx, in, cfg.Modules, release)
 	if err != nil {

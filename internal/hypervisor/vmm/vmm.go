@@ -48,7 +48,11 @@ type Config struct {
 	Kernel  string `json:"kernel"`
 	Initrd  string `json:"initrd"`
 	Cmdline string `json:"cmdline"`
-	VCPUs   int    `json:"vcpus"`
+	// VCPUs is the number of vCPUs the guest boots with.
+	VCPUs int `json:"vcpus"`
+	// MaxVCPUs is how many vCPUs the guest can have while it runs: VCPUs at boot, and slots for the
+	// rest that SetVCPUs plugs. 0 (or VCPUs) gives it no slots.
+	MaxVCPUs int `json:"max_vcpus,omitempty"`
 	// MemoryBytes is the memory the guest boots with.
 	MemoryBytes int64 `json:"memory_bytes"`
 	// HotplugBytes is how much memory can be added after boot (0: none).
@@ -98,6 +102,12 @@ type Driver interface {
 	Reap(ctx context.Context, h host.Host, cfg Config) error
 }
 
+// VCPURange is the vCPU counts a VM booted with cfg can be given live: from its boot count to its
+// ceiling (the boot count when it has no slots).
+func VCPURange(cfg Config) (lowest, highest int) {
+	return cfg.VCPUs, max(cfg.VCPUs, cfg.MaxVCPUs)
+}
+
 // SocketPath is the control socket of the VMM that d runs for cfg. The VMM's command line always
 // contains cfg.Dir, which tells it from a recycled pid.
 func SocketPath(d Driver, cfg Config) string { return path.Join(cfg.Dir, d.SocketName()) }
@@ -126,6 +136,13 @@ type VM interface {
 	// Memory reports the guest's total memory now: the boot size and what it has plugged of the
 	// hotplug region, which lags a SetMemory that has not finished (or whose caller died).
 	Memory(ctx context.Context) (int64, error)
+	// SetVCPUs asks for n vCPUs, between the boot count (Config.VCPUs) and Config.MaxVCPUs, and
+	// returns once the VMM has them: a removed vCPU is gone once the guest has given it up (ACPI
+	// eject), an added one is there for the guest to bring online (its init does). Asking for the
+	// current count is not an error.
+	SetVCPUs(ctx context.Context, n int) error
+	// VCPUs reports how many vCPUs the VM has now, which lags a SetVCPUs that has not finished.
+	VCPUs(ctx context.Context) (int, error)
 	// Quit stops the VMM process (the guest with it) and returns once it has gone.
 	Quit(ctx context.Context) error
 	Close() error

@@ -83,7 +83,8 @@ type balloonConfig struct {
 
 // vmResize is VmResize, the body of vm.resize.
 type vmResize struct {
-	DesiredRAM int64 `json:"desired_ram"`
+	DesiredVcpus int   `json:"desired_vcpus,omitempty"`
+	DesiredRAM   int64 `json:"desired_ram,omitempty"`
 }
 
 // vmSnapshotConfig is VmSnapshotConfig, the body of vm.snapshot.
@@ -112,6 +113,7 @@ type lazyRestoreConfig struct {
 type vmInfo struct {
 	State  string `json:"state"`
 	Config struct {
+		Cpus    cpusConfig     `json:"cpus"`
 		Memory  memoryConfig   `json:"memory"`
 		Balloon *balloonConfig `json:"balloon"`
 	} `json:"config"`

@@ -361,6 +361,8 @@ func vmConfigFor(cfg vmm.Config) (vmConfig, error) {
 		return vmConfig{}, errors.New("no kernel: cloud-hypervisor boots a PVH vmlinux")
 	case cfg.VCPUs < 1:
 		return vmConfig{}, fmt.Errorf("vcpus %d: at least 1 is needed", cfg.VCPUs)
+	case cfg.MaxVCPUs != 0 && (cfg.MaxVCPUs < cfg.VCPUs || cfg.MaxVCPUs > maxVCPUs):
+		return vmConfig{}, fmt.Errorf("max vcpus %d: it must be 0 or from vcpus (%d) to %d", cfg.MaxVCPUs, cfg.VCPUs, maxVCPUs)
 	case cfg.MemoryBytes <= 0:
 		return vmConfig{}, fmt.Errorf("memory %d bytes: it must be positive", cfg.MemoryBytes)
 	case cfg.HotplugBytes < 0 || cfg.HotplugBytes%hotplugAlign != 0:
@@ -368,7 +370,7 @@ func vmConfigFor(cfg vmm.Config) (vmConfig, error) {
 	}
 	c := vmConfig{
 		Payload: payloadConfig{Kernel: cfg.Kernel, Initramfs: cfg.Initrd, Cmdline: cfg.Cmdline},
-		Cpus:    cpusConfig{BootVcpus: cfg.VCPUs, MaxVcpus: cfg.VCPUs},
+		Cpus:    cpusConfig{BootVcpus: cfg.VCPUs, MaxVcpus: max(cfg.VCPUs, cfg.MaxVCPUs)},
 		Memory:  memoryConfig{Size: cfg.MemoryBytes},
 		Rng:     rngConfig{Src: "/dev/urandom"},
 		// Not ConsoleLog itself: CH truncates its serial file (see console.go).

@@ -63,7 +63,7 @@ func commandLine(cfg vmm.Config, incoming bool) ([]string, error) {
 	args = append(args, sandboxArgs...)
 	args = append(args, machineArgs(cfg)...)
 	args = append(args, accel...)
-	args = append(args, "-smp", strconv.Itoa(cfg.VCPUs))
+	args = append(args, "-smp", smpArg(cfg))
 	args = append(args, memoryArgs(cfg)...)
 	args = append(args, "-kernel", cfg.Kernel)
 	if cfg.Initrd != "" {
@@ -154,6 +154,9 @@ func validate(cfg vmm.Config) error {
 	}
 	if cfg.VCPUs < 1 {
 		return fmt.Errorf("%w: vcpus %d must be at least 1", ErrInvalidConfig, cfg.VCPUs)
+	}
+	if cfg.MaxVCPUs != 0 && (cfg.MaxVCPUs < cfg.VCPUs || cfg.MaxVCPUs > maxVCPUs) {
+		return fmt.Errorf("%w: max vcpus %d must be 0 or from vcpus (%d) to %d", ErrInvalidConfig, cfg.MaxVCPUs, cfg.VCPUs, maxVCPUs)
 	}
 	if cfg.MemoryBytes < mib || cfg.MemoryBytes%mib != 0 {
 		return fmt.Errorf("%w: memory %d bytes must be a positive whole number of MiB", ErrInvalidConfig, cfg.MemoryBytes)

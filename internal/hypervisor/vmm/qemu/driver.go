@@ -66,7 +66,7 @@ func (d *Driver) Boot(ctx context.Context, h host.Host, cfg vmm.Config) (int, er
 	if err := freshRAMFile(ctx, h, cfg); err != nil {
 		return 0, err
 	}
-	return launch(ctx, h, cfg, d.user, false, func(m *monitor) error {
+	return launch(ctx, h, cfg, d.user, nil, func(m *monitor) error {
 		return m.requireStatus(ctx, "running", "after boot")
 	})
 }

@@ -43,7 +43,7 @@ fi
 i=0
 while :; do
 	i=$((i + 1))
-	echo "test-guest: count $i memtotal_kb $(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+	echo "test-guest: count $i memtotal_kb $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) cpus_online $(cat /sys/devices/system/cpu/online)"
 	[ "$i" = "$COUNT_TO" ] && exit 0
 	sleep 0.2
 done

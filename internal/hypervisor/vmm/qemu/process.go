@@ -31,11 +31,15 @@ type process struct {
 }
 
 // launch starts QEMU for cfg, waits until it answers on QMP and runs setup over that connection.
-// It returns the pid, or an error with QEMU's own output and no process left behind.
-func launch(ctx context.Context, h host.Host, cfg vmm.Config, user string, incoming bool, setup func(*monitor) error) (int, error) {
-	argv, err := commandLine(cfg, incoming)
+// It returns the pid, or an error with QEMU's own output and no process left behind. incoming, for
+// a restore, is the snapshot's record: QEMU waits for its stream, with the vCPUs it had plugged.
+func launch(ctx context.Context, h host.Host, cfg vmm.Config, user string, incoming *snapshotInfo, setup func(*monitor) error) (int, error) {
+	argv, err := commandLine(cfg, incoming != nil)
 	if err != nil {
 		return 0, err
+	}
+	if incoming != nil {
+		argv = append(argv, plugArgs(incoming.Plugged)...)
 	}
 	p, err := start(ctx, h, cfg, user, argv)
 	if err != nil {

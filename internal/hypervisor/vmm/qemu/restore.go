@@ -42,7 +42,7 @@ func (d *Driver) RestoreCompressed(ctx context.Context, h host.Host, cfg vmm.Con
 		return 0, err
 	}
 	var r *relay
-	pid, err := launch(ctx, h, cfg, d.user, true, func(m *monitor) error {
+	pid, err := launch(ctx, h, cfg, d.user, info, func(m *monitor) error {
 		if running := m.version.String(); running != info.Version {
 			return fmt.Errorf("the snapshot in %s was taken by QEMU %s, but QEMU %s is running; only the same version can restore it", snapshotDir, info.Version, running)
 		}
@@ -136,6 +136,7 @@ func sameDevices(taken, cfg vmm.Config) error {
 		was, is any
 	}{
 		{"vcpus", taken.VCPUs, cfg.VCPUs},
+		{"max vcpus", max(taken.VCPUs, taken.MaxVCPUs), max(cfg.VCPUs, cfg.MaxVCPUs)},
 		{"memory bytes", taken.MemoryBytes, cfg.MemoryBytes},
 		{"hotplug bytes", taken.HotplugBytes, cfg.HotplugBytes},
 		{"accelerator", taken.Accelerator, cfg.Accelerator},

@@ -27,6 +27,8 @@ type snapshotInfo struct {
 	Driver    string    `json:"driver"`
 	Version   string    `json:"qemu_version"`
 	CreatedAt time.Time `json:"created_at"`
+	// Plugged are the vCPUs SetVCPUs added: the restore starts QEMU with them (vcpus.go).
+	Plugged []hotpluggableCPU `json:"plugged_vcpus,omitempty"`
 }
 
 // unlimitedBandwidth lifts QEMU's migration cap (128 MiB/s by default), which applies even while
@@ -82,6 +84,7 @@ func (v *vm) snapshot(ctx context.Context, dir, name string, filter []string) er
 		return err
 	}
 	var qemuVersion string
+	var plugged []hotpluggableCPU
 	var r *relay
 	err = v.session(ctx, func(m *monitor) error {
 		qemuVersion = m.version.String()
@@ -107,6 +110,9 @@ func (v *vm) snapshot(ctx context.Context, dir, name string, filter []string) er
 		}
 		if state, err := stateOf(status); err != nil || state != vmm.Paused {
 			return fmt.Errorf("snapshot: the VM must be paused, but QEMU's run state is %q", status)
+		}
+		if plugged, err = v.plugged(ctx, m); err != nil {
+			return err
 		}
 		if err := m.execute(ctx, "migrate-set-parameters", map[string]any{"max-bandwidth": unlimitedBandwidth}, nil); err != nil {
 			return err
@@ -165,7 +171,7 @@ func (v *vm) snapshot(ctx context.Context, dir, name string, filter []string) er
 	if err := v.h.WriteFile(ctx, path.Join(dir, snapshotConfig), config, 0o600); err != nil {
 		return err
 	}
-	info, err := json.MarshalIndent(snapshotInfo{Driver: driverName, Version: qemuVersion, CreatedAt: time.Now().UTC()}, "", "  ")
+	info, err := json.MarshalIndent(snapshotInfo{Driver: driverName, Version: qemuVersion, CreatedAt: time.Now().UTC(), Plugged: plugged}, "", "  ")
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ package vmm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/host"
@@ -50,8 +51,8 @@ type Config struct {
 	Cmdline string `json:"cmdline"`
 	// VCPUs is the number of vCPUs the guest boots with.
 	VCPUs int `json:"vcpus"`
-	// MaxVCPUs is how many vCPUs the guest can have while it runs: VCPUs at boot, and slots for the
-	// rest that SetVCPUs plugs. 0 (or VCPUs) gives it no slots.
+	// MaxVCPUs, when set, is the most vCPUs the guest can have while it runs: SetVCPUs gives it
+	// from 1 to MaxVCPUs (VCPURange). 0 leaves it the VCPUs it boots with.
 	MaxVCPUs int `json:"max_vcpus,omitempty"`
 	// MemoryBytes is the memory the guest boots with.
 	MemoryBytes int64 `json:"memory_bytes"`
@@ -102,10 +103,25 @@ type Driver interface {
 	Reap(ctx context.Context, h host.Host, cfg Config) error
 }
 
-// VCPURange is the vCPU counts a VM booted with cfg can be given live: from its boot count to its
-// ceiling (the boot count when it has no slots).
+// VCPURange is the vCPU counts a VM booted with cfg can be given live: 1 to MaxVCPUs, or only
+// the VCPUs it booted with when it has no MaxVCPUs.
 func VCPURange(cfg Config) (lowest, highest int) {
-	return cfg.VCPUs, max(cfg.VCPUs, cfg.MaxVCPUs)
+	if cfg.MaxVCPUs == 0 {
+		return cfg.VCPUs, cfg.VCPUs
+	}
+	return 1, cfg.MaxVCPUs
+}
+
+// CheckVCPURange refuses a SetVCPUs of n that VCPURange does not allow.
+func CheckVCPURange(cfg Config, n int) error {
+	lowest, highest := VCPURange(cfg)
+	switch {
+	case n >= lowest && n <= highest:
+		return nil
+	case lowest == highest:
+		return fmt.Errorf("vcpus %d: this VM has no vCPU slots, so it keeps its %d vCPUs", n, lowest)
+	}
+	return fmt.Errorf("vcpus %d: must be from %d to the ceiling %d", n, lowest, highest)
 }
 
 // SocketPath is the control socket of the VMM that d runs for cfg. The VMM's command line always
@@ -136,8 +152,7 @@ type VM interface {
 	// Memory reports the guest's total memory now: the boot size and what it has plugged of the
 	// hotplug region, which lags a SetMemory that has not finished (or whose caller died).
 	Memory(ctx context.Context) (int64, error)
-	// SetVCPUs asks for n vCPUs, between the boot count (Config.VCPUs) and Config.MaxVCPUs, and
-	// returns once the VMM has them: a removed vCPU is gone once the guest has given it up (ACPI
+	// SetVCPUs asks for n vCPUs (VCPURange) and returns once the VMM has them: a removed vCPU is gone once the guest has given it up (ACPI
 	// eject), an added one is there for the guest to bring online (its init does). Asking for the
 	// current count is not an error.
 	SetVCPUs(ctx context.Context, n int) error

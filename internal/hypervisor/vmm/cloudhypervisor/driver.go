@@ -370,7 +370,7 @@ func vmConfigFor(cfg vmm.Config) (vmConfig, error) {
 	}
 	c := vmConfig{
 		Payload: payloadConfig{Kernel: cfg.Kernel, Initramfs: cfg.Initrd, Cmdline: cfg.Cmdline},
-		Cpus:    cpusConfig{BootVcpus: cfg.VCPUs, MaxVcpus: max(cfg.VCPUs, cfg.MaxVCPUs)},
+		Cpus:    cpusConfig{BootVcpus: cfg.VCPUs, MaxVcpus: max(cfg.VCPUs, cfg.MaxVCPUs)}, // vm.resize: 1 to max_vcpus
 		Memory:  memoryConfig{Size: cfg.MemoryBytes},
 		Rng:     rngConfig{Src: "/dev/urandom"},
 		// Not ConsoleLog itself: CH truncates its serial file (see console.go).

@@ -27,12 +27,8 @@ const vcpuResizeTimeout = 30 * time.Second
 // 429, which is when the guest has ejected the vCPUs. A resize refused because an earlier removal
 // is pending is retried within the same bound.
 func (v *VM) SetVCPUs(ctx context.Context, n int) error {
-	lowest, highest := vmm.VCPURange(v.cfg)
-	if n < lowest || n > highest {
-		if lowest == highest {
-			return fmt.Errorf("vcpus %d: this VM has no vCPU slots, so it keeps its %d vCPUs", n, lowest)
-		}
-		return fmt.Errorf("vcpus %d: must be from the boot count %d to the ceiling %d", n, lowest, highest)
+	if err := vmm.CheckVCPURange(v.cfg, n); err != nil {
+		return err
 	}
 	have, err := v.VCPUs(ctx)
 	if err != nil {

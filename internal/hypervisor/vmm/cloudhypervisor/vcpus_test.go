@@ -36,12 +36,16 @@ func TestSetVCPUs(t *testing.T) {
 		if took := time.Since(start); took < 500*time.Millisecond {
 			t.Errorf("SetVCPUs(2) returned after %s, before the guest ejected the vCPUs", took)
 		}
-		// The removal has finished: the next resize is taken at once.
+		// The removal has finished: the next resize is taken at once; the boot vCPUs can go too.
+		if err := vm.SetVCPUs(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		wantVCPUs(t, vm, 1)
 		if err := vm.SetVCPUs(ctx, 3); err != nil {
 			t.Fatal(err)
 		}
-		for _, bad := range []int{1, 5} {
-			if err := vm.SetVCPUs(ctx, bad); err == nil || !strings.Contains(err.Error(), "from the boot count 2 to the ceiling 4") {
+		for _, bad := range []int{0, 5} {
+			if err := vm.SetVCPUs(ctx, bad); err == nil || !strings.Contains(err.Error(), "must be from 1 to the ceiling 4") {
 				t.Errorf("SetVCPUs(%d): %v", bad, err)
 			}
 		}

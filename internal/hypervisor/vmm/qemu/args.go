@@ -64,6 +64,9 @@ func commandLine(cfg vmm.Config, incoming bool) ([]string, error) {
 	args = append(args, machineArgs(cfg)...)
 	args = append(args, accel...)
 	args = append(args, "-smp", smpArg(cfg))
+	if !incoming {
+		args = append(args, plugArgs(bootPlugged(cfg))...) // a restore has the snapshot's instead
+	}
 	args = append(args, memoryArgs(cfg)...)
 	args = append(args, "-kernel", cfg.Kernel)
 	if cfg.Initrd != "" {

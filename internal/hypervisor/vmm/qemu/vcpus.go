@@ -13,12 +13,14 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
-// vCPU hotplug. A guest with a ceiling above its boot count starts with -smp cpus=K,maxcpus=N:
-// QEMU lays out N sockets of one core and one thread on q35, and the N − K above the boot CPUs are
-// empty slots that device_add fills with a CPU of the type query-hotpluggable-cpus names. The
-// guest's kernel takes each new CPU in through ACPI and its init brings it online. device_del asks
-// the guest to give a CPU up (ACPI eject): its kernel takes it offline and ejects it, and only then
-// does QEMU remove it, so a removal is finished when the CPU has gone from the list.
+// vCPU hotplug. A guest with a MaxVCPUs starts with -smp cpus=1,maxcpus=N in N sockets of one core
+// and one thread, the first holding the boot CPU, which stays. Its other vCPUs
+// are devices with an id in the slots above, on the command line at boot (-device) and added by
+// device_add later, with the CPU type and slot query-hotpluggable-cpus names: every one of them
+// can be removed again, so the guest can have 1 to N vCPUs live. The guest's kernel takes a new
+// CPU in through ACPI and its init brings it online. device_del asks the guest to give a CPU up
+// (ACPI eject): its kernel takes it offline and ejects it, and only then does QEMU remove it, so a
+// removal has finished when the CPU has gone from the list.
 
 // maxVCPUs is the most vCPUs the driver gives a guest: q35's limit without an IOMMU for
 // interrupt remapping is 255, and the manager asks for fewer.
@@ -27,12 +29,37 @@ const maxVCPUs = 255
 // vcpuResizeTimeout bounds how long SetVCPUs waits for the guest to give up the vCPUs it removes.
 const vcpuResizeTimeout = 30 * time.Second
 
-// smpArg is the -smp option: the boot count and, with a ceiling above it, the slots.
+// peripheralPath is where QEMU puts the devices that have an id in its QOM tree.
+const peripheralPath = "/machine/peripheral/"
+
+// smpArg is the -smp option: the vCPUs, or with a MaxVCPUs the boot CPU and the slots.
 func smpArg(cfg vmm.Config) string {
-	if cfg.MaxVCPUs <= cfg.VCPUs {
+	if cfg.MaxVCPUs == 0 {
 		return strconv.Itoa(cfg.VCPUs)
 	}
-	return fmt.Sprintf("cpus=%d,maxcpus=%d", cfg.VCPUs, cfg.MaxVCPUs)
+	// The topology is spelled out: QEMU's default for maxcpus alone changes between versions.
+	return fmt.Sprintf("cpus=1,maxcpus=%d,sockets=%d,cores=1,threads=1", cfg.MaxVCPUs, cfg.MaxVCPUs)
+}
+
+// cpuType is the QOM type of the vCPUs QEMU makes for accel's -cpu model (acceleratorArgs).
+func cpuType(accel string) string {
+	if accel == "kvm" {
+		return "host-x86_64-cpu"
+	}
+	return "max-x86_64-cpu"
+}
+
+// bootPlugged are the vCPUs above the boot CPU that a guest with a MaxVCPUs boots with: the lowest
+// slots, as query-hotpluggable-cpus describes them on q35 with one core of one thread a socket.
+func bootPlugged(cfg vmm.Config) []hotpluggableCPU {
+	if cfg.MaxVCPUs == 0 {
+		return nil
+	}
+	out := make([]hotpluggableCPU, 0, cfg.VCPUs-1)
+	for socket := 1; socket < cfg.VCPUs; socket++ {
+		out = append(out, hotpluggableCPU{Type: cpuType(cfg.Accelerator), Props: map[string]int{"socket-id": socket, "core-id": 0, "thread-id": 0}})
+	}
+	return out
 }
 
 // hotpluggableCPU is one entry of query-hotpluggable-cpus: a CPU slot, filled when it has a QOM path.
@@ -42,21 +69,46 @@ type hotpluggableCPU struct {
 	QOMPath string         `json:"qom-path,omitempty"`
 }
 
-// plugID is the device id device_add gives the CPU it puts into slot c, from the slot's place in
-// the topology: the same slot always gets the same id.
-func plugID(c hotpluggableCPU) string {
+// propNames are the slot's properties in topology order, as device_add takes them.
+func (c hotpluggableCPU) propNames() []string {
 	keys := make([]string, 0, len(c.Props))
 	for k := range c.Props {
-		if k != "node-id" {
-			keys = append(keys, k)
-		}
+		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	return keys
+}
+
+// plugID is the device id of the CPU the driver puts into slot c: the same slot always gets the
+// same one.
+func plugID(c hotpluggableCPU) string {
 	id := "vcpu"
-	for _, k := range keys {
-		id += "-" + strings.TrimSuffix(k, "-id") + strconv.Itoa(c.Props[k])
+	for _, k := range c.propNames() {
+		if k != "node-id" {
+			id += "-" + strings.TrimSuffix(k, "-id") + strconv.Itoa(c.Props[k])
+		}
 	}
 	return id
+}
+
+// removable reports whether the CPU in slot c is a device with an id, which device_del can
+// remove, and returns that id.
+func (c hotpluggableCPU) removable() (string, bool) {
+	id, ok := strings.CutPrefix(c.QOMPath, peripheralPath)
+	return id, ok && id != ""
+}
+
+// plugArgs are the -device options that start QEMU with a CPU in each of the slots.
+func plugArgs(plugged []hotpluggableCPU) []string {
+	var args []string
+	for _, c := range plugged {
+		opt := optValue(c.Type) + ",id=" + plugID(c)
+		for _, k := range c.propNames() {
+			opt += fmt.Sprintf(",%s=%d", k, c.Props[k])
+		}
+		args = append(args, "-device", opt)
+	}
+	return args
 }
 
 // slots lists the VM's CPU slots, in topology order (socket, die, core, thread).
@@ -77,46 +129,6 @@ func slots(ctx context.Context, m *monitor) ([]hotpluggableCPU, error) {
 	return cpus, nil
 }
 
-// plugged lists the slots that device_add filled, which a restore has to fill again.
-func (v *vm) plugged(ctx context.Context, m *monitor) ([]hotpluggableCPU, error) {
-	if v.cfg.MaxVCPUs <= v.cfg.VCPUs {
-		return nil, nil
-	}
-	cpus, err := slots(ctx, m)
-	if err != nil {
-		return nil, err
-	}
-	var out []hotpluggableCPU
-	for _, c := range cpus {
-		if c.QOMPath == peripheral(c) {
-			out = append(out, c)
-		}
-	}
-	return out, nil
-}
-
-// peripheral is the QOM path of the CPU device_add puts into slot c.
-func peripheral(c hotpluggableCPU) string { return "/machine/peripheral/" + plugID(c) }
-
-// plugArgs are the -device options that start QEMU with the CPUs device_add put into slots, as
-// a migration stream from a VM that had them needs.
-func plugArgs(plugged []hotpluggableCPU) []string {
-	var args []string
-	for _, c := range plugged {
-		keys := make([]string, 0, len(c.Props))
-		for k := range c.Props {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		opt := optValue(c.Type) + ",id=" + plugID(c)
-		for _, k := range keys {
-			opt += fmt.Sprintf(",%s=%d", k, c.Props[k])
-		}
-		args = append(args, "-device", opt)
-	}
-	return args
-}
-
 func filled(cpus []hotpluggableCPU) int {
 	n := 0
 	for _, c := range cpus {
@@ -127,8 +139,30 @@ func filled(cpus []hotpluggableCPU) int {
 	return n
 }
 
+// plugged lists the slots whose CPU a restore has to start QEMU with: every one with an id (the
+// boot CPU is -smp's).
+func (v *vm) plugged(ctx context.Context, m *monitor) ([]hotpluggableCPU, error) {
+	if v.cfg.MaxVCPUs == 0 {
+		return nil, nil
+	}
+	cpus, err := slots(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	var out []hotpluggableCPU
+	for _, c := range cpus {
+		if id, ok := c.removable(); ok {
+			if id != plugID(c) {
+				return nil, fmt.Errorf("the vCPU %s in slot %v has an id this driver does not give (%s)", c.QOMPath, c.Props, plugID(c))
+			}
+			out = append(out, hotpluggableCPU{Type: c.Type, Props: c.Props})
+		}
+	}
+	return out, nil
+}
+
 func (v *vm) VCPUs(ctx context.Context) (int, error) {
-	if v.cfg.MaxVCPUs <= v.cfg.VCPUs {
+	if v.cfg.MaxVCPUs == 0 {
 		return v.cfg.VCPUs, nil
 	}
 	var n int
@@ -140,17 +174,13 @@ func (v *vm) VCPUs(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// SetVCPUs fills the lowest empty slots, or empties the highest filled ones that device_add
-// filled (the boot CPUs stay), until the VM has n vCPUs.
+// SetVCPUs fills the lowest empty slots, or empties the highest filled ones (never the boot
+// CPU's), until the VM has n vCPUs.
 func (v *vm) SetVCPUs(ctx context.Context, n int) error {
-	lowest, highest := vmm.VCPURange(v.cfg)
-	if n < lowest || n > highest {
-		if lowest == highest {
-			return fmt.Errorf("vcpus %d: this VM has no vCPU slots, so it keeps its %d vCPUs", n, lowest)
-		}
-		return fmt.Errorf("vcpus %d: must be from the boot count %d to the ceiling %d", n, lowest, highest)
+	if err := vmm.CheckVCPURange(v.cfg, n); err != nil {
+		return err
 	}
-	if lowest == highest {
+	if v.cfg.MaxVCPUs == 0 {
 		return nil
 	}
 	return v.session(ctx, func(m *monitor) error {
@@ -172,11 +202,11 @@ func (v *vm) SetVCPUs(ctx context.Context, n int) error {
 			}
 		}
 		for i := len(cpus) - 1; i >= 0 && have > n; i-- {
-			c := cpus[i]
-			if c.QOMPath != peripheral(c) {
-				continue // a boot CPU
+			id, ok := cpus[i].removable()
+			if !ok {
+				continue
 			}
-			if err := m.execute(ctx, "device_del", map[string]any{"id": plugID(c)}, nil); err != nil {
+			if err := m.execute(ctx, "device_del", map[string]any{"id": id}, nil); err != nil {
 				return fmt.Errorf("remove a vCPU (%d of %d left): %w", have, n, err)
 			}
 			have--

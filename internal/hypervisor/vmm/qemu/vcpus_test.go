@@ -41,19 +41,20 @@ func assertVCPUs(t *testing.T, vm vmm.VM, want int) {
 	}
 }
 
-// A guest booted with 1 vCPU and 3 slots gets 2 more while its program runs on, the guest brings
-// them online, a Standby-like snapshot and restore keeps them, and they are given back after.
+// A guest booted with 2 vCPUs of at most 3 has them all online from the start, gets the third
+// while its program runs on and brings it online, keeps it through a snapshot and restore, and can
+// be given back down to its boot CPU.
 func TestSetVCPUsPlugsAndUnplugsLive(t *testing.T) {
 	cfg := guestConfig(t, 0, 0)
-	cfg.MaxVCPUs = 3
+	cfg.VCPUs, cfg.MaxVCPUs = 2, 3
 	ctx := testContext(t)
 	h := host.Local{}
 	pid := boot(t, cfg)
 	vm := connect(t, cfg)
 	waitCount(t, cfg, 1)
-	assertVCPUs(t, vm, 1)
-	if got := onlineCPUs(t, cfg); got != "0" {
-		t.Fatalf("the guest boots with CPUs %q online, want 0", got)
+	assertVCPUs(t, vm, 2)
+	if got := onlineCPUs(t, cfg); got != "0-1" {
+		t.Fatalf("the guest boots with CPUs %q online, want 0-1", got)
 	}
 
 	if err := vm.SetVCPUs(ctx, 3); err != nil {
@@ -102,7 +103,7 @@ func TestSetVCPUsPlugsAndUnplugsLive(t *testing.T) {
 	if err := vm.SetVCPUs(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("the guest gave 2 vCPUs up in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("the guest gave 2 vCPUs up (one it booted with) in %s", time.Since(start).Round(time.Millisecond))
 	assertVCPUs(t, vm, 1)
 	waitOnline(t, cfg, "0")
 	if n := countLines(console(t, cfg), "test-guest: boot"); n != 1 {
@@ -132,17 +133,24 @@ func TestSetVCPUsWithoutSlots(t *testing.T) {
 
 func TestSMPAndPlugArgs(t *testing.T) {
 	cfg := baseConfig()
-	cfg.VCPUs, cfg.MaxVCPUs = 2, 4
+	cfg.VCPUs, cfg.MaxVCPUs = 3, 4
 	got, err := commandLine(cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !containsSeq(got, []string{"-smp", "cpus=2,maxcpus=4"}) {
-		t.Errorf("argv lacks -smp cpus=2,maxcpus=4: %q", got)
+	// The boot CPU, and the others as devices that can be removed again.
+	if !containsSeq(got, []string{"-smp", "cpus=1,maxcpus=4,sockets=4,cores=1,threads=1",
+		"-device", "max-x86_64-cpu,id=vcpu-core0-socket1-thread0,core-id=0,socket-id=1,thread-id=0",
+		"-device", "max-x86_64-cpu,id=vcpu-core0-socket2-thread0,core-id=0,socket-id=2,thread-id=0", "-m"}) {
+		t.Errorf("argv lacks -smp cpus=1,maxcpus=4 in 4 sockets and two vCPU devices: %q", got)
 	}
-	cfg.MaxVCPUs = 2
-	if got, _ := commandLine(cfg, false); !containsSeq(got, []string{"-smp", "2"}) {
-		t.Errorf("a ceiling equal to the boot count: %q", got)
+	// A restore starts with the vCPUs the snapshot had instead.
+	if got, _ := commandLine(cfg, true); !containsSeq(got, []string{"-smp", "cpus=1,maxcpus=4,sockets=4,cores=1,threads=1", "-m"}) {
+		t.Errorf("a restore's argv: %q", got)
+	}
+	cfg.MaxVCPUs = 0
+	if got, _ := commandLine(cfg, false); !containsSeq(got, []string{"-smp", "3", "-m"}) {
+		t.Errorf("without a ceiling: %q", got)
 	}
 	for _, bad := range []int{1, 256} {
 		cfg.MaxVCPUs = bad

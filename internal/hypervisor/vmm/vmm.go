@@ -152,9 +152,10 @@ type VM interface {
 	// Memory reports the guest's total memory now: the boot size and what it has plugged of the
 	// hotplug region, which lags a SetMemory that has not finished (or whose caller died).
 	Memory(ctx context.Context) (int64, error)
-	// SetVCPUs asks for n vCPUs (VCPURange) and returns once the VMM has them: a removed vCPU is gone once the guest has given it up (ACPI
-	// eject), an added one is there for the guest to bring online (its init does). Asking for the
-	// current count is not an error.
+	// SetVCPUs asks for n vCPUs (VCPURange) and returns once the VMM has them: an added one is
+	// there for the guest to bring online (its init does), a removed one is gone once the guest
+	// has given it up (ACPI eject). Only a VCPURemover's VMs take fewer vCPUs live; the others
+	// refuse. Asking for the current count is not an error.
 	SetVCPUs(ctx context.Context, n int) error
 	// VCPUs reports how many vCPUs the VM has now, which lags a SetVCPUs that has not finished.
 	VCPUs(ctx context.Context) (int, error)
@@ -205,6 +206,12 @@ type DiskError struct {
 type DiskErrorReporter interface {
 	// DiskError is the failed write that paused the guest; nil when the guest is not paused by one.
 	DiskError(ctx context.Context) (*DiskError, error)
+}
+
+// VCPURemover is implemented by drivers whose VMs give vCPUs back live (SetVCPUs to fewer than the
+// VM has). Any other driver's VMs only take more live: fewer vCPUs need a new boot.
+type VCPURemover interface {
+	RemovesVCPUs() bool
 }
 
 // KVMProber is implemented by drivers that can also run without KVM (QEMU's TCG). It reports

@@ -14,6 +14,17 @@ func Drivers() []vmm.Driver {
 	return []vmm.Driver{cloudhypervisor.New(), qemu.New()}
 }
 
+// RemovesVCPUs reports whether the VMs of the built-in VMM name give vCPUs back live
+// (vmm.VCPURemover); false for a name that is none.
+func RemovesVCPUs(name string) bool {
+	for _, d := range Drivers() {
+		if r, ok := d.(vmm.VCPURemover); ok && d.Name() == name {
+			return r.RemovesVCPUs()
+		}
+	}
+	return false
+}
+
 // Names are the names of the built-in VMMs, in the order of Drivers.
 func Names() []string {
 	var names []string

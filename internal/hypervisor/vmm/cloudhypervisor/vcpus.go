@@ -23,6 +23,11 @@ const maxVCPUs = 254
 // vcpuResizeTimeout bounds how long SetVCPUs waits for the guest to finish removing vCPUs.
 const vcpuResizeTimeout = 30 * time.Second
 
+var _ vmm.VCPURemover = (*Driver)(nil)
+
+// RemovesVCPUs: a Cloud Hypervisor guest gives vCPUs back live (ACPI eject).
+func (*Driver) RemovesVCPUs() bool { return true }
+
 // SetVCPUs asks for n vCPUs and, after a removal, waits until vm.resize is no longer refused with
 // 429, which is when the guest has ejected the vCPUs. A resize refused because an earlier removal
 // is pending is retried within the same bound.

@@ -42,9 +42,8 @@ func assertVCPUs(t *testing.T, vm vmm.VM, want int) {
 }
 
 // A guest booted with 2 vCPUs of at most 3 has them all online from the start, gets the third
-// while its program runs on and brings it online, keeps it through a snapshot and restore, and can
-// be given back down to its boot CPU.
-func TestSetVCPUsPlugsAndUnplugsLive(t *testing.T) {
+// while its program runs on and brings it online, and keeps it through a snapshot and restore.
+func TestSetVCPUsAddsLiveAndARestoreKeepsThem(t *testing.T) {
 	cfg := guestConfig(t, 0, 0)
 	cfg.VCPUs, cfg.MaxVCPUs = 2, 3
 	ctx := testContext(t)
@@ -99,13 +98,11 @@ func TestSetVCPUsPlugsAndUnplugsLive(t *testing.T) {
 		t.Errorf("after the restore the guest has CPUs %q online, want 0-2", got)
 	}
 
-	start := time.Now()
-	if err := vm.SetVCPUs(ctx, 1); err != nil {
-		t.Fatal(err)
+	// Fewer are refused: QEMU only adds vCPUs live (vcpus.go).
+	if err := vm.SetVCPUs(ctx, 2); err == nil || !strings.Contains(err.Error(), "QEMU only adds vCPUs live") {
+		t.Errorf("SetVCPUs(2) of 3: %v", err)
 	}
-	t.Logf("the guest gave 2 vCPUs up (one it booted with) in %s", time.Since(start).Round(time.Millisecond))
-	assertVCPUs(t, vm, 1)
-	waitOnline(t, cfg, "0")
+	assertVCPUs(t, vm, 3)
 	if n := countLines(console(t, cfg), "test-guest: boot"); n != 1 {
 		t.Errorf("the guest booted %d times, want once", n)
 	}

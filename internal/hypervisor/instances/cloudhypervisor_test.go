@@ -316,12 +316,48 @@ func TestCloudHypervisorLiveResizeThatTheGuestDoesNotTakeIsUndone(t *testing.T) 
 	}
 	grown := spec
 	grown.Memory = 512 * units.MiB
-	if _, err := m.Update(ctx, inst.ID, grown); err == nil || !strings.Contains(err.Error(), "it keeps 256MiB") {
+	if _, err := m.Update(ctx, inst.ID, grown); err == nil || !strings.Contains(err.Error(), "it keeps memory 256MiB") {
 		t.Fatalf("a resize the guest does not take: %v; want an error saying it keeps 256MiB", err)
 	}
 	got, err := m.Get(ctx, inst.ID)
 	if err != nil || got.Memory != 256*units.MiB || got.PID != inst.PID || got.State != Running {
 		t.Fatalf("after the failed resize: %v (%+v)", err, got)
+	}
+	env.m = m
+	env.deleteAndCheckGone(t, inst)
+}
+
+// vCPUs within max_vcpus change live both ways through vm.resize (desired_vcpus, checked against
+// the spec when the test ends), in the same VMM process; a Standby instance takes its new count at
+// the restore.
+func TestCloudHypervisorVCPUsChangeLiveWithinTheCeiling(t *testing.T) {
+	env := newTestEnv(t)
+	m := chManager(t, env, "head", "")
+	ctx := testContext(t)
+	spec := env.spec("chvcpus")
+	spec.Entrypoint = []string{"/bin/sh", "-c", counterScript}
+	spec.VCPUs, spec.MaxVCPUs = 1, 4
+	inst, err := m.Create(ctx, spec, Running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{4, 2} {
+		spec.VCPUs = n
+		got, err := m.Update(ctx, inst.ID, spec)
+		if err != nil || got.PID != inst.PID || got.State != Running || got.VCPUs != n {
+			t.Fatalf("live change to %d vcpus: %v (pid %d, was %d; %+v)", n, err, got.PID, inst.PID, got)
+		}
+	}
+	if _, err := m.SetState(ctx, inst.ID, Standby); err != nil {
+		t.Fatal(err)
+	}
+	spec.VCPUs = 1
+	if got, err := m.Update(ctx, inst.ID, spec); err != nil || got.State != Standby {
+		t.Fatalf("Update of a Standby instance's vcpus: %v (%+v)", err, got)
+	}
+	got, err := m.SetState(ctx, inst.ID, Running)
+	if err != nil || got.VCPUs != 1 {
+		t.Fatalf("restored: %v, vcpus %d; want 1", err, got.VCPUs)
 	}
 	env.m = m
 	env.deleteAndCheckGone(t, inst)

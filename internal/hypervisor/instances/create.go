@@ -97,7 +97,7 @@ func (m *Manager) claim(ctx context.Context, spec Spec, undo *cleanups) (*metada
 	}
 	undo.push(func(ctx context.Context) { _ = m.removeDir(ctx, id) })
 	md := &metadata{
-		ID: id, Name: spec.Name, Image: spec.Image, VCPUs: spec.VCPUs,
+		ID: id, Name: spec.Name, Image: spec.Image, VCPUs: spec.VCPUs, MaxVCPUs: spec.MaxVCPUs,
 		Memory: spec.Memory, MaxMemory: spec.MaxMemory, Hotplug: spec.Hotplug, OverlaySize: spec.OverlaySize,
 		Entrypoint: spec.Entrypoint, Cmd: spec.Cmd, Env: spec.Env, Workdir: spec.Workdir,
 		Hypervisor: spec.Hypervisor, CreatedAt: time.Now().UTC(), Creating: newCreator(),

@@ -88,7 +88,7 @@ func (m *Manager) inspect(ctx context.Context, md *metadata) (*Instance, error) 
 	st, reason := obs.state, obs.reason
 	seen := obs.spec(md)
 	inst := &Instance{
-		ID: md.ID, Name: md.Name, Image: md.Image, ImageDigest: md.ImageDigest, VCPUs: md.VCPUs,
+		ID: md.ID, Name: md.Name, Image: md.Image, ImageDigest: md.ImageDigest, VCPUs: seen.VCPUs, MaxVCPUs: md.MaxVCPUs,
 		Memory: seen.Memory, MaxMemory: seen.MaxMemory, Hotplug: seen.Hotplug, OverlaySize: md.OverlaySize,
 		Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env, Workdir: md.Workdir,
 		Hypervisor: md.Hypervisor, HypervisorVersion: md.HypervisorVersion, Accelerator: md.Accelerator,
@@ -144,14 +144,18 @@ type observed struct {
 	snapshotBytes int64 // Standby only
 	exitCode      *int  // Stopped only
 	memory        int64 // Running or Paused with a hotplug region: the guest's memory now; else 0
+	vcpus         int   // Running or Paused with vCPU slots: the vCPUs it has now; else 0
 }
 
-// spec is md's spec with the memory the guest has now, which is not what md asks for while a
-// live resize has not finished: one whose caller died after saving the new size, or a guest that
-// did not take its memory back after a boot or restore. So the next plan shows the difference and
-// the next apply gives the memory again.
+// spec is md's spec with the memory and vCPUs the guest has now, which are not what md asks for
+// while a live resize has not finished: one whose caller died after saving the new size, or a
+// guest that did not take its memory back after a boot or restore. So the next plan shows the
+// difference and the next apply gives them again.
 func (o observed) spec(md *metadata) Spec {
 	s := md.spec()
+	if o.vcpus != 0 {
+		s.VCPUs = o.vcpus
+	}
 	if o.memory == 0 || o.memory == s.LiveMemory() {
 		return s
 	}
@@ -213,7 +217,7 @@ func probeTimeout(ctx context.Context) time.Duration {
 }
 
 // askVMM maps what a live VMM reports onto the instance states, and reads the memory of a running
-// or paused guest that has a hotplug region.
+// or paused guest that has a hotplug region and the vCPUs of one that has vCPU slots.
 func (m *Manager) askVMM(ctx context.Context, md *metadata) observed {
 	st, reason, vm := m.askState(ctx, md)
 	obs := observed{state: st, reason: reason}
@@ -226,6 +230,13 @@ func (m *Manager) askVMM(ctx context.Context, md *metadata) observed {
 		defer cancel()
 		if bytes, err := vm.Memory(qctx); err == nil {
 			obs.memory = bytes
+		}
+	}
+	if md.VMM.MaxVCPUs > md.VMM.VCPUs && (st == Running || st == Paused) {
+		qctx, cancel := context.WithTimeout(ctx, probeTimeout(ctx))
+		defer cancel()
+		if n, err := vm.VCPUs(qctx); err == nil {
+			obs.vcpus = n
 		}
 	}
 	return obs

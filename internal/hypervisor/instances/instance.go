@@ -20,7 +20,8 @@ type Instance struct {
 
 	Image       string
 	ImageDigest string
-	VCPUs       int
+	VCPUs       int   // the vCPUs the guest has (with a live change unfinished: what it has now)
+	MaxVCPUs    int   // the ceiling vcpus changes within live; 0 = vcpus (resize.go)
 	Memory      int64 // bytes the guest has while running (with Hotplug set: the bytes it boots with)
 	MaxMemory   int64 // the ceiling memory grows to live; 0 = memory (resize.go)
 	Hotplug     int64 // deprecated: bytes added after boot on top of Memory, taken back before standby
@@ -73,6 +74,7 @@ type Spec struct {
 	Name        string
 	Image       string
 	VCPUs       int
+	MaxVCPUs    int   // the ceiling VCPUs changes within live; 0 = VCPUs
 	Memory      int64 // what the guest has while running; with Hotplug set, what it boots with (resize.go)
 	MaxMemory   int64 // the ceiling Memory changes within live; 0 = Memory
 	Hotplug     int64 // deprecated: memory plugged after boot on top of Memory
@@ -148,6 +150,23 @@ var VCPUsRule = fmt.Sprintf("a whole number from 1 to %d", MaxVCPUs)
 func CheckVCPUs(n int64) error {
 	if n < 1 || n > MaxVCPUs {
 		return &FieldError{Field: "vcpus", Value: fmt.Sprint(n), Allowed: VCPUsRule}
+	}
+	return nil
+}
+
+// MaxVCPUsRule describes valid max_vcpus, for error messages and documentation.
+var MaxVCPUsRule = fmt.Sprintf("0 (the same as vcpus) or a whole number from vcpus to %d", MaxVCPUs)
+
+// CheckMaxVCPUs checks the ceiling that vcpus changes within live (resize.go); vcpus has been
+// checked alone (CheckVCPUs), and a vcpus of 0 is not known yet.
+func CheckMaxVCPUs(n, vcpus int64) error {
+	switch {
+	case n == 0:
+		return nil
+	case n < 0 || n > MaxVCPUs:
+		return &FieldError{Field: "max_vcpus", Value: fmt.Sprint(n), Allowed: MaxVCPUsRule}
+	case vcpus > 0 && n < vcpus:
+		return &FieldError{Field: "max_vcpus", Value: fmt.Sprint(n), Allowed: fmt.Sprintf("0 (the same as vcpus) or at least vcpus (%d), up to %d", vcpus, MaxVCPUs)}
 	}
 	return nil
 }
@@ -244,6 +263,9 @@ func (s *Spec) Validate() error {
 		errs = append(errs, &FieldError{Field: "image", Value: s.Image, Allowed: err.Error()})
 	}
 	if err := CheckVCPUs(int64(s.VCPUs)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := CheckMaxVCPUs(int64(s.MaxVCPUs), int64(s.VCPUs)); err != nil {
 		errs = append(errs, err)
 	}
 	for _, f := range []struct {

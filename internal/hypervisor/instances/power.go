@@ -54,6 +54,7 @@ func (m *Manager) resume(ctx context.Context, md *metadata) error {
 		return fmt.Errorf("drop the restored snapshot of %s: %w", md.Name, err)
 	}
 	m.growMemory(ctx, md)
+	m.restoreVCPUs(ctx, md)
 	return nil
 }
 

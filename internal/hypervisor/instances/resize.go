@@ -6,14 +6,17 @@ import (
 	"strings"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/builtin"
 )
 
 // Changing an instance's size in place (docs/adr/0011-resize-in-place.md). Memory is the size the
 // guest has while running and max_memory the ceiling it changes within live: a guest with a
 // ceiling above its memory boots with BootMemory and gets the rest of the ceiling as a virtio-mem
-// region, of which memory − BootMemory is plugged. A change within the ceiling is made live; one
-// beyond it, a new ceiling, new vCPUs or a larger overlay restart the instance in place (overlay,
-// volumes, id and addresses kept). The deprecated hotplug_memory keeps its meaning: the guest boots
+// region, of which memory − BootMemory is plugged. vcpus is the vCPUs it has and max_vcpus, when
+// set, the ceiling they change within live, from 1 up (the VMM boots with slots for max_vcpus,
+// vmm.VCPURange); only a VMM that gives vCPUs back live (vmm.VCPURemover) takes fewer vCPUs without
+// a restart. A change within a ceiling is made live; one beyond it, a new ceiling or a larger
+// overlay restart the instance in place (overlay, volumes, id and addresses kept). The deprecated hotplug_memory keeps its meaning: the guest boots
 // with memory and has memory + hotplug_memory while running, which is also its ceiling.
 
 // BootMemory is what a guest whose max_memory is above its memory boots with, and what it gives
@@ -104,16 +107,31 @@ func (c Change) String() string {
 }
 
 // ResizeChanges says what changing the sizes (memory, max_memory, hotplug_memory, vcpus,
-// overlay_size) of an instance in state cur from have to want does. Memory is compared as the
+// max_vcpus, overlay_size) of an instance in state cur from have to want does. Memory is compared as the
 // size while running and the ceiling, so that another way of writing the same ones (hotplug_memory
 // written as memory and max_memory) is no change. An overlay can only grow: a
 // smaller overlay_size is a FieldError.
 func ResizeChanges(have Spec, cur State, want Spec) ([]Change, error) {
-	return resizeChanges(have, have.layout(), cur, want)
+	return resizeChanges(have, have.boot(), cur, want)
 }
 
-// resizeChanges is ResizeChanges for a guest booted with l.
-func resizeChanges(have Spec, l memoryLayout, cur State, want Spec) ([]Change, error) {
+// bootLayout is how one boot lays out a guest's sizes that change live.
+type bootLayout struct {
+	memory memoryLayout
+	// maxVCPUs is the VMM's MaxVCPUs: the guest has 1 to maxVCPUs vCPUs live; 0: only those it
+	// booted with.
+	maxVCPUs int
+}
+
+// boot is how a boot of s lays out its sizes.
+func (s Spec) boot() bootLayout { return bootLayout{s.layout(), s.MaxVCPUs} }
+
+// liveVCPUs reports whether a guest booted with l can be given n vCPUs while it runs.
+func (l bootLayout) liveVCPUs(n int) bool { return l.maxVCPUs > 0 && n >= 1 && n <= l.maxVCPUs }
+
+// resizeChanges is ResizeChanges for a guest booted with b.
+func resizeChanges(have Spec, b bootLayout, cur State, want Spec) ([]Change, error) {
+	l := b.memory
 	if want.OverlaySize < have.OverlaySize {
 		return nil, &FieldError{Field: "overlay_size", Value: units.Format(want.OverlaySize), Allowed: "at least " + units.Format(have.OverlaySize) +
 			", the instance's overlay: an overlay grows in place but never shrinks (a smaller one needs a new instance: terraform apply -replace)"}
@@ -131,14 +149,21 @@ func resizeChanges(have Spec, l memoryLayout, cur State, want Spec) ([]Change, e
 			out = append(out, Change{attr, units.Format(from), units.Format(to), a})
 		}
 	}
+	// live is what a change the running guest can take does in state cur.
+	live := restart
+	switch cur {
+	case Running:
+		live = ActionLive
+	case Standby:
+		live = ActionAtRestore
+	}
 	memory := restart
 	if l.ceiling() == want.Ceiling() && l.live(want.LiveMemory()) {
-		switch cur {
-		case Running:
-			memory = ActionLive
-		case Standby:
-			memory = ActionAtRestore
-		}
+		memory = live
+	}
+	vcpus := restart
+	if b.maxVCPUs == want.MaxVCPUs && b.liveVCPUs(want.VCPUs) && (want.VCPUs >= have.VCPUs || builtin.RemovesVCPUs(have.Hypervisor)) {
+		vcpus = live
 	}
 	switch {
 	case have.LiveMemory() != want.LiveMemory() && have.Memory == want.Memory && have.Hotplug > 0 && want.Hotplug > 0:
@@ -148,7 +173,10 @@ func resizeChanges(have Spec, l memoryLayout, cur State, want Spec) ([]Change, e
 	}
 	size("max_memory", have.Ceiling(), want.Ceiling(), memory)
 	if have.VCPUs != want.VCPUs {
-		out = append(out, Change{"vcpus", fmt.Sprint(have.VCPUs), fmt.Sprint(want.VCPUs), restart})
+		out = append(out, Change{"vcpus", fmt.Sprint(have.VCPUs), fmt.Sprint(want.VCPUs), vcpus})
+	}
+	if have.MaxVCPUs != want.MaxVCPUs {
+		out = append(out, Change{"max_vcpus", vcpuCeiling(have.MaxVCPUs), vcpuCeiling(want.MaxVCPUs), vcpus})
 	}
 	overlay := restart
 	if cur == Stopped {
@@ -156,6 +184,14 @@ func resizeChanges(have Spec, l memoryLayout, cur State, want Spec) ([]Change, e
 	}
 	size("overlay_size", have.OverlaySize, want.OverlaySize, overlay)
 	return out, nil
+}
+
+// vcpuCeiling is max_vcpus as a plan shows it.
+func vcpuCeiling(n int) string {
+	if n == 0 {
+		return "none"
+	}
+	return fmt.Sprint(n)
 }
 
 // needs reports whether any change is made by action a.
@@ -177,32 +213,65 @@ func attributes(changes []Change) string {
 	return strings.Join(names, ", ")
 }
 
-// bootedLayout is the memory layout of the guest the instance's VMM (or its Standby snapshot) was
-// booted with; for a stopped instance, that of its next boot.
-func (m *Manager) bootedLayout(md *metadata, cur State) memoryLayout {
+// bootedLayout is the layout of the guest the instance's VMM (or its Standby snapshot) was booted
+// with; for a stopped instance, that of its next boot.
+func (m *Manager) bootedLayout(md *metadata, cur State) bootLayout {
 	if cur == Stopped || md.VMM.MemoryBytes == 0 {
-		return md.spec().layout()
+		return md.spec().boot()
 	}
-	return memoryLayout{md.VMM.MemoryBytes, md.VMM.HotplugBytes}
+	return bootLayout{memoryLayout{md.VMM.MemoryBytes, md.VMM.HotplugBytes}, md.VMM.MaxVCPUs}
 }
 
-// resizeLive gives the running guest of md the memory its metadata now asks for. A guest that does
-// not take it is put back to what it had, with the metadata, before the spec before.
+// resizeLive gives the running guest of md the memory and vCPUs its metadata now asks for, where
+// they differ from the spec before. A guest that does not take them is put back to what it had,
+// with the metadata.
 func (m *Manager) resizeLive(ctx context.Context, md *metadata, before Spec) error {
-	want := md.spec().LiveMemory()
-	err := m.setMemory(ctx, md, want)
+	want := md.spec()
+	err := m.setLive(ctx, md, before, want)
 	if err == nil {
 		return nil
 	}
 	undo := context.WithoutCancel(ctx)
-	md.Memory, md.MaxMemory, md.Hotplug = before.Memory, before.MaxMemory, before.Hotplug
+	md.VCPUs, md.Memory, md.MaxMemory, md.Hotplug = before.VCPUs, before.Memory, before.MaxMemory, before.Hotplug
 	if serr := m.saveMetadata(undo, md); serr != nil {
-		return fmt.Errorf("resize the memory of %s to %s: %w; and its metadata could not be put back: %w", md.Name, units.Format(want), err, serr)
+		return fmt.Errorf("resize %s live to %s: %w; and its metadata could not be put back: %w", md.Name, liveSizes(want, before), err, serr)
 	}
-	if rerr := m.setMemory(undo, md, before.LiveMemory()); rerr != nil {
-		return fmt.Errorf("resize the memory of %s to %s: %w; and giving it back its %s failed too: %v", md.Name, units.Format(want), err, units.Format(before.LiveMemory()), rerr)
+	if rerr := m.setLive(undo, md, want, before); rerr != nil {
+		return fmt.Errorf("resize %s live to %s: %w; and giving it back its %s failed too: %v", md.Name, liveSizes(want, before), err, liveSizes(before, want), rerr)
 	}
-	return fmt.Errorf("resize the memory of %s to %s: %w; it keeps %s", md.Name, units.Format(want), err, units.Format(before.LiveMemory()))
+	return fmt.Errorf("resize %s live to %s: %w; it keeps %s", md.Name, liveSizes(want, before), err, liveSizes(before, want))
+}
+
+// setLive changes the running guest of md from the live sizes of from to those of to.
+func (m *Manager) setLive(ctx context.Context, md *metadata, from, to Spec) error {
+	vm, err := m.connect(ctx, md)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = vm.Close() }()
+	if from.LiveMemory() != to.LiveMemory() {
+		if err := vm.SetMemory(ctx, to.LiveMemory()); err != nil {
+			return fmt.Errorf("memory: %w", err)
+		}
+	}
+	if from.VCPUs != to.VCPUs {
+		if err := vm.SetVCPUs(ctx, to.VCPUs); err != nil {
+			return fmt.Errorf("vcpus: %w", err)
+		}
+	}
+	return nil
+}
+
+// liveSizes names the live sizes of s that differ from other's: "memory 512MiB and 2 vcpus".
+func liveSizes(s, other Spec) string {
+	var parts []string
+	if s.LiveMemory() != other.LiveMemory() {
+		parts = append(parts, "memory "+units.Format(s.LiveMemory()))
+	}
+	if s.VCPUs != other.VCPUs {
+		parts = append(parts, fmt.Sprintf("%d vcpus", s.VCPUs))
+	}
+	return strings.Join(parts, " and ")
 }
 
 // growOverlay grows the overlay of the instance id, which no VMM has open, to want bytes: the

@@ -119,7 +119,7 @@ func (m *Manager) prepareBoot(ctx context.Context, md *metadata, drv vmm.Driver,
 	lay := md.spec().layout()
 	cfg := vmm.Config{
 		Dir: m.layout.dir(md.ID), Kernel: sys.Kernel, Initrd: sys.Initrd, Cmdline: system.BaseCmdline,
-		VCPUs: md.VCPUs, MemoryBytes: lay.boot, HotplugBytes: lay.region,
+		VCPUs: md.VCPUs, MaxVCPUs: md.MaxVCPUs, MemoryBytes: lay.boot, HotplugBytes: lay.region,
 		Disks: []vmm.Disk{
 			{Path: img.Rootfs, Serial: system.SerialRootfs, ReadOnly: true},
 			{Path: m.layout.overlay(md.ID), Serial: system.SerialOverlay},
@@ -235,6 +235,22 @@ func (m *Manager) growMemory(ctx context.Context, md *metadata) {
 	}
 	if err := m.setMemory(ctx, md, md.spec().LiveMemory()); err != nil {
 		m.log(ctx, "could not grow memory; the guest keeps its boot memory", map[string]any{"id": md.ID, "error": err.Error()})
+	}
+}
+
+// restoreVCPUs gives a guest just restored from Standby the vCPUs its metadata asks for, which a
+// change made while it was in Standby leaves different from those in its snapshot (resize.go).
+func (m *Manager) restoreVCPUs(ctx context.Context, md *metadata) {
+	if md.VMM.MaxVCPUs == 0 {
+		return
+	}
+	vm, err := m.connect(ctx, md)
+	if err == nil {
+		err = vm.SetVCPUs(ctx, md.VCPUs)
+		_ = vm.Close()
+	}
+	if err != nil {
+		m.log(ctx, "could not give the restored guest its vcpus; it keeps those of its snapshot", map[string]any{"id": md.ID, "error": err.Error()})
 	}
 }
 

@@ -71,6 +71,7 @@ type metadata struct {
 	Image       string            `json:"image"`
 	ImageDigest string            `json:"image_digest"`
 	VCPUs       int               `json:"vcpus"`
+	MaxVCPUs    int               `json:"max_vcpus,omitempty"`
 	Memory      int64             `json:"memory_bytes"`
 	Hotplug     int64             `json:"hotplug_bytes"`
 	MaxMemory   int64             `json:"max_memory_bytes,omitempty"`
@@ -123,7 +124,7 @@ type metadata struct {
 
 func (md *metadata) spec() Spec {
 	return Spec{
-		Name: md.Name, Image: md.Image, VCPUs: md.VCPUs, Memory: md.Memory, MaxMemory: md.MaxMemory, Hotplug: md.Hotplug,
+		Name: md.Name, Image: md.Image, VCPUs: md.VCPUs, MaxVCPUs: md.MaxVCPUs, Memory: md.Memory, MaxMemory: md.MaxMemory, Hotplug: md.Hotplug,
 		OverlaySize: md.OverlaySize, Entrypoint: md.Entrypoint, Cmd: md.Cmd, Env: md.Env,
 		Workdir: md.Workdir, Hypervisor: md.Hypervisor, Network: md.networkSpec(), Volumes: md.Volumes,
 		WaitFor: md.WaitFor,

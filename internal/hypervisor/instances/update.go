@@ -9,7 +9,8 @@ import (
 )
 
 // Update changes an instance's program (entrypoint, cmd, env, workdir), its sizes (resize.go:
-// memory within its ceiling live, anything else by a restart in place; overlay_size only grows),
+// memory and vcpus within their ceilings live, anything else by a restart in place; overlay_size
+// only grows),
 // its peer groups (at once, whatever its state), and its image reference
 // to another spelling of the image it has (another tag, transport or a digest that resolves to
 // the same manifest). A running or paused guest is restarted in place to pick up a new program,
@@ -63,7 +64,7 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		if err != nil {
 			return err
 		}
-		md.VCPUs, md.Memory, md.MaxMemory, md.Hotplug = spec.VCPUs, spec.Memory, spec.MaxMemory, spec.Hotplug
+		md.VCPUs, md.MaxVCPUs, md.Memory, md.MaxMemory, md.Hotplug = spec.VCPUs, spec.MaxVCPUs, spec.Memory, spec.MaxMemory, spec.Hotplug
 		if !newProgram && !newVolumes && len(changes) == 0 {
 			return m.saveMetadata(ctx, md) // at most the same sizes written another way
 		}
@@ -105,7 +106,7 @@ func (m *Manager) Update(ctx context.Context, idOrName string, spec Spec) (*Inst
 		case !restart && needs(changes, ActionLive):
 			return m.resizeLive(ctx, md, before)
 		case !restart:
-			return nil // Standby: the restore plugs the new memory (power.go)
+			return nil // Standby: the restore gives the new memory and vCPUs (power.go)
 		}
 		m.log(ctx, "restarting in place to apply a new program, volumes or size", map[string]any{"id": id, "state": string(cur)})
 		if err := m.reach(ctx, id, Stopped); err != nil {

@@ -23,6 +23,7 @@ type instanceModel struct {
 	Name          types.String `tfsdk:"name"`
 	Image         types.String `tfsdk:"image"`
 	VCPUs         types.Int64  `tfsdk:"vcpus"`
+	MaxVCPUs      types.Int64  `tfsdk:"max_vcpus"`
 	Memory        SizeValue    `tfsdk:"memory"`
 	MaxMemory     SizeValue    `tfsdk:"max_memory"`
 	HotplugMemory SizeValue    `tfsdk:"hotplug_memory"`
@@ -112,10 +113,13 @@ func (m *instanceResourceModel) spec(ctx context.Context) (instances.Spec, diag.
 func (m *instanceModel) spec(ctx context.Context) (instances.Spec, diag.Diagnostics) {
 	var diags diag.Diagnostics
 	s := instances.Spec{
-		Name:    m.Name.ValueString(),
-		Image:   m.Image.ValueString(),
-		VCPUs:   int(m.VCPUs.ValueInt64()),
-		Workdir: m.Workdir.ValueString(),
+		Name:     m.Name.ValueString(),
+		Image:    m.Image.ValueString(),
+		VCPUs:    int(m.VCPUs.ValueInt64()),
+		MaxVCPUs: int(m.MaxVCPUs.ValueInt64()),
+		Workdir:  m.Workdir.ValueString(),
+		// Known once the instance exists; what changes live depends on its VMM (ResizeChanges).
+		Hypervisor: m.Hypervisor.ValueString(),
 	}
 	for _, f := range []struct {
 		attr string
@@ -188,6 +192,10 @@ func (m *instanceModel) fill(ctx context.Context, inst *instances.Instance) diag
 	m.Name = types.StringValue(inst.Name)
 	m.Image = types.StringValue(inst.Image)
 	m.VCPUs = types.Int64Value(int64(inst.VCPUs))
+	m.MaxVCPUs = types.Int64Null()
+	if inst.MaxVCPUs > 0 {
+		m.MaxVCPUs = types.Int64Value(int64(inst.MaxVCPUs))
+	}
 	m.Memory = NewSizeValue(inst.Memory)
 	m.MaxMemory = SizeValue{StringValue: basetypes.NewStringNull()}
 	if inst.MaxMemory > 0 {

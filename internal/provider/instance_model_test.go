@@ -16,7 +16,7 @@ import (
 func sampleInstance() *instances.Instance {
 	return &instances.Instance{
 		ID: "01JD8X4ZQ6T7N5B2V3C9M0K1HA", Name: "web", Image: "alpine:3.20", ImageDigest: "sha256:abc",
-		VCPUs: 2, Memory: 512 * units.MiB, Hotplug: 256 * units.MiB, OverlaySize: 10 * units.GiB,
+		VCPUs: 2, MaxVCPUs: 4, Memory: 512 * units.MiB, Hotplug: 256 * units.MiB, OverlaySize: 10 * units.GiB,
 		Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo $A"}, Env: map[string]string{"A": "1"}, Workdir: "/srv",
 		Hypervisor: "qemu", HypervisorVersion: "7.2.15", Accelerator: "tcg", KernelRelease: "6.1.0-28-amd64",
 		State: instances.Running, PID: 4242,
@@ -49,8 +49,9 @@ func TestFillThenSpecGivesBackTheInstanceConfiguration(t *testing.T) {
 				t.Fatal(d)
 			}
 			want := instances.Spec{
-				Name: inst.Name, Image: inst.Image, VCPUs: inst.VCPUs, Memory: inst.Memory, Hotplug: inst.Hotplug,
+				Name: inst.Name, Image: inst.Image, VCPUs: inst.VCPUs, MaxVCPUs: inst.MaxVCPUs, Memory: inst.Memory, Hotplug: inst.Hotplug,
 				OverlaySize: inst.OverlaySize, Entrypoint: inst.Entrypoint, Cmd: inst.Cmd, Env: inst.Env, Workdir: inst.Workdir,
+				Hypervisor: inst.Hypervisor,
 			}
 			if !reflect.DeepEqual(spec, want) {
 				t.Errorf("spec = %#v\nwant   %#v", spec, want)

@@ -180,6 +180,7 @@ resource "hypeman_instance" "plan" {
   name         = "acc-resize"
   image        = %q
   vcpus        = %d
+  max_vcpus    = 3
   memory       = %q
   max_memory   = %q
   overlay_size = %q
@@ -189,9 +190,9 @@ resource "hypeman_instance" "plan" {
 `, e.image, vcpus, memory, maxMemory, overlay, entrypoint)
 }
 
-// Sizes change in place: memory within max_memory live (the same VMM), vcpus and a larger overlay
-// by a restart in place (the same id); a smaller overlay fails the plan, and after each apply the
-// plan is empty.
+// Sizes change in place: memory within max_memory and more vcpus within max_vcpus live (the same
+// VMM), a larger overlay by a restart in place (the same id); a smaller overlay fails the plan, and
+// after each apply the plan is empty.
 func TestAccSizesChangeInPlace(t *testing.T) {
 	env := newAccEnv(t)
 	const addr = "hypeman_instance.plan"
@@ -219,14 +220,20 @@ func TestAccSizesChangeInPlace(t *testing.T) {
 			},
 			emptyPlan(env.resizeConfig("512MiB", "768MiB", "256MiB", 1)),
 			{
-				Config:           env.resizeConfig("512MiB", "768MiB", "512MiB", 2),
+				Config:           env.resizeConfig("512MiB", "768MiB", "256MiB", 2),
 				ConfigPlanChecks: update,
-				Check: resource.ComposeTestCheckFunc(sameID, resource.TestCheckResourceAttr(addr, "vcpus", "2"),
+				Check:            resource.ComposeTestCheckFunc(sameID, v.samePID(t), resource.TestCheckResourceAttr(addr, "vcpus", "2")),
+			},
+			emptyPlan(env.resizeConfig("512MiB", "768MiB", "256MiB", 2)),
+			{
+				Config:           env.resizeConfig("512MiB", "768MiB", "512MiB", 3),
+				ConfigPlanChecks: update,
+				Check: resource.ComposeTestCheckFunc(sameID, resource.TestCheckResourceAttr(addr, "vcpus", "3"),
 					resource.TestCheckResourceAttr(addr, "overlay_size", "512MiB"), resource.TestCheckResourceAttr(addr, "state", "Running")),
 			},
-			emptyPlan(env.resizeConfig("512MiB", "768MiB", "512MiB", 2)),
+			emptyPlan(env.resizeConfig("512MiB", "768MiB", "512MiB", 3)),
 			{
-				Config:      env.resizeConfig("512MiB", "768MiB", "256MiB", 2),
+				Config:      env.resizeConfig("512MiB", "768MiB", "256MiB", 3),
 				PlanOnly:    true,
 				ExpectError: wrapped(`overlay_size "256MiB" is not allowed: at least 512MiB, the instance's overlay: an overlay grows in place but never shrinks`),
 			},

@@ -35,7 +35,7 @@ func resizeOf(ctx context.Context, plan, prior *instanceModel) (resizePlan, erro
 			return resizePlan{}, nil
 		}
 	}
-	if plan.VCPUs.IsUnknown() {
+	if plan.VCPUs.IsUnknown() || plan.MaxVCPUs.IsUnknown() {
 		return resizePlan{}, nil
 	}
 	want, d := plan.spec(ctx)

@@ -13,6 +13,7 @@ import (
 func TestASizeChangeIsPlannedInPlaceAndSaysWhatApplyDoes(t *testing.T) {
 	n := func(v int) tftypes.Value { return tftypes.NewValue(tftypes.Number, v) }
 	ceiling := map[string]tftypes.Value{"max_memory": str("2GiB")}
+	vcpuCeiling := map[string]tftypes.Value{"max_vcpus": n(4)}
 	tests := []struct {
 		name      string
 		state     string
@@ -34,6 +35,16 @@ func TestASizeChangeIsPlannedInPlaceAndSaysWhatApplyDoes(t *testing.T) {
 			"Instance Will Change In Place", []string{"memory 512MiB → 1GiB: restart in place"}, false},
 		{"vcpus", "Running", nil, map[string]tftypes.Value{"vcpus": n(2)},
 			"Instance Will Change In Place", []string{"vcpus 1 → 2: restart in place"}, false},
+		{"vcpus up within max_vcpus", "Running", vcpuCeiling, map[string]tftypes.Value{"vcpus": n(3)},
+			"Instance Will Change In Place", []string{"vcpus 1 → 3: live"}, false},
+		{"vcpus down on QEMU", "Running", merge(vcpuCeiling, map[string]tftypes.Value{"vcpus": n(3)}), map[string]tftypes.Value{"vcpus": n(2)},
+			"Instance Will Change In Place", []string{"vcpus 3 → 2: restart in place"}, false},
+		{"vcpus down on Cloud Hypervisor", "Running", merge(vcpuCeiling, map[string]tftypes.Value{"vcpus": n(3), "hypervisor": str("cloud-hypervisor")}),
+			map[string]tftypes.Value{"vcpus": n(2)}, "Instance Will Change In Place", []string{"vcpus 3 → 2: live"}, false},
+		{"a new vcpu ceiling", "Running", vcpuCeiling, map[string]tftypes.Value{"max_vcpus": n(8)},
+			"Instance Will Change In Place", []string{"max_vcpus 4 → 8: restart in place"}, false},
+		{"vcpus of a Standby instance within max_vcpus", "Standby", vcpuCeiling, map[string]tftypes.Value{"vcpus": n(2)},
+			"Instance Will Change In Place", []string{"vcpus 1 → 2: live, at the restore from Standby"}, false},
 		{"vcpus of a stopped instance", "Stopped", nil, map[string]tftypes.Value{"vcpus": n(4)},
 			"Instance Will Change In Place", []string{"vcpus 1 → 4: at the next start"}, false},
 		{"overlay of a running instance", "Running", nil, map[string]tftypes.Value{"overlay_size": str("20GiB")},

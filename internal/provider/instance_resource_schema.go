@@ -95,12 +95,23 @@ func (r *InstanceResource) Schema(ctx context.Context, _ resource.SchemaRequest,
 			},
 			"vcpus": schema.Int64Attribute{
 				CustomType: vcpusType,
-				MarkdownDescription: fmt.Sprintf("Virtual CPUs, a whole number from 1 to %d. Defaults to `1`. Changing it restarts the instance in place "+
-					"(overlay, volumes, id and addresses kept; a stopped one takes it at its next start), and the plan says so.", instances.MaxVCPUs),
+				MarkdownDescription: fmt.Sprintf("Virtual CPUs the guest has, a whole number from 1 to %d. Defaults to `1`. Within `max_vcpus` "+
+					"more of them come live, while the program runs on (the guest brings them online), and so do fewer on Cloud Hypervisor; "+
+					"fewer on QEMU, and any change without `max_vcpus`, restart the instance in place (overlay, volumes, id and addresses "+
+					"kept; a stopped one takes it at its next start). The plan names which.", instances.MaxVCPUs),
 				Optional:   true,
 				Computed:   true,
 				Default:    int64default.StaticInt64(1),
 				Validators: []validator.Int64{validVCPUs()},
+			},
+			"max_vcpus": schema.Int64Attribute{
+				CustomType: maxVCPUsType,
+				MarkdownDescription: fmt.Sprintf("The ceiling `vcpus` changes within live, from `vcpus` to %d. Left out, `vcpus` cannot change "+
+					"live. Set, the guest boots with room for this many vCPUs and its `vcpus` of them; a `Standby` snapshot keeps the "+
+					"vCPUs the guest has, and a change made while in `Standby` is given right after the restore. Changing it restarts "+
+					"the instance in place.", instances.MaxVCPUs),
+				Optional:   true,
+				Validators: []validator.Int64{validMaxVCPUs()},
 			},
 			"memory": schema.StringAttribute{
 				CustomType: SizeType{},

@@ -108,7 +108,7 @@ func existing(state string, env map[string]string) map[string]tftypes.Value {
 // configOf keeps only what a configuration sets (the arguments), dropping what Read computed.
 func configOf(state map[string]tftypes.Value) map[string]tftypes.Value {
 	out := map[string]tftypes.Value{}
-	for _, k := range []string{"name", "image", "vcpus", "memory", "max_memory", "hotplug_memory", "overlay_size", "entrypoint", "cmd", "env", "workdir", "state", "network", "volume"} {
+	for _, k := range []string{"name", "image", "vcpus", "max_vcpus", "memory", "max_memory", "hotplug_memory", "overlay_size", "entrypoint", "cmd", "env", "workdir", "state", "network", "volume"} {
 		if v, ok := state[k]; ok {
 			out[k] = v
 		}

@@ -146,6 +146,14 @@ func validVCPUs() validator.Int64 {
 	return checkInt64{"Invalid Number", "must be " + instances.VCPUsRule, instances.CheckVCPUs}
 }
 
+// maxVCPUsType reads max_vcpus as vcpusType reads vcpus.
+var maxVCPUsType = wholeNumberType{allowed: instances.MaxVCPUsRule}
+
+// validMaxVCPUs checks max_vcpus alone; ValidateConfig checks it against vcpus.
+func validMaxVCPUs() validator.Int64 {
+	return checkInt64{"Invalid Number", "must be " + instances.MaxVCPUsRule, func(n int64) error { return instances.CheckMaxVCPUs(n, 0) }}
+}
+
 // programList checks entrypoint or cmd by the manager's rules: no item holds a NUL byte, and an
 // entrypoint names a program. Unknown items are left to apply.
 type programList struct {
@@ -268,10 +276,12 @@ func notEmpty(setting, leaveOut string) validator.String {
 	}}
 }
 
-// ValidateConfig checks memory, max_memory and hotplug_memory together, and what only the host
-// can tell: that the guest's memory fits in the host's. Terraform validates once before the
-// provider is configured (no manager: no host to ask) and again while planning, with it.
+// ValidateConfig checks max_vcpus against vcpus, memory, max_memory and hotplug_memory together,
+// and what only the host can tell: that the guest's memory fits in the host's. Terraform validates
+// once before the provider is configured (no manager: no host to ask) and again while planning,
+// with it.
 func (r *InstanceResource) ValidateConfig(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	validateVCPURange(ctx, req, resp)
 	sizes := map[string]int64{"memory": instances.DefaultMemory, "hotplug_memory": 0, "max_memory": 0}
 	for name := range sizes {
 		var v SizeValue
@@ -311,6 +321,25 @@ func (r *InstanceResource) ValidateConfig(ctx context.Context, req resource.Vali
 			at = path.Root(fe.Field)
 		}
 		resp.Diagnostics.AddAttributeError(at, "Invalid Size", err.Error())
+	}
+}
+
+// validateVCPURange checks max_vcpus against vcpus (1 when left out) once both are known.
+func validateVCPURange(ctx context.Context, req resource.ValidateConfigRequest, resp *resource.ValidateConfigResponse) {
+	var vcpus, maxVCPUs types.Int64
+	if req.Config.GetAttribute(ctx, path.Root("vcpus"), &vcpus).HasError() || req.Config.GetAttribute(ctx, path.Root("max_vcpus"), &maxVCPUs).HasError() ||
+		vcpus.IsUnknown() || maxVCPUs.IsUnknown() || maxVCPUs.IsNull() {
+		return
+	}
+	n := int64(1)
+	if !vcpus.IsNull() {
+		n = vcpus.ValueInt64()
+	}
+	if instances.CheckVCPUs(n) != nil || instances.CheckMaxVCPUs(maxVCPUs.ValueInt64(), 0) != nil {
+		return // the attributes' validators say why
+	}
+	if err := instances.CheckMaxVCPUs(maxVCPUs.ValueInt64(), n); err != nil {
+		resp.Diagnostics.AddAttributeError(path.Root("max_vcpus"), "Invalid Number", err.Error())
 	}
 }
 

@@ -109,6 +109,9 @@ func TestBadInstanceConfigIsRejectedNamingValueAndAllowedForms(t *testing.T) {
 		{"too many vcpus", "vcpus", num(129), []string{`vcpus "129"`, instances.VCPUsRule}, ""},
 		{"vcpus with a fraction", "vcpus", num(big.NewFloat(1.5)), []string{`vcpus "1.5"`, instances.VCPUsRule}, ""},
 		{"vcpus beyond any integer", "vcpus", num(big.NewFloat(1e30)), []string{`vcpus "1e+30"`, instances.VCPUsRule}, ""},
+		{"too many max vcpus", "max_vcpus", num(129), []string{`max_vcpus "129"`, instances.MaxVCPUsRule}, ""},
+		{"negative max vcpus", "max_vcpus", num(-1), []string{`max_vcpus "-1"`, instances.MaxVCPUsRule}, ""},
+		{"max vcpus with a fraction", "max_vcpus", num(big.NewFloat(2.5)), []string{`max_vcpus "2.5"`, instances.MaxVCPUsRule}, ""},
 		{"empty entrypoint", "entrypoint", strList(), []string{`entrypoint "[]"`, "leave entrypoint out for the image's own"}, ""},
 		{"entrypoint naming no program", "entrypoint", strList("", "-c"), []string{`entrypoint[0] ""`, "the program to run", "leave entrypoint out"}, "entrypoint[0]"},
 		{"NUL byte in an entrypoint item", "entrypoint", strList("/bin/sh", "a\x00b"), []string{`entrypoint[1] "a\x00b"`, "without NUL bytes"}, "entrypoint[1]"},
@@ -402,6 +405,33 @@ func TestMemoryBeyondTheHostsFailsThePlanOnceConfigured(t *testing.T) {
 			}
 			if len(diags) != 1 || pathString(diags[0].Attribute) != tt.at || !strings.Contains(diags[0].Detail, tt.want) {
 				t.Fatalf("want one error on %s saying %q, got %v", tt.at, tt.want, diagText(diags))
+			}
+		})
+	}
+}
+
+func TestMaxVCPUsBelowVCPUsFailsThePlan(t *testing.T) {
+	n := func(v int) tftypes.Value { return tftypes.NewValue(tftypes.Number, v) }
+	for _, tt := range []struct {
+		name  string
+		attrs map[string]tftypes.Value
+		want  string // "" wants no diagnostic
+	}{
+		{"below vcpus", map[string]tftypes.Value{"vcpus": n(4), "max_vcpus": n(2)}, `max_vcpus "2" is not allowed: 0 (the same as vcpus) or at least vcpus (4), up to 128`},
+		{"below the default vcpus", map[string]tftypes.Value{"max_vcpus": n(0)}, ""},
+		{"equal to vcpus", map[string]tftypes.Value{"vcpus": n(2), "max_vcpus": n(2)}, ""},
+		{"vcpus known only after apply", map[string]tftypes.Value{"vcpus": unknown(tftypes.Number), "max_vcpus": n(2)}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			diags := validate(t, tt.attrs)
+			if tt.want == "" {
+				if len(diags) != 0 {
+					t.Fatalf("unexpected diagnostics: %v", diagText(diags))
+				}
+				return
+			}
+			if len(diags) != 1 || pathString(diags[0].Attribute) != "max_vcpus" || !strings.Contains(diags[0].Detail, tt.want) {
+				t.Fatalf("want one error on max_vcpus saying %q, got %v", tt.want, diagText(diags))
 			}
 		})
 	}

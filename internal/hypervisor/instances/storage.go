@@ -54,7 +54,10 @@ var errCorruptMetadata = errors.New("corrupt instance metadata")
 // metadataVersion is the format of metadata.json this manager writes. A change of layout bumps it
 // and teaches loadMetadata to migrate the older format.
 // Version 2 added max_memory_bytes (resize.go); older files have none, which means memory.
-const metadataVersion = 2
+// Version 3 added max_vcpus, and the VMM's (vmm.Config.MaxVCPUs): a VMM booted with vCPU slots,
+// whose Standby snapshot an older manager would restore without its vCPUs. Older files have none,
+// which means no slots.
+const metadataVersion = 3
 
 // errNewerMetadata: metadata.json was written by a newer manager, in a format this one cannot read
 // safely.
@@ -140,7 +143,7 @@ func (m *Manager) loadMetadata(ctx context.Context, id string) (*metadata, error
 	if err != nil {
 		return nil, err
 	}
-	md.FormatVersion = metadataVersion // versions 0 and 1 are the same layout; 2 only adds max_memory_bytes, absent (0) before
+	md.FormatVersion = metadataVersion // versions 0 and 1 are the same layout; 2 and 3 only add fields, absent (0) before
 	return &md, nil
 }
 

@@ -232,7 +232,7 @@ func (m *Manager) askVMM(ctx context.Context, md *metadata) observed {
 			obs.memory = bytes
 		}
 	}
-	if md.VMM.MaxVCPUs > md.VMM.VCPUs && (st == Running || st == Paused) {
+	if md.VMM.MaxVCPUs != 0 && (st == Running || st == Paused) {
 		qctx, cancel := context.WithTimeout(ctx, probeTimeout(ctx))
 		defer cancel()
 		if n, err := vm.VCPUs(qctx); err == nil {

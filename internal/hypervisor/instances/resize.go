@@ -14,10 +14,11 @@ import (
 // ceiling above its memory boots with BootMemory and gets the rest of the ceiling as a virtio-mem
 // region, of which memory − BootMemory is plugged. vcpus is the vCPUs it has and max_vcpus, when
 // set, the ceiling they change within live, from 1 up (the VMM boots with slots for max_vcpus,
-// vmm.VCPURange); only a VMM that gives vCPUs back live (vmm.VCPURemover) takes fewer vCPUs without
-// a restart. A change within a ceiling is made live; one beyond it, a new ceiling or a larger
-// overlay restart the instance in place (overlay, volumes, id and addresses kept). The deprecated hotplug_memory keeps its meaning: the guest boots
-// with memory and has memory + hotplug_memory while running, which is also its ceiling.
+// vmm.VCPURange); only a VMM that gives vCPUs back live (vmm.VCPURemover) takes fewer without a
+// restart. A change within a ceiling is made live; one beyond it, a new ceiling or a larger overlay
+// restart the instance in place (overlay, volumes, id and addresses kept). The deprecated
+// hotplug_memory keeps its meaning: the guest boots with memory and has memory + hotplug_memory
+// while running, which is also its ceiling.
 
 // BootMemory is what a guest whose max_memory is above its memory boots with, and what it gives
 // back down to before a Standby snapshot.
@@ -107,10 +108,11 @@ func (c Change) String() string {
 }
 
 // ResizeChanges says what changing the sizes (memory, max_memory, hotplug_memory, vcpus,
-// max_vcpus, overlay_size) of an instance in state cur from have to want does. Memory is compared as the
-// size while running and the ceiling, so that another way of writing the same ones (hotplug_memory
-// written as memory and max_memory) is no change. An overlay can only grow: a
-// smaller overlay_size is a FieldError.
+// max_vcpus, overlay_size) of an instance in state cur from have to want does. Memory is compared
+// as the size while running and the ceiling, so that another way of writing the same ones
+// (hotplug_memory written as memory and max_memory) is no change. Whether fewer vCPUs are live
+// depends on have.Hypervisor's VMM. An overlay can only grow: a smaller overlay_size is a
+// FieldError.
 func ResizeChanges(have Spec, cur State, want Spec) ([]Change, error) {
 	return resizeChanges(have, have.boot(), cur, want)
 }

@@ -327,26 +327,38 @@ func TestCloudHypervisorLiveResizeThatTheGuestDoesNotTakeIsUndone(t *testing.T) 
 	env.deleteAndCheckGone(t, inst)
 }
 
-// vCPUs within max_vcpus change live both ways through vm.resize (desired_vcpus, checked against
-// the spec when the test ends), in the same VMM process; a Standby instance takes its new count at
-// the restore.
+// vCPUs within max_vcpus (here equal to vcpus at boot) change live both ways through vm.resize
+// (desired_vcpus, checked against the spec when the test ends), in the same VMM process; Get
+// reports the count the VMM has, also after a change whose caller died; a Standby instance takes
+// its new count at the restore.
 func TestCloudHypervisorVCPUsChangeLiveWithinTheCeiling(t *testing.T) {
 	env := newTestEnv(t)
 	m := chManager(t, env, "head", "")
 	ctx := testContext(t)
 	spec := env.spec("chvcpus")
 	spec.Entrypoint = []string{"/bin/sh", "-c", counterScript}
-	spec.VCPUs, spec.MaxVCPUs = 1, 4
+	spec.VCPUs, spec.MaxVCPUs = 4, 4
 	inst, err := m.Create(ctx, spec, Running)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []int{4, 2} {
+	for _, n := range []int{2, 4} {
 		spec.VCPUs = n
 		got, err := m.Update(ctx, inst.ID, spec)
 		if err != nil || got.PID != inst.PID || got.State != Running || got.VCPUs != n {
 			t.Fatalf("live change to %d vcpus: %v (pid %d, was %d; %+v)", n, err, got.PID, inst.PID, got)
 		}
+	}
+	md, err := m.loadMetadata(ctx, inst.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md.VCPUs = 3 // saved by a caller that died before vm.resize
+	if err := m.saveMetadata(ctx, md); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Get(ctx, inst.ID); err != nil || got.VCPUs != 4 {
+		t.Fatalf("Get after an unfinished change: %v, vcpus %d; want the VMM's 4", err, got.VCPUs)
 	}
 	if _, err := m.SetState(ctx, inst.ID, Standby); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 )
 
-// vCPU hotplug: a VM created with max_vcpus above boot_vcpus is resized with vm.resize's
+// vCPU hotplug: a VM created with a MaxVCPUs (max_vcpus) is resized with vm.resize's
 // desired_vcpus. Cloud Hypervisor records the count asked for as the config's boot_vcpus at once;
 // a removal is the guest's to finish (ACPI eject), and until it has, every vm.resize is refused
 // with 429 (docs: vm.resize).

@@ -131,7 +131,7 @@ func waitSpec(ctx context.Context, o types.Object) (*instances.WaitSpec, diag.Di
 			diags.AddAttributeError(path.Root("wait_for").AtName("delay"), "Invalid Wait Condition", checkWaitDelay(w.Delay.ValueString()).Error())
 			return nil, diags
 		}
-		s.Delay = d
+		s.Delay, s.DelayText = d, w.Delay.ValueString()
 	}
 	if !w.HTTP.IsNull() && !w.HTTP.IsUnknown() {
 		var h httpWaitModel
@@ -205,6 +205,9 @@ func waitForObject(w *instances.WaitSpec) types.Object {
 	delay := types.StringNull()
 	if w.Delay > 0 {
 		delay = types.StringValue(shortDuration(w.Delay))
+		if d, err := time.ParseDuration(w.DelayText); err == nil && d == w.Delay {
+			delay = types.StringValue(w.DelayText) // the spelling the configuration has
+		}
 	}
 	return types.ObjectValueMust(waitForAttrTypes, map[string]attr.Value{"console": optionalString(w.Console),
 		"tcp_port": optInt(w.TCPPort), "http": http, "delay": delay})

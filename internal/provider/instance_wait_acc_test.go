@@ -62,13 +62,13 @@ func TestAccWaitForConsole(t *testing.T) {
 			},
 			{
 				// A new wait_for alone is an update in place that touches nothing on the VM.
-				Config: env.programConfig("acc-wait", script, "Running", `  wait_for = { console = "^app-ready$", delay = "1s" }`),
+				Config: env.programConfig("acc-wait", script, "Running", `  wait_for = { console = "^app-ready$", delay = "60s" }`),
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply:             []plancheck.PlanCheck{plancheck.ExpectResourceAction(addr, plancheck.ResourceActionUpdate)},
 					PostApplyPostRefresh: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
 				},
 				Check: resource.ComposeTestCheckFunc(
-					resource.TestCheckResourceAttr(addr, "wait_for.delay", "1s"),
+					resource.TestCheckResourceAttr(addr, "wait_for.delay", "60s"),
 					func(s *terraform.State) error {
 						got, err := stateAttr(s, addr, "pid")
 						if err == nil && got != pid {
@@ -77,6 +77,8 @@ func TestAccWaitForConsole(t *testing.T) {
 						return err
 					}),
 			},
+			// An import reads wait_for back as written ("60s", not "1m").
+			{ResourceName: addr, ImportState: true, ImportStateId: "acc-wait", ImportStateVerify: true, ImportStateVerifyIgnore: []string{"timeouts"}},
 		},
 	})
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 	"github.com/hashicorp/terraform-plugin-go/tfprotov6"
 	"github.com/hashicorp/terraform-plugin-go/tftypes"
 
@@ -167,6 +168,7 @@ func TestWaitForReadFromTheHostReadsBackTheSame(t *testing.T) {
 	for _, w := range []*instances.WaitSpec{
 		{Console: "^up$"},
 		{TCPPort: 8080, Delay: 90 * time.Second},
+		{TCPPort: 8080, Delay: 90 * time.Second, DelayText: "90s"},
 		{HTTP: &instances.HTTPWait{Port: 80}},
 		{Console: "x", TCPPort: 1, HTTP: &instances.HTTPWait{Port: 8080, Path: "/healthz", Status: 204}, Delay: time.Second},
 	} {
@@ -179,5 +181,20 @@ func TestWaitForReadFromTheHostReadsBackTheSame(t *testing.T) {
 	}
 	if o := waitForObject(nil); !o.IsNull() {
 		t.Errorf("no wait reads as %v, want null", o)
+	}
+	// The delay comes back as it was written, so the plan after an import is empty; text that
+	// does not say the same delay (a file edited by hand) gives way to the delay itself.
+	for text, want := range map[string]string{"90s": "90s", "1m30s": "1m30s", "": "1m30s", "2m": "1m30s"} {
+		o := waitForObject(&instances.WaitSpec{Delay: 90 * time.Second, DelayText: text})
+		var w waitForModel
+		if d := o.As(context.Background(), &w, basetypes.ObjectAsOptions{}); d.HasError() || w.Delay.ValueString() != want {
+			t.Errorf("delay written as %q reads back as %v (%v), want %q", text, w.Delay, d, want)
+		}
+	}
+	configured := types.ObjectValueMust(waitForAttrTypes, map[string]attr.Value{"console": types.StringNull(), "tcp_port": types.Int64Null(),
+		"http": types.ObjectNull(httpWaitAttrTypes), "delay": types.StringValue("90s")})
+	w, _ := waitSpec(context.Background(), configured)
+	if w == nil || w.Delay != 90*time.Second || w.DelayText != "90s" {
+		t.Errorf("a configured delay of 90s is %+v, want 1m30s with its text kept", w)
 	}
 }

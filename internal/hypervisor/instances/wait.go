@@ -31,6 +31,9 @@ type WaitSpec struct {
 	HTTP *HTTPWait `json:"http,omitempty"`
 	// Delay is a settle time after the other conditions, while the program must keep running.
 	Delay time.Duration `json:"delay_ns,omitempty"`
+	// DelayText is Delay as the user wrote it ("90s"), kept so that an import gives back the same
+	// spelling; "" when it was not written as text.
+	DelayText string `json:"delay,omitempty"`
 }
 
 // HTTPWait is an HTTP GET of http://<ip_address>:Port<Path> that must answer with Status.

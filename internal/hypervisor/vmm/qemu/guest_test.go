@@ -301,6 +301,21 @@ func countLines(lines []string, s string) int {
 	return n
 }
 
+// assertContinued checks that the guest booted once and that its counter never restarted: it ran
+// on through whatever the test did to it (a snapshot and restore, a resize).
+func assertContinued(t *testing.T, cfg vmm.Config) {
+	t.Helper()
+	if n := countLines(console(t, cfg), "test-guest: boot"); n != 1 {
+		t.Errorf("the guest booted %d times, want once", n)
+	}
+	values, _ := counts(t, cfg)
+	for i := 1; i < len(values); i++ {
+		if values[i] != values[i-1]+1 {
+			t.Fatalf("the counter went from %d to %d: the guest did not continue", values[i-1], values[i])
+		}
+	}
+}
+
 // waitGone waits until QEMU for cfg has exited.
 func waitGone(t *testing.T, cfg vmm.Config, pid int, timeout time.Duration) {
 	t.Helper()

@@ -53,8 +53,7 @@ func (m *Manager) resume(ctx context.Context, md *metadata) error {
 	if err := m.host.RemoveAll(ctx, m.layout.snapshots(md.ID)); err != nil {
 		return fmt.Errorf("drop the restored snapshot of %s: %w", md.Name, err)
 	}
-	m.growMemory(ctx, md)
-	m.restoreVCPUs(ctx, md)
+	m.giveLiveSizes(ctx, md)
 	return nil
 }
 

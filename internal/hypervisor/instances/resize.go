@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/units"
+	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm"
 	"github.com/hypeman/terraform-provider-hypeman/internal/hypervisor/vmm/builtin"
 )
 
@@ -129,7 +130,10 @@ type bootLayout struct {
 func (s Spec) boot() bootLayout { return bootLayout{s.layout(), s.MaxVCPUs} }
 
 // liveVCPUs reports whether a guest booted with l can be given n vCPUs while it runs.
-func (l bootLayout) liveVCPUs(n int) bool { return l.maxVCPUs > 0 && n >= 1 && n <= l.maxVCPUs }
+func (l bootLayout) liveVCPUs(n int) bool {
+	lowest, highest := vmm.VCPURange(vmm.Config{MaxVCPUs: l.maxVCPUs})
+	return l.maxVCPUs > 0 && n >= lowest && n <= highest
+}
 
 // resizeChanges is ResizeChanges for a guest booted with b.
 func resizeChanges(have Spec, b bootLayout, cur State, want Spec) ([]Change, error) {

@@ -47,7 +47,7 @@ func (m *Manager) standby(ctx context.Context, md *metadata, running bool) (err 
 				err = fmt.Errorf("%w; resuming the guest afterwards failed too: %v", err, rerr)
 				return
 			}
-			m.growMemory(undo, md)
+			m.giveLiveSizes(undo, md)
 		}
 		err = fmt.Errorf("%w (standby undone: %s is %s)", err, md.Name, leftIn(running))
 	}()

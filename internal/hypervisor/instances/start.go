@@ -66,7 +66,7 @@ func (m *Manager) start(ctx context.Context, md *metadata) error {
 	}
 	laps.fields["pid"], laps.fields["accelerator"] = pid, b.cfg.Accelerator
 	m.log(ctx, "guest program started", laps.fields)
-	m.growMemory(ctx, md)
+	m.giveLiveSizes(ctx, md)
 	return m.awaitReady(ctx, md, offset, "boot")
 }
 
@@ -227,38 +227,30 @@ func (m *Manager) watchSettle(ctx context.Context, md *metadata, offset int64) e
 	return exitError(fmt.Sprintf("%s ended right after its program started: %s%s%s", md.Name, end.Reason, console, m.vmmOutputTail(ctx, md)))
 }
 
-// growMemory plugs the memory the guest has while running (resize.go) into a guest that booted, or
-// was restored, with less.
-func (m *Manager) growMemory(ctx context.Context, md *metadata) {
-	if md.VMM.HotplugBytes == 0 {
+// giveLiveSizes gives a guest that booted, or was restored, what it has while running
+// (resize.go): the memory above its boot memory, and the vCPUs its metadata asks for, which a
+// change made while it was in Standby leaves different from those in its snapshot.
+func (m *Manager) giveLiveSizes(ctx context.Context, md *metadata) {
+	if md.VMM.HotplugBytes == 0 && md.VMM.MaxVCPUs == 0 {
 		return
 	}
-	if err := m.setMemory(ctx, md, md.spec().LiveMemory()); err != nil {
-		m.log(ctx, "could not grow memory; the guest keeps its boot memory", map[string]any{"id": md.ID, "error": err.Error()})
+	fail := func(what string, err error) {
+		m.log(ctx, what, map[string]any{"id": md.ID, "error": err.Error()})
 	}
-}
-
-// restoreVCPUs gives a guest just restored from Standby the vCPUs its metadata asks for, which a
-// change made while it was in Standby leaves different from those in its snapshot (resize.go).
-func (m *Manager) restoreVCPUs(ctx context.Context, md *metadata) {
-	if md.VMM.MaxVCPUs == 0 {
+	vm, err := m.connect(ctx, md)
+	if err != nil {
+		fail("could not give the guest its memory and vcpus", err)
 		return
-	}
-	vm, err := m.connect(ctx, md)
-	if err == nil {
-		err = vm.SetVCPUs(ctx, md.VCPUs)
-		_ = vm.Close()
-	}
-	if err != nil {
-		m.log(ctx, "could not give the restored guest its vcpus; it keeps those of its snapshot", map[string]any{"id": md.ID, "error": err.Error()})
-	}
-}
-
-func (m *Manager) setMemory(ctx context.Context, md *metadata, bytes int64) error {
-	vm, err := m.connect(ctx, md)
-	if err != nil {
-		return err
 	}
 	defer func() { _ = vm.Close() }()
-	return vm.SetMemory(ctx, bytes)
+	if md.VMM.HotplugBytes > 0 {
+		if err := vm.SetMemory(ctx, md.spec().LiveMemory()); err != nil {
+			fail("could not grow memory; the guest keeps its boot memory", err)
+		}
+	}
+	if md.VMM.MaxVCPUs > 0 {
+		if err := vm.SetVCPUs(ctx, md.VCPUs); err != nil {
+			fail("could not give the guest its vcpus; it keeps those it has", err)
+		}
+	}
 }

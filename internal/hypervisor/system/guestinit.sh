@@ -352,11 +352,9 @@ while item "$config/@CONFIG_ARGV_DIR@" "$i"; do
 done
 
 # vCPUs the VMM adds while the guest runs come online through the device events the kernel sends
-# (uevent runs the handler for each); one added before the listener started is brought online here.
+# (uevent runs the handler for each). Those it booted with the kernel brought online itself, and
+# the manager adds none before the program has started, which comes after this.
 uevent @HOTPLUG_HANDLER@ </dev/null >/dev/null 2>&1 &
-for online in /sys/devices/system/cpu/cpu[0-9]*/online; do
-	[ -w "$online" ] && read -r state <"$online" && [ "$state" = 0 ] && echo 1 >"$online"
-done
 
 # The power button (ACPI, through evdev) asks the program to stop; see /etc/acpi.
 if [ -d /dev/input ]; then

@@ -301,6 +301,20 @@ func countLines(lines []string, s string) int {
 	return n
 }
 
+// restoreRunning restores the snapshot in snap for cfg and resumes the guest.
+func restoreRunning(t *testing.T, cfg vmm.Config, snap string) (int, vmm.VM) {
+	t.Helper()
+	pid, err := New().Restore(testContext(t), host.Local{}, cfg, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := connect(t, cfg)
+	if err := vm.Resume(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	return pid, vm
+}
+
 // assertContinued checks that the guest booted once and that its counter never restarted: it ran
 // on through whatever the test did to it (a snapshot and restore, a resize).
 func assertContinued(t *testing.T, cfg vmm.Config) {

@@ -136,7 +136,7 @@ func sameDevices(taken, cfg vmm.Config) error {
 		was, is any
 	}{
 		{"vcpus", taken.VCPUs, cfg.VCPUs},
-		{"max vcpus", max(taken.VCPUs, taken.MaxVCPUs), max(cfg.VCPUs, cfg.MaxVCPUs)},
+		{"max vcpus", taken.MaxVCPUs, cfg.MaxVCPUs}, // 0 is another layout (-smp), not the same as vcpus
 		{"memory bytes", taken.MemoryBytes, cfg.MemoryBytes},
 		{"hotplug bytes", taken.HotplugBytes, cfg.HotplugBytes},
 		{"accelerator", taken.Accelerator, cfg.Accelerator},

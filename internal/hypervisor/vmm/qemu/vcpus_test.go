@@ -84,14 +84,7 @@ func TestSetVCPUsAddsLiveAndARestoreKeepsThem(t *testing.T) {
 	}
 	before := lastCount(t, cfg)
 	quit(t, vm, cfg, pid)
-	pid, err := New().Restore(ctx, h, cfg, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm = connect(t, cfg)
-	if err := vm.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pid, vm = restoreRunning(t, cfg, snap)
 	waitCount(t, cfg, before+3)
 	assertVCPUs(t, vm, 3)
 	if got := onlineCPUs(t, cfg); got != "0-2" {

@@ -91,6 +91,7 @@ func TestSameDevices(t *testing.T) {
 		{"one disk fewer", func(c *vmm.Config) { c.Disks = c.Disks[:1] }, "disk count was 2"},
 		{"a disk turned writable", func(c *vmm.Config) { c.Disks[0].ReadOnly = false }, "disk 0"},
 		{"a disk with another serial", func(c *vmm.Config) { c.Disks[1].Serial = "other" }, "disk 1"},
+		{"vCPU slots as many as its vCPUs", func(c *vmm.Config) { c.MaxVCPUs = c.VCPUs }, "max vcpus was 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

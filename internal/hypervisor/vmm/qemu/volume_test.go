@@ -163,14 +163,7 @@ func TestSnapshotRestoreKeepsTheVolumeDisks(t *testing.T) {
 		}
 	})
 
-	pid, err := New().Restore(ctx, host.Local{}, cfg, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm = connect(t, cfg)
-	if err := vm.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pid, vm = restoreRunning(t, cfg, snap)
 	waitCount(t, cfg, before+3)
 	lines := console(t, cfg)
 	if n := countLines(lines, "test-guest: boot"); n != 1 {
